@@ -1,0 +1,84 @@
+"""What every attack shares: the result record, input checks and the NaN guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..classes import IGNORE_INDEX, NUM_CLASSES
+from ..metrics import IMAGENET_STD
+
+
+@dataclass
+class AttackResult:
+    """What an attack returns. Tensors are detached; the inputs are never modified.
+
+    ``adv``: (B,3,H,W) adversarial images. ``history``: per-iteration (steps, B) tensors, one per
+    recorded quantity (``loss`` always; ``iou_target`` and ``step_size`` where the attack has them),
+    each measured at the iterate *before* that iteration's update. ``params``: the resolved
+    hyperparameters, so a result file says exactly what ran.
+    """
+
+    adv: torch.Tensor
+    history: dict[str, torch.Tensor]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.history["loss"]
+
+
+class AttackDiverged(FloatingPointError):
+    """The model produced NaN/inf logits or gradients; ``partial`` keeps the iterations already done."""
+
+    def __init__(self, message: str, partial: AttackResult) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def check_inputs(images: torch.Tensor, targets: torch.Tensor) -> None:
+    """One clear error for each way a batch can be malformed."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B,3,H,W) tensor, got {getattr(images, 'shape', type(images))}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0,1], got dtype {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or inf values")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError(f"images must lie in [0,1], got range [{images.min():.3f}, {images.max():.3f}]")
+    if targets.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"target masks must be (B,H,W) = {(images.shape[0], *images.shape[2:])}, "
+                         f"got {tuple(targets.shape)}")
+    bad = (targets < 0) | ((targets >= NUM_CLASSES) & (targets != IGNORE_INDEX))
+    if bad.any():
+        raise ValueError(f"target masks hold class ids outside 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} "
+                         f"for ignore): {sorted(set(targets[bad].unique().tolist()))[:5]}")
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def input_std(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
+    """The (1,3,1,1) per-channel std the model normalises with (ImageNet's if it does not say)."""
+    std = getattr(model, "std", None)
+    if not isinstance(std, torch.Tensor):
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return std.to(like)
+
+
+def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None,
+                 adv: torch.Tensor, history: dict[str, list[torch.Tensor]], params: dict[str, Any]) -> None:
+    """Raise :class:`AttackDiverged` (with the finished iterations) on NaN/inf logits or gradients."""
+    what = "logits" if not torch.isfinite(logits).all() else (
+        "gradients" if grad is not None and not torch.isfinite(grad).all() else None)
+    if what is None:
+        return
+    done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in history.items()}
+    raise AttackDiverged(f"the model produced non-finite {what} at iteration {step}; "
+                         f"{step} finished iterations are kept in .partial", AttackResult(adv.detach(), done, params))

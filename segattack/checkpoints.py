@@ -1,0 +1,103 @@
+"""Checkpoint files: safe loading (``weights_only=True``) and compact weight-only int8 storage.
+
+A segattack checkpoint is a plain dict of tensors, strings and numbers, so it loads without
+unpickling arbitrary objects::
+
+    {"format": "segattack-checkpoint", "version": 1, "backbone": str, "meta": dict,
+     "state": {name: tensor}, "int8": {name: {"q": int8 tensor, "scale": float32 tensor}}}
+
+Float tensors of at least 2 dims and 4096 elements (convolution weights) may be stored as int8
+with one symmetric scale per output channel; everything else stays as saved.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "segattack-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, unsafe or does not fit the model."""
+
+
+def quantize_int8(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-output-channel symmetric int8: ``tensor ~= q * scale``."""
+    flat = tensor.detach().float().reshape(tensor.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return {"q": q.reshape(tensor.shape), "scale": scale}
+
+
+def dequantize_int8(entry: dict[str, torch.Tensor]) -> torch.Tensor:
+    q, scale = entry["q"], entry["scale"]
+    return (q.float().reshape(q.shape[0], -1) * scale[:, None]).reshape(q.shape)
+
+
+def pack(state: dict[str, torch.Tensor], backbone: str, meta: dict[str, Any], int8: bool = False) -> dict[str, Any]:
+    """Build a checkpoint dict from a state dict (optionally int8-compressing the large weights)."""
+    plain: dict[str, torch.Tensor] = {}
+    quant: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in state.items():
+        if int8 and tensor.is_floating_point() and tensor.dim() >= 2 and tensor.numel() >= 4096:
+            quant[name] = quantize_int8(tensor)
+        else:
+            plain[name] = tensor.detach().cpu().clone()
+    return {"format": FORMAT, "version": VERSION, "backbone": backbone, "meta": meta,
+            "state": plain, "int8": quant}
+
+
+def read_packed(obj: dict[str, Any]) -> dict[str, Any]:
+    """Unpack a checkpoint dict built by :func:`pack` into float32 state."""
+    state = dict(obj["state"])
+    state.update({name: dequantize_int8(entry) for name, entry in obj["int8"].items()})
+    return {"backbone": obj["backbone"], "meta": dict(obj.get("meta", {})), "state": state}
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file safely and return ``{"backbone", "meta", "state"}`` (state in float32).
+
+    Accepts segattack checkpoints and plain state dicts (torchvision's ``.pth`` files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}" + (" (a directory)" if path.is_dir() else ""))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), None)
+        if unsafe is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(exc).splitlines()[-1]}") from None
+        raise CheckpointError(
+            f"refused to load {path}: it holds objects other than tensors and plain containers, "
+            f"which weights_only=True will not execute ({unsafe.split(' was not')[0]})") from None
+    except Exception as exc:  # truncated zip, random bytes, ...
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    if obj.get("format") == FORMAT:
+        return read_packed(obj)
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"backbone": None, "meta": {}, "state": obj}
+    raise CheckpointError(f"{path} is neither a segattack checkpoint nor a plain state dict")

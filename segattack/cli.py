@@ -1,0 +1,115 @@
+"""Command line: ``python -m segattack {attack,train} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .attacks import ATTACKS
+from .models import BACKBONES
+from .paths import cache_dir
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(backbone=args.backbone, size=args.size, batch=args.batch, steps=args.steps,
+                      lr=args.lr, seed=args.seed, eval_every=args.eval_every)
+    work = Path(args.work_dir or cache_dir() / "train" / args.backbone)
+    out = Path(args.out or cache_dir() / "weights" / f"{args.backbone}.pt")
+    meta = train(cfg, work, out, int8=not args.float32)
+    print(f"wrote {out}: held-out mIoU {meta['heldout_miou']:.4f}, pixel accuracy "
+          f"{meta['heldout_pixel_accuracy']:.4f}, {meta['train_seconds']:.0f} s of training")
+    return 0
+
+
+def _attack(args: argparse.Namespace) -> int:
+    from .runner import RunConfig, run, save_run
+
+    params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
+                                ("beta", args.beta), ("tau", args.tau), ("score", args.score),
+                                ("iou_average", args.iou_average)) if v is not None}
+    if args.l2_penalty:
+        params["l2_penalty"] = True
+    if args.no_clip:
+        params["clip"] = False
+    cfg = RunConfig(backbone=args.backbone, attack=args.attack, weights=args.weights, images=args.images,
+                    num_images=args.num_images, size=args.size, steps=args.steps,
+                    target_scheme=args.target_scheme, target_index=args.target_index, seed=args.seed,
+                    device=args.device, attack_params=params)
+    res = run(cfg)
+    path = save_run(res, args.out)
+    m = {k: v.mean().item() for k, v in res["metrics"].items()}
+    print(f"{args.backbone} {args.attack} ({res['weights']['source']} weights, {res['image_size']} px): "
+          f"IoU to original {100 * m['iou_original']:.2f}%, to target {100 * m['iou_target']:.2f}%, "
+          f"pixel accuracy to original {100 * m['acc_original']:.2f}%, L2 (0-255) {m['l2_255']:.1f}; "
+          f"{res['seconds_per_iteration']:.3f} s/iteration -> {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segattack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    at = sub.add_parser("attack", help="attack a batch of images and write metrics, images and history")
+    at.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
+    at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    at.add_argument("--weights", default="auto",
+                    help="auto (torchvision if cached, else embedded), torchvision, embedded, or a checkpoint path")
+    at.add_argument("--out", required=True, help="output directory (created)")
+    at.add_argument("--images", default="scenes",
+                    help="scenes (held-out synthetic), photos (shipped photos) or a directory of RGB images")
+    at.add_argument("--num-images", type=int, default=8, help="images in the batch (default 8)")
+    at.add_argument("--size", type=int, default=0,
+                    help="image side in px (default 0: the embedded model's training size, 520 otherwise)")
+    at.add_argument("--steps", type=int, default=50, help="attack iterations (default 50)")
+    at.add_argument("--target-scheme", default="single", choices=["single", "roll"],
+                    help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1")
+    at.add_argument("--target-index", type=int, default=1, help="the target image for --target-scheme single")
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--device", default="cpu", help="cpu or cuda")
+    pgd = at.add_argument_group("pgd")
+    pgd.add_argument("--mode", choices=["paper", "linf"], help="paper: normalised-space eps, raw gradient (default)")
+    pgd.add_argument("--eps", type=float, help="L-inf budget (paper 0.1 normalised; linf 8/255)")
+    pgd.add_argument("--alpha", type=float, help="step size (paper 100; linf 2.5*eps/steps)")
+    asma = at.add_argument_group("asma")
+    asma.add_argument("--beta", type=float, help="eq. (2) beta (paper: 3e-6 MobileNetV3, 1e-4 ResNet50)")
+    asma.add_argument("--tau", type=float, help="eq. (2) tau (paper 1e-5)")
+    asma.add_argument("--score", choices=["logits", "softmax"], help="g in eq. (1) (default logits)")
+    asma.add_argument("--iou-average", choices=["present", "all", "pixel"], help="IoU in eq. (2) (default present)")
+    asma.add_argument("--l2-penalty", action="store_true", help="subtract ||X_n - X||^2 as the public codes do")
+    at.add_argument("--no-clip", action="store_true", help="do not clip adversarial images to [0,1]")
+    at.set_defaults(func=_attack)
+
+    tr = sub.add_parser("train", help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")
+    tr.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
+    tr.add_argument("--size", type=int, default=96, help="scene size in pixels (default 96)")
+    tr.add_argument("--batch", type=int, default=16, help="scenes per step (default 16)")
+    tr.add_argument("--steps", type=int, default=1500, help="optimizer steps (default 1500)")
+    tr.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
+    tr.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default 0)")
+    tr.add_argument("--eval-every", type=int, default=0, help="held-out check every N steps (0: never)")
+    tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    tr.add_argument("--work-dir", help="resumable state (default $SEGATTACK_HOME/train/BACKBONE)")
+    tr.add_argument("--out", help="final checkpoint (default $SEGATTACK_HOME/weights/BACKBONE.pt)")
+    tr.add_argument("--float32", action="store_true", help="store float32 instead of int8 weights")
+    tr.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"segattack {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

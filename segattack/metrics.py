@@ -1,0 +1,121 @@
+"""Segmentation and perturbation metrics, per image, so intervals over images come for free.
+
+Masks are integer tensors (B,H,W) with class ids in 0..20 and 255 for "ignore". Every agreement
+metric takes ``(pred, reference)``: the reference is the clean prediction (the paper's reading:
+"how close the adversarial mask was to the original mask") or the target mask (targeted success).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .classes import IGNORE_INDEX, NUM_CLASSES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Average = Literal["present", "all"]
+Space = Literal["unit", "255", "normalized"]
+
+
+def _check_masks(pred: torch.Tensor, ref: torch.Tensor) -> None:
+    if pred.shape != ref.shape or pred.dim() != 3:
+        raise ValueError(f"masks must both be (B,H,W); got {tuple(pred.shape)} and {tuple(ref.shape)}")
+
+
+def confusion_matrix(pred: torch.Tensor, ref: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(B, C, C) per-image confusion counts, rows = reference class, columns = predicted class."""
+    _check_masks(pred, ref)
+    b = pred.shape[0]
+    valid = ref != IGNORE_INDEX
+    index = ref.long() * num_classes + pred.long().clamp(0, num_classes - 1)
+    index = index + torch.arange(b, device=pred.device).view(b, 1, 1) * num_classes**2
+    counts = torch.bincount(index[valid], minlength=b * num_classes**2)
+    return counts.view(b, num_classes, num_classes)
+
+
+def class_iou(pred: torch.Tensor, ref: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(B, C) IoU of each class in each image; NaN where the class is in neither mask."""
+    conf = confusion_matrix(pred, ref, num_classes).double()
+    inter = conf.diagonal(dim1=1, dim2=2)
+    union = conf.sum(1) + conf.sum(2) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
+
+
+def mean_iou(pred: torch.Tensor, ref: torch.Tensor, average: Average = "present",
+             num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(B,) mean IoU per image.
+
+    ``average="present"`` (default, the paper's "IoU between two masks"): mean over the classes that
+    appear in either mask. ``"all"``: mean over all ``num_classes``, a class absent from both masks
+    counting as full agreement (1), so identical masks still score 1.
+    """
+    iou = class_iou(pred, ref, num_classes)
+    if average == "present":
+        return iou.nanmean(dim=1)
+    if average == "all":
+        return iou.nan_to_num(1.0).mean(dim=1)
+    raise ValueError(f"average must be 'present' or 'all', got {average!r}")
+
+
+def pixel_accuracy(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """(B,) fraction of non-ignored pixels where ``pred`` equals ``ref``.
+
+    Against the target mask this is the targeted success rate.
+    """
+    _check_masks(pred, ref)
+    valid = ref != IGNORE_INDEX
+    hits = ((pred == ref) & valid).flatten(1).sum(1).double()
+    return hits / valid.flatten(1).sum(1).clamp_min(1).double()
+
+
+targeted_success = pixel_accuracy
+
+
+def dataset_scores(conf: torch.Tensor) -> dict[str, float]:
+    """Dataset-level mIoU (over classes present in the set) and pixel accuracy from summed counts."""
+    conf = conf.reshape(-1, conf.shape[-2], conf.shape[-1]).sum(0).double()
+    inter = conf.diagonal()
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return {
+        "miou": float((inter[present] / union[present]).mean()),
+        "pixel_accuracy": float(inter.sum() / conf.sum().clamp_min(1)),
+        "class_iou": [float(inter[c] / union[c]) if present[c] else float("nan") for c in range(len(inter))],
+    }
+
+
+def to_space(delta: torch.Tensor, space: Space) -> torch.Tensor:
+    """Express a [0,1]-pixel-space perturbation in another space: 0-255 or ImageNet-normalised."""
+    if space == "unit":
+        return delta
+    if space == "255":
+        return delta * 255.0
+    if space == "normalized":
+        std = torch.tensor(IMAGENET_STD, dtype=delta.dtype, device=delta.device).view(1, 3, 1, 1)
+        return delta / std
+    raise ValueError(f"space must be 'unit', '255' or 'normalized', got {space!r}")
+
+
+def perturbation_norm(adv: torch.Tensor, clean: torch.Tensor, p: float = 2, space: Space = "unit") -> torch.Tensor:
+    """(B,) L-p norm (2 or inf) of ``adv - clean`` per image, measured in ``space``."""
+    if adv.shape != clean.shape:
+        raise ValueError(f"images differ in shape: {tuple(adv.shape)} vs {tuple(clean.shape)}")
+    delta = to_space((adv - clean).double(), space).flatten(1)
+    return torch.linalg.vector_norm(delta, ord=p, dim=1)
+
+
+def attack_metrics(clean_pred: torch.Tensor, adv_pred: torch.Tensor, target: torch.Tensor,
+                   clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every reading of the paper's Table 1, per image (each value a (B,) tensor)."""
+    out: dict[str, torch.Tensor] = {}
+    for ref_name, ref in (("original", clean_pred), ("target", target)):
+        out[f"iou_{ref_name}"] = mean_iou(adv_pred, ref, "present")
+        out[f"iou_all_{ref_name}"] = mean_iou(adv_pred, ref, "all")
+        out[f"acc_{ref_name}"] = pixel_accuracy(adv_pred, ref)
+    for space in ("unit", "255", "normalized"):
+        out[f"l2_{space}"] = perturbation_norm(adv, clean, 2, space)
+    out["linf_unit"] = perturbation_norm(adv, clean, float("inf"), "unit")
+    return out

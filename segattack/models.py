@@ -1,0 +1,202 @@
+"""DeepLabV3 models behind one interface: images in [0,1] (B,3,H,W) in, logits (B,21,H,W) out.
+
+ImageNet normalisation lives here, in the wrapper, so every attack works in [0,1] pixel space.
+Weight sources:
+
+- ``"torchvision"``: the COCO_WITH_VOC_LABELS_V1 weights through torchvision's weights API
+  (from ``$TORCH_HOME/hub/checkpoints`` or downloaded on an online machine);
+- ``"embedded"``: the project's own models, trained on its synthetic scenes (not the paper's
+  COCO weights; see ``segattack.train``);
+- ``"auto"`` (default): torchvision's when they are cached, else the embedded ones;
+- a path to a checkpoint file, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torchvision.models import segmentation as tvseg
+
+from . import checkpoints
+from .classes import NUM_CLASSES
+from .metrics import IMAGENET_MEAN, IMAGENET_STD
+from .paths import cache_dir, weights_dir
+
+BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
+    "mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, tvseg.DeepLabV3_MobileNet_V3_Large_Weights),
+    "resnet50": (tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights),
+}
+WEIGHT_SOURCES = ("auto", "torchvision", "embedded")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested weights are neither on disk nor downloadable."""
+
+
+@dataclass
+class WeightsInfo:
+    """Which weights produced a result: printed in every results file, table and figure."""
+
+    source: str
+    backbone: str
+    description: str
+    clean_miou: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        miou = f", held-out mIoU {self.clean_miou:.3f}" if self.clean_miou is not None else ""
+        return f"{self.backbone} / {self.source} weights{miou}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SegmentationModel(nn.Module):
+    """Eval-mode wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits."""
+
+    def __init__(self, net: nn.Module, info: WeightsInfo | None = None,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.net = net
+        self.info = info or WeightsInfo("user", type(net).__name__, "user-supplied module")
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.eval()
+        self.requires_grad_(False)  # attacks differentiate w.r.t. the input only
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"expected images shaped (B,{self.mean.shape[1]},H,W), got {tuple(images.shape)}")
+        out = self.net((images - self.mean) / self.std)
+        if isinstance(out, dict):
+            out = out["out"]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a dict with 'out'")
+        return out
+
+
+def build_network(backbone: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """torchvision's own DeepLabV3 constructor, untrained, without the auxiliary head."""
+    constructor, _ = _backbone_entry(backbone)
+    return constructor(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+
+
+def _backbone_entry(backbone: str) -> tuple[Callable[..., nn.Module], Any]:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[backbone]
+
+
+def torchvision_weights_path(backbone: str) -> Path:
+    """Where torchvision keeps the COCO_WITH_VOC_LABELS_V1 file: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    _, enum = _backbone_entry(backbone)
+    url = enum.COCO_WITH_VOC_LABELS_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def embedded_weights_path(backbone: str) -> Path:
+    """The shipped checkpoint, else the one trained on first use under ``$SEGATTACK_HOME``."""
+    _backbone_entry(backbone)
+    shipped = weights_dir() / f"{backbone}.pt"
+    return shipped if shipped.is_file() else cache_dir() / "weights" / f"{backbone}.pt"
+
+
+def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, WeightsInfo]:
+    constructor, enum = _backbone_entry(backbone)
+    weights = enum.COCO_WITH_VOC_LABELS_V1
+    path = torchvision_weights_path(backbone)
+    if not path.is_file():
+        if not download:
+            raise WeightsUnavailable(_missing_tv_message(backbone, path, "not cached"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(weights.url, str(path), progress=True)
+        except Exception as exc:  # offline, proxy, disk full
+            raise WeightsUnavailable(_missing_tv_message(backbone, path, f"download failed: {exc}")) from None
+    state = checkpoints.read(path)["state"]
+    # torchvision requires aux_loss with these weights; build as it does, then drop the aux head.
+    net = constructor(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=True)
+    _load_state(net, state, path)
+    net.aux_classifier = None
+    metrics = weights.meta.get("_metrics", {}).get("COCO-val2017-VOC-labels", {})
+    info = WeightsInfo("torchvision", backbone, f"torchvision {weights} (COCO train2017, 20 VOC classes)",
+                       clean_miou=metrics.get("miou", None) and metrics["miou"] / 100.0,
+                       extra={"file": str(path), "miou_reported_on": "COCO val2017 (torchvision docs)"})
+    return net, info
+
+
+def _missing_tv_message(backbone: str, path: Path, why: str) -> str:
+    _, enum = _backbone_entry(backbone)
+    return (f"torchvision weights for {backbone} are unavailable ({why}): put "
+            f"{os.path.basename(path)} (from {enum.COCO_WITH_VOC_LABELS_V1.url}) at {path} "
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or use weights='embedded'")
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.") or k in expected}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+             for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            wrong and f"wrong shapes: {', '.join(wrong[:3])}",
+            missing and f"missing: {', '.join(missing[:3])}",
+            unexpected and f"unexpected: {', '.join(unexpected[:3])}"]))
+        raise checkpoints.CheckpointError(f"{path} does not fit this DeepLabV3 network ({details})")
+    net.load_state_dict(state)
+
+
+def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module, WeightsInfo]:
+    ckpt = checkpoints.read(path)
+    if ckpt["backbone"] not in (None, backbone):
+        raise checkpoints.CheckpointError(f"{path} holds {ckpt['backbone']} weights, not {backbone}")
+    net = build_network(backbone)
+    _load_state(net, ckpt["state"], path)
+    meta = ckpt["meta"]
+    description = meta.get("description", f"checkpoint {path.name}")
+    info = WeightsInfo(source, backbone, description, clean_miou=meta.get("heldout_miou"),
+                       extra={"file": str(path), **{k: v for k, v in meta.items() if k != "description"}})
+    return net, info
+
+
+def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
+               download: bool = False) -> SegmentationModel:
+    """Load a DeepLabV3 ``backbone`` ready for attacks: eval mode, frozen parameters.
+
+    ``weights`` is ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path; ``download``
+    lets the torchvision source fetch its file on an online machine.
+    """
+    _backbone_entry(backbone)
+    weights = os.fspath(weights)
+    if weights == "auto":
+        weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"
+    if weights == "torchvision":
+        net, info = _load_torchvision(backbone, download)
+    elif weights == "embedded":
+        path = embedded_weights_path(backbone)
+        if not path.is_file():
+            raise WeightsUnavailable(
+                f"no embedded {backbone} model at {weights_dir() / (backbone + '.pt')} or {path}; "
+                f"train one with: python -m segattack train --backbone {backbone}")
+        net, info = _load_checkpoint(backbone, path, "embedded")
+    elif weights in WEIGHT_SOURCES or not (os.sep in weights or weights.endswith((".pt", ".pth"))):
+        raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path")
+    else:
+        net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")
+    return SegmentationModel(net, info).to(device)
+
+
+def wrap_model(module: nn.Module, name: str = "user model", normalize: bool = True) -> SegmentationModel:
+    """Wrap a user's segmentation ``nn.Module`` (tensor or ``{'out': ...}`` output) for the attacks.
+
+    With ``normalize=False`` the module receives [0,1] images unchanged.
+    """
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return SegmentationModel(module, WeightsInfo("user", name, "user-supplied module"), mean, std)

@@ -1,0 +1,141 @@
+"""One study run: load model and images, build targets, attack, measure, save.
+
+The CLI and the notebooks both call :func:`run` and :func:`save_run`; nothing else computes
+results, so every entry point reports the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import __version__
+from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
+from .checkpoints import atomic_save
+from .classes import voc_palette
+from .data import study_images, target_masks
+from .metrics import attack_metrics, mean_iou
+from .models import load_model
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers (hashed by the grid to skip finished runs)."""
+
+    backbone: str = "mobilenet_v3_large"
+    attack: str = "pgd"
+    weights: str = "auto"
+    images: str = "scenes"
+    num_images: int = 8
+    size: int = 0  # 0: the embedded model's training size, else 520 (torchvision weights)
+    steps: int = 50
+    target_scheme: str = "single"
+    target_index: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    attack_params: dict[str, Any] = field(default_factory=dict)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A stable hash of everything that determines a run's numbers."""
+    blob = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_attack_params(attack: str, backbone: str) -> dict[str, Any]:
+    """The paper's section-5 hyperparameters for ``attack`` on ``backbone``."""
+    if attack == "asma":
+        return {"beta": PAPER_BETA[backbone], "tau": PAPER_TAU}
+    if attack == "pgd":
+        return {"mode": "paper"}
+    raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+
+
+def _image_size(cfg: RunConfig, model: torch.nn.Module) -> int:
+    if cfg.size:
+        return cfg.size
+    return int(model.info.extra.get("image_size", 520))
+
+
+def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Execute one run and return tensors, per-image metrics, history and provenance."""
+    if cfg.attack not in ATTACKS:
+        raise ValueError(f"unknown attack {cfg.attack!r}; choose one of {', '.join(ATTACKS)}")
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.backbone, cfg.weights, device=cfg.device)
+    size = _image_size(cfg, model)
+    images, names, truth = study_images(cfg.images, cfg.num_images, size, cfg.seed)
+    images = images.to(cfg.device)
+    with torch.inference_mode():
+        clean_pred = model(images).argmax(1)
+    targets = target_masks(clean_pred, cfg.target_scheme, cfg.target_index)
+    params = {**default_attack_params(cfg.attack, cfg.backbone), **cfg.attack_params}
+    started = time.perf_counter()
+    result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
+    seconds = time.perf_counter() - started
+    with torch.inference_mode():
+        adv_pred = model(result.adv).argmax(1)
+    metrics = attack_metrics(clean_pred, adv_pred, targets, images, result.adv)
+    if truth is not None:
+        metrics["clean_iou_truth"] = mean_iou(clean_pred.cpu(), truth)
+    return {
+        "config": asdict(cfg), "image_size": size, "names": names, "weights": model.info.as_dict(),
+        "attack_params": result.params, "seconds": seconds, "seconds_per_iteration": seconds / cfg.steps,
+        "images": images.cpu(), "adv": result.adv.cpu(), "clean_pred": clean_pred.cpu(),
+        "adv_pred": adv_pred.cpu(), "targets": targets.cpu(), "truth": truth,
+        "metrics": {k: v.cpu() for k, v in metrics.items()},
+        "history": {k: v.cpu() for k, v in result.history.items()},
+        "environment": {"segattack": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                        "device": cfg.device if cfg.device != "cpu" else f"cpu ({os.cpu_count()} cores)"},
+    }
+
+
+def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Mean and 95% normal interval half-width over images for each metric."""
+    out = {}
+    for name, values in metrics.items():
+        v = values.double()
+        half = 1.96 * v.std(unbiased=True).item() / len(v) ** 0.5 if len(v) > 1 else float("nan")
+        out[name] = {"mean": v.mean().item(), "ci95": half}
+    return out
+
+
+def _to_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path)
+
+
+def save_run(res: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Write a run's results under ``out_dir``: ``results.json`` (last, atomically), tensors, PNGs."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output directory {out} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    palette = voc_palette()
+    for i, name in enumerate(res["names"]):
+        stem = f"{i:02d}"
+        _to_png((res["adv"][i].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+                out / f"{stem}_adv.png")
+        _to_png(palette[res["clean_pred"][i].numpy()], out / f"{stem}_pred_clean.png")
+        _to_png(palette[res["adv_pred"][i].numpy()], out / f"{stem}_pred_adv.png")
+    atomic_save({k: res[k] for k in ("images", "adv", "clean_pred", "adv_pred", "targets")}
+                | ({"truth": res["truth"]} if res["truth"] is not None else {}), out / "tensors.pt")
+    doc = {k: res[k] for k in ("config", "image_size", "names", "weights", "attack_params", "seconds",
+                               "seconds_per_iteration", "environment")}
+    doc["config_hash"] = config_hash(RunConfig(**res["config"]))
+    doc["summary"] = summarize(res["metrics"])
+    doc["per_image"] = {k: v.tolist() for k, v in res["metrics"].items()}
+    doc["history"] = {k: v.tolist() for k, v in res["history"].items()}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out / "results.json")
+    return out / "results.json"

@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from segattack.models import wrap_model
+from segattack.scenes import scene_batch
+
+
+class TinySegNet(nn.Module):
+    """Three dilated convolutions: enough to learn the scenes' colours at 32 px, fast on a CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(24, 24, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(24, 21, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.body(x)}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A TinySegNet trained for 150 steps (seeded), wrapped like the study's models."""
+    torch.manual_seed(0)
+    net = TinySegNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(150):
+        images, masks = scene_batch(0, "train", step * 8, 8, 32)
+        loss = nn.functional.cross_entropy(net(images)["out"], masks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return wrap_model(net, "tiny test net", normalize=False)
+
+
+@pytest.fixture(scope="session")
+def scene_inputs():
+    """Four held-out 32 px scenes and their ground-truth masks."""
+    return scene_batch(0, "heldout", 0, 4, 32)

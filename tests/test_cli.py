@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+from segattack import checkpoints
+from segattack.cli import main
+from segattack.models import build_network
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "mnv3.pt"
+    meta = {"heldout_miou": 0.1, "image_size": 48, "description": "untrained test network"}
+    checkpoints.atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(),
+                                             "mobilenet_v3_large", meta, int8=True), path)
+    return path
+
+
+@pytest.mark.parametrize("attack", ["pgd", "asma"])
+def test_cli_attack_writes_results(tmp_path, small_checkpoint, attack, capsys):
+    out = tmp_path / attack
+    code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", attack, "--weights",
+                 str(small_checkpoint), "--out", str(out), "--num-images", "2", "--steps", "2"])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["image_size"] == 48 and doc["weights"]["source"] == "checkpoint"
+    assert len(doc["history"]["loss"]) == 2 and len(doc["per_image"]["iou_original"]) == 2
+    assert {"iou_original", "acc_target", "l2_255", "l2_normalized"} <= set(doc["summary"])
+    assert (out / "01_adv.png").is_file() and (out / "tensors.pt").is_file()
+    assert "IoU to original" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eps", "0"], "eps must be > 0"),
+    (["--steps", "0"], "steps must be > 0"),
+    (["--images", "/nonexistent"], "image set must be"),
+    (["--target-index", "9"], "outside the batch"),
+])
+def test_cli_errors_are_one_line(tmp_path, small_checkpoint, argv, message, capsys):
+    code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights",
+                 str(small_checkpoint), "--out", str(tmp_path / "o"), "--num-images", "2", *argv])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("segattack attack: error:") and len(err.splitlines()) == 1
+
+
+def test_cli_unknown_backbone_and_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["attack", "--backbone", "vgg", "--attack", "pgd", "--out", "x"])
+    assert info.value.code == 2 and "invalid choice: 'vgg'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    assert "--iou-average" in capsys.readouterr().out
+
+
+def test_cli_output_dir_is_a_file(tmp_path, small_checkpoint, capsys):
+    (tmp_path / "f").write_text("x")
+    code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights",
+                 str(small_checkpoint), "--out", str(tmp_path / "f"), "--num-images", "2", "--steps", "1"])
+    assert code == 2 and "is a file" in capsys.readouterr().err

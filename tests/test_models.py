@@ -1,0 +1,131 @@
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from segattack import checkpoints
+from segattack.checkpoints import CheckpointError
+from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, load_model,
+                              torchvision_weights_path, wrap_model)
+from torchvision.models import segmentation as tvseg
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def test_torchvision_weights_load_from_the_exact_cache_path(torch_home):
+    path = torchvision_weights_path("mobilenet_v3_large")
+    assert path == torch_home / "hub" / "checkpoints" / "deeplabv3_mobilenet_v3_large-fc3c493d.pth"
+    # torchvision's file holds the auxiliary head too: build as torchvision does, save its state.
+    torch.manual_seed(0)
+    reference = tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21,
+                                                   aux_loss=True).eval()
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = load_model("mobilenet_v3_large", "torchvision")
+    assert model.info.source == "torchvision" and model.info.clean_miou == pytest.approx(0.603)
+    assert model.net.aux_classifier is None and not model.training
+    x = torch.rand(1, 3, 64, 64)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference((x - mean) / std)["out"], atol=1e-5)
+    # "auto" prefers the cached torchvision weights
+    assert load_model("mobilenet_v3_large").info.source == "torchvision"
+
+
+def test_missing_torchvision_weights_name_file_and_path(torch_home):
+    with pytest.raises(WeightsUnavailable) as info:
+        load_model("resnet50", "torchvision")
+    message = str(info.value)
+    assert "deeplabv3_resnet50_coco-cd0a2569.pth" in message
+    assert str(torch_home / "hub" / "checkpoints") in message
+
+
+def test_unknown_backbone_and_weights():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        load_model("vgg16")
+    with pytest.raises(ValueError, match="unknown weights 'coco'"):
+        load_model("resnet50", "coco")
+
+
+def test_wrapper_validates_shape_and_unwraps_dict():
+    model = wrap_model(torch.nn.Conv2d(3, 21, 1), normalize=False)
+    assert model(torch.rand(2, 3, 5, 5)).shape == (2, 21, 5, 5)
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        model(torch.rand(3, 5, 5))
+    bad = wrap_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity()))
+    bad.net.forward = lambda x: [x]
+    with pytest.raises(TypeError, match="expected a tensor or a dict"):
+        bad(torch.rand(1, 3, 2, 2))
+
+
+@pytest.fixture(scope="module")
+def mobilenet_state():
+    torch.manual_seed(0)
+    return build_network("mobilenet_v3_large").state_dict()
+
+
+def test_checkpoint_round_trip_float_and_int8(tmp_path, mobilenet_state):
+    for int8 in (False, True):
+        path = tmp_path / f"m{int8}.pt"
+        checkpoints.atomic_save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {"heldout_miou": 0.5}, int8),
+                                path)
+        model = load_model("mobilenet_v3_large", path)
+        assert model.info.clean_miou == 0.5 and model.info.source == "checkpoint"
+        for name, value in model.net.state_dict().items():
+            ref = mobilenet_state[name]
+            if int8 and ref.is_floating_point() and ref.dim() >= 2 and ref.numel() >= 4096:
+                step = ref.abs().reshape(ref.shape[0], -1).amax(1).max() / 127
+                assert (value - ref).abs().max() <= step / 2 + 1e-7
+            else:
+                assert torch.equal(value, ref)
+    assert (tmp_path / "mTrue.pt").stat().st_size < 0.4 * (tmp_path / "mFalse.pt").stat().st_size
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_model("mobilenet_v3_large", path)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_model("mobilenet_v3_large", tmp_path / "absent.pt")
+
+
+def test_checkpoint_with_wrong_shapes(tmp_path, mobilenet_state):
+    state = dict(mobilenet_state)
+    state["classifier.4.weight"] = torch.zeros(10, 256, 1, 1)
+    path = tmp_path / "wrong.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"wrong shapes: classifier.4.weight: \(10, 256, 1, 1\)"):
+        load_model("mobilenet_v3_large", path)
+    torch.save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {}), path)
+    with pytest.raises(CheckpointError, match="holds mobilenet_v3_large weights, not resnet50"):
+        load_model("resnet50", path)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["EXPLOIT_MARKER"]),))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("EXPLOIT_MARKER", str(marker))
+    path = tmp_path / "evil.pt"
+    torch.save({"state": Exploit()}, path, pickle_protocol=2)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_model("mobilenet_v3_large", path)
+    assert not marker.exists()
+    # the same file would run code if loaded unsafely: the test's exploit is real
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_segmentation_model_is_frozen_eval():
+    model = SegmentationModel(build_network("mobilenet_v3_large"))
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
