@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
 
@@ -52,6 +53,28 @@ def _attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_override(text: str) -> tuple[str, object]:
+    """``key=value`` with a Python-literal value (numbers, dicts, ...), else the string itself."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key, raw
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .grid import ATTACK_ORDER, BACKBONE_ORDER, build_report, run_grid
+
+    status = run_grid(args.profile, args.out, dict(args.param or []),
+                      tuple(args.backbones or BACKBONE_ORDER), tuple(args.attacks or ATTACK_ORDER))
+    print("runs: " + ", ".join(f"{name} {state}" for name, state in status.items()))
+    path = build_report(args.out, args.profile)
+    print(f"report: {path}")
+    return 1 if "failed" in status.values() else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segattack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     asma.add_argument("--l2-penalty", action="store_true", help="subtract ||X_n - X||^2 as the public codes do")
     at.add_argument("--no-clip", action="store_true", help="do not clip adversarial images to [0,1]")
     at.set_defaults(func=_attack)
+
+    rp = sub.add_parser("report", help="run the notebook grid with papermill and render reports/index.html")
+    rp.add_argument("--profile", default="default", help="default (embedded, CPU), paper (torchvision, 520 px), tiny")
+    rp.add_argument("--out", default="reports", help="output folder (default reports/)")
+    rp.add_argument("-p", "--param", action="append", type=_parse_override, metavar="KEY=VALUE",
+                    help="override a run parameter for every run, e.g. -p steps=20 -p num_images=4")
+    rp.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), help="subset of backbones")
+    rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
+    rp.set_defaults(func=_report)
 
     tr = sub.add_parser("train", help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")
     tr.add_argument("--backbone", required=True, choices=sorted(BACKBONES))

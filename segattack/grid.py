@@ -8,9 +8,13 @@ runs whose results are complete for the same parameters and redoes the rest.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import os
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterator
+
+from tqdm.auto import tqdm
 
 from .runner import RunConfig, config_hash
 
@@ -52,3 +56,69 @@ def is_complete(run_dir: Path, digest: str) -> bool:
         return json.loads((run_dir / "results.json").read_text()).get("config_hash") == digest
     except (OSError, ValueError):
         return False
+
+
+def notebooks_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def execute_run(cfg: RunConfig, run_dir: Path, profile: str) -> bool:
+    """Execute ``attack.ipynb`` for one run with papermill; on failure keep its notebook, note why."""
+    import papermill as pm
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failure = run_dir / "failed.json"
+    failure.unlink(missing_ok=True)
+    (run_dir / "results.json").unlink(missing_ok=True)
+    output = run_dir / "attack.ipynb"
+    params = {**asdict(cfg), "out_dir": str(run_dir.resolve()), "profile": profile}
+    try:
+        pm.execute_notebook(str(notebooks_dir() / "attack.ipynb"), str(output), parameters=params,
+                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+        return True
+    except pm.PapermillExecutionError as exc:
+        message = f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, notebook missing, ...
+        message = f"{type(exc).__name__}: {exc}"
+    tmp = failure.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"error": message, "notebook": str(output)}))
+    os.replace(tmp, failure)
+    return False
+
+
+def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+             backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER) -> dict[str, str]:
+    """Execute every unfinished run of the grid; returns run name -> 'skipped' | 'done' | 'failed'."""
+    runs_dir = Path(out_dir) / "runs"
+    status = {}
+    configs = list(grid_configs(profile, overrides, backbones, attacks))
+    for cfg in tqdm(configs, desc=f"grid ({profile})", unit="run"):
+        name = run_name(cfg.backbone, cfg.attack)
+        if is_complete(runs_dir / name, config_hash(cfg)):
+            status[name] = "skipped"
+            continue
+        status[name] = "done" if execute_run(cfg, runs_dir / name, profile) else "failed"
+    return status
+
+
+def build_report(out_dir: str | Path, profile: str) -> Path:
+    """Execute ``report.ipynb`` over ``out_dir/runs`` and render it to one self-contained HTML file."""
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    out_dir = Path(out_dir).resolve()
+    executed = out_dir / "report.ipynb"
+    pm.execute_notebook(str(notebooks_dir() / "report.ipynb"), str(executed),
+                        parameters={"runs_dir": str(out_dir / "runs"), "profile": profile},
+                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+    # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded
+    # require.js, MathJax, mermaid) so the file reads the same offline.
+    body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
+    target = out_dir / "index.html"
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
