@@ -49,11 +49,17 @@ class WeightsInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def label(self) -> str:
-        miou = f", held-out mIoU {self.clean_miou:.3f}" if self.clean_miou is not None else ""
-        return f"{self.backbone} / {self.source} weights{miou}"
+        return weights_label(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def weights_label(info: dict[str, Any]) -> str:
+    """'backbone / source weights, held-out mIoU x' for titles, from a WeightsInfo dict."""
+    miou = info.get("clean_miou")
+    scope = "held-out" if info.get("source") != "torchvision" else "COCO val2017"
+    return f"{info['backbone']} / {info['source']} weights" + (f", {scope} mIoU {miou:.3f}" if miou is not None else "")
 
 
 class SegmentationModel(nn.Module):

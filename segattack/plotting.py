@@ -67,14 +67,11 @@ def history_frame(histories: dict[str, list[list[float]]], quantity: str) -> pd.
     return pd.DataFrame(rows, columns=["run", "iteration", "image", quantity])
 
 
-def curve_figure(histories: dict[str, list[list[float]]], quantity: str, title: str,
-                 log: bool = False) -> plt.Figure:
+def curve_figure(histories: dict[str, list[list[float]]], quantity: str, title: str) -> plt.Figure:
     """Mean over images of ``quantity`` per iteration, one line per run, 95% interval shaded."""
     frame = history_frame(histories, quantity)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     sns.lineplot(data=frame, x="iteration", y=quantity, hue="run", errorbar=("ci", 95), ax=ax)
-    if log:
-        ax.set_yscale("log")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

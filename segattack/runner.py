@@ -43,6 +43,7 @@ class RunConfig:
     target_index: int = 1
     seed: int = 0
     device: str = "cpu"
+    amp: bool = False  # bf16 autocast for the attack's forward/backward passes (GPU path; CPU works too)
     attack_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,7 +82,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     targets = target_masks(clean_pred, cfg.target_scheme, cfg.target_index)
     params = {**default_attack_params(cfg.attack, cfg.backbone), **cfg.attack_params}
     started = time.perf_counter()
-    result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
+    with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+        result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
     seconds = time.perf_counter() - started
     with torch.inference_mode():
         adv_pred = model(result.adv).argmax(1)

@@ -163,3 +163,14 @@ def test_nan_logits_stop_with_partial_result(tiny_model, scene_inputs):
             attack(NaNAfter(tiny_model, 3))
         assert info.value.partial.loss.shape == (3, 4)
         assert torch.isfinite(info.value.partial.adv).all()
+
+
+def test_attacks_converge_under_bf16_autocast(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    targets = targets_for(tiny_model, images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = targeted_pgd(tiny_model, images, targets, steps=15, mode="linf", eps=32 / 255)
+        asm = asma(tiny_model, images, targets, beta=1e-3, tau=1e-3, steps=10)
+    assert res.adv.dtype == torch.float32 and (res.adv - images).abs().max() <= 32 / 255 + 1e-6
+    assert res.loss[-1].mean() < 0.8 * res.loss[0].mean()
+    assert asm.history["iou_target"][-1].mean() > asm.history["iou_target"][0].mean()

@@ -1,0 +1,23 @@
+"""The README's library example works as written."""
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_example_runs():
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL).group(1)
+    torch.manual_seed(0)
+    namespace = {"my_segmenter": torch.nn.Conv2d(3, 21, 1)}
+    exec(compile(code.replace("steps=50", "steps=2").replace("steps=100", "steps=2"), "README", "exec"), namespace)
+    assert namespace["asm"].adv.shape == (4, 3, 128, 128)
+    assert namespace["pgd_linf"].adv.min() >= 0
+
+
+def test_readme_names_both_commands():
+    text = README.read_text()
+    assert "make report" in text and "make test" in text
+    assert "make test" in (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
