@@ -30,8 +30,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .runner import RunConfig, run, save_run
+    from .runner import RunConfig, check_output_dir, run, save_run
 
+    check_output_dir(args.out)
     params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
                                 ("beta", args.beta), ("tau", args.tau), ("score", args.score),
                                 ("iou_average", args.iou_average)) if v is not None}

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +23,6 @@ from PIL import Image
 
 from . import __version__
 from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
-from .checkpoints import atomic_save
 from .classes import voc_palette
 from .data import study_images, target_masks
 from .metrics import attack_metrics, mean_iou
@@ -112,32 +113,49 @@ def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _to_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path)
-
-
-def save_run(res: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Write a run's results under ``out_dir``: ``results.json`` (last, atomically), tensors, PNGs."""
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Refuse an output path that exists but is not a folder (before any work is done)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output directory {out} is a file")
+    return out
+
+
+def save_run(res: dict[str, Any], out_dir: str | os.PathLike) -> Path:
+    """Write a run's results under ``out_dir``: PNGs, ``tensors.pt``, then ``results.json``.
+
+    Everything is written into a staging folder beside ``out_dir`` first and moved in only when
+    complete, ``results.json`` last: a failed write (full disk) leaves an earlier result intact, and
+    a folder without ``results.json`` is never taken for a finished run.
+    """
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+    try:
+        _write_run(res, staging)
+        names = sorted(p.name for p in staging.iterdir() if p.name != "results.json") + ["results.json"]
+        for name in names:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "results.json"
+
+
+def _write_run(res: dict[str, Any], folder: Path) -> None:
     palette = voc_palette()
-    for i, name in enumerate(res["names"]):
-        stem = f"{i:02d}"
-        _to_png((res["adv"][i].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
-                out / f"{stem}_adv.png")
-        _to_png(palette[res["clean_pred"][i].numpy()], out / f"{stem}_pred_clean.png")
-        _to_png(palette[res["adv_pred"][i].numpy()], out / f"{stem}_pred_adv.png")
-    atomic_save({k: res[k] for k in ("images", "adv", "clean_pred", "adv_pred", "targets")}
-                | ({"truth": res["truth"]} if res["truth"] is not None else {}), out / "tensors.pt")
+    for i in range(len(res["names"])):
+        adv = (res["adv"][i].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(adv).save(folder / f"{i:02d}_adv.png")
+        Image.fromarray(palette[res["clean_pred"][i].numpy()]).save(folder / f"{i:02d}_pred_clean.png")
+        Image.fromarray(palette[res["adv_pred"][i].numpy()]).save(folder / f"{i:02d}_pred_adv.png")
+    tensors = {k: res[k] for k in ("images", "adv", "clean_pred", "adv_pred", "targets")}
+    if res["truth"] is not None:
+        tensors["truth"] = res["truth"]
+    torch.save(tensors, folder / "tensors.pt")
     doc = {k: res[k] for k in ("config", "image_size", "names", "weights", "attack_params", "seconds",
                                "seconds_per_iteration", "environment")}
     doc["config_hash"] = config_hash(RunConfig(**res["config"]))
     doc["summary"] = summarize(res["metrics"])
     doc["per_image"] = {k: v.tolist() for k, v in res["metrics"].items()}
     doc["history"] = {k: v.tolist() for k, v in res["history"].items()}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out / "results.json")
-    return out / "results.json"
+    (folder / "results.json").write_text(json.dumps(doc, indent=1))

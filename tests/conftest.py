@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from segattack.models import wrap_model
+from segattack import checkpoints
+from segattack.models import build_network, wrap_model
 from segattack.scenes import scene_batch
 
 
@@ -43,3 +44,14 @@ def tiny_model():
 def scene_inputs():
     """Four held-out 32 px scenes and their ground-truth masks."""
     return scene_batch(0, "heldout", 0, 4, 32)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """An (untrained) int8 MobileNetV3 DeepLabV3 checkpoint whose metadata says 48 px."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "mnv3.pt"
+    meta = {"heldout_miou": 0.1, "image_size": 48, "description": "untrained test network"}
+    checkpoints.atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(),
+                                             "mobilenet_v3_large", meta, int8=True), path)
+    return path

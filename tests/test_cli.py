@@ -1,21 +1,8 @@
 import json
 
 import pytest
-import torch
 
-from segattack import checkpoints
 from segattack.cli import main
-from segattack.models import build_network
-
-
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "mnv3.pt"
-    meta = {"heldout_miou": 0.1, "image_size": 48, "description": "untrained test network"}
-    checkpoints.atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(),
-                                             "mobilenet_v3_large", meta, int8=True), path)
-    return path
 
 
 @pytest.mark.parametrize("attack", ["pgd", "asma"])

@@ -1,7 +1,13 @@
 """The study end to end on the tiny profile: papermill runs, resume, nbconvert HTML."""
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -31,7 +37,7 @@ def test_grid_runs_every_backbone_and_attack(tiny_study):
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
 
 
-def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study):
+def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path):
     out, _ = tiny_study
     victim = out / "runs" / "resnet50-pgd"
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json") if p.parent != victim}
@@ -40,9 +46,10 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study):
     assert status["resnet50-pgd"] == "done"
     assert [s for n, s in status.items() if n != "resnet50-pgd"] == ["skipped"] * 3
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    # a changed parameter invalidates every run
-    assert set(run_grid("tiny", out, {"steps": 1}, backbones=("mobilenet_v3_large",),
-                        attacks=("pgd",)).values()) == {"done"}
+    # a changed parameter invalidates the run (checked on a copy: the study stays as it was)
+    shutil.copytree(out, tmp_path / "copy")
+    assert run_grid("tiny", tmp_path / "copy", {"steps": 1}, backbones=("mobilenet_v3_large",),
+                    attacks=("pgd",)) == {"mobilenet_v3_large-pgd": "done"}
 
 
 def test_failing_run_keeps_its_notebook_and_is_reported(tmp_path):
@@ -79,3 +86,29 @@ def test_committed_notebooks_carry_no_outputs():
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, path
         assert any("parameters" in c.metadata.get("tags", []) for c in book.cells), path
+
+
+def test_sigkill_mid_grid_then_restart_redoes_only_the_interrupted_run(tiny_study, tmp_path):
+    reference, _ = tiny_study
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path)],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = runs / "mobilenet_v3_large-asma" / "results.json"
+    deadline = time.monotonic() + 300
+    while not (first.is_file() and (runs / "mobilenet_v3_large-pgd").is_dir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "grid ended before it could be killed"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)  # an orphaned kernel notices its parent is gone and exits
+    finished = first.stat().st_mtime_ns
+    assert not (runs / "mobilenet_v3_large-pgd" / "results.json").is_file()
+    status = run_grid("tiny", tmp_path)
+    assert status["mobilenet_v3_large-asma"] == "skipped"
+    assert status["mobilenet_v3_large-pgd"] == "done"
+    assert first.stat().st_mtime_ns == finished
+    for name in status:  # the same numbers as the uninterrupted grid
+        ours = json.loads((runs / name / "results.json").read_text())
+        theirs = json.loads((reference / "runs" / name / "results.json").read_text())
+        assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"], name
+    assert "MobileNet PGD Attack" in build_report(tmp_path, "tiny").read_text()
