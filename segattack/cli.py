@@ -23,7 +23,7 @@ def _train(args: argparse.Namespace) -> int:
                       lr=args.lr, seed=args.seed, eval_every=args.eval_every)
     work = Path(args.work_dir or cache_dir() / "train" / args.backbone)
     out = Path(args.out or cache_dir() / "weights" / f"{args.backbone}.pt")
-    meta = train(cfg, work, out, int8=not args.float32)
+    meta = train(cfg, work, out, int8=not args.float32, stop_at=args.stop_at)
     print(f"wrote {out}: held-out mIoU {meta['heldout_miou']:.4f}, pixel accuracy "
           f"{meta['heldout_pixel_accuracy']:.4f}, {meta['train_seconds']:.0f} s of training")
     return 0
@@ -36,6 +36,7 @@ def _attack(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
                                 ("beta", args.beta), ("tau", args.tau), ("score", args.score),
                                 ("iou_average", args.iou_average)) if v is not None}
+    params.update(dict(args.attack_param or []))
     if args.l2_penalty:
         params["l2_penalty"] = True
     if args.no_clip:
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     asma.add_argument("--iou-average", choices=["present", "all", "pixel"], help="IoU in eq. (2) (default present)")
     asma.add_argument("--l2-penalty", action="store_true", help="subtract ||X_n - X||^2 as the public codes do")
     at.add_argument("--no-clip", action="store_true", help="do not clip adversarial images to [0,1]")
+    at.add_argument("-a", "--attack-param", action="append", type=_parse_override, metavar="KEY=VALUE",
+                    help="any other keyword of the attack function, e.g. -a targeted=False -a gamma=0.2 -a norm=l2")
     at.set_defaults(func=_attack)
 
     rp = sub.add_parser("report", help="run the notebook grid with papermill and render reports/index.html")
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--work-dir", help="resumable state (default $SEGATTACK_HOME/train/BACKBONE)")
     tr.add_argument("--out", help="final checkpoint (default $SEGATTACK_HOME/weights/BACKBONE.pt)")
     tr.add_argument("--float32", action="store_true", help="store float32 instead of int8 weights")
+    tr.add_argument("--stop-at", type=int, help="end a (resumed) run early at this step and finalize it")
     tr.set_defaults(func=_train)
     return parser
 
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"segattack {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -66,7 +66,7 @@ def study_images(source: str, count: int, size: int, seed: int = 0) -> tuple[tor
     """Images, names and ground-truth masks (or None) of a named image set.
 
     ``"scenes"``: held-out synthetic scenes (the embedded models' domain; with ground truth).
-    ``"photos"``: the shipped CC0/public-domain photos (the real weights' domain), cycled to ``count``.
+    ``"photos"``: the shipped CC0/public-domain photos (the real weights' domain), at most 4.
     A directory path: its image files in name order.
     """
     if count <= 0:
@@ -75,7 +75,9 @@ def study_images(source: str, count: int, size: int, seed: int = 0) -> tuple[tor
         images, masks = scene_batch(seed, "heldout", 0, count, size)
         return images, [f"scene {i}" for i in range(count)], masks
     if source == "photos":
-        files = [photos_dir() / STUDY_PHOTOS[i % len(STUDY_PHOTOS)] for i in range(count)]
+        if count > len(STUDY_PHOTOS):
+            raise ImageError(f"the 'photos' set holds {len(STUDY_PHOTOS)} images; asked for {count}")
+        files = [photos_dir() / name for name in STUDY_PHOTOS[:count]]
     else:
         folder = Path(source)
         if not folder.is_dir():

@@ -25,7 +25,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
     "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": 100},
     # The paper: torchvision's COCO weights, the shipped photos at 520 px (a GPU or a patient CPU).
-    "paper": {"weights": "torchvision", "images": "photos", "num_images": 8, "size": 520, "steps": 100},
+    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": 100},
     # Smoke test for CI: two small images, two iterations.
     "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2},
 }

@@ -55,12 +55,15 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def default_attack_params(attack: str, backbone: str) -> dict[str, Any]:
-    """The paper's section-5 hyperparameters for ``attack`` on ``backbone``."""
+    """The paper's section-5 hyperparameters for ``attack`` on ``backbone`` (the attack's own defaults
+    for the attacks the paper does not use)."""
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
     if attack == "asma":
         return {"beta": PAPER_BETA[backbone], "tau": PAPER_TAU}
     if attack == "pgd":
         return {"mode": "paper"}
-    raise ValueError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}")
+    return {}
 
 
 def _image_size(cfg: RunConfig, model: torch.nn.Module) -> int:
@@ -71,8 +74,7 @@ def _image_size(cfg: RunConfig, model: torch.nn.Module) -> int:
 
 def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Execute one run and return tensors, per-image metrics, history and provenance."""
-    if cfg.attack not in ATTACKS:
-        raise ValueError(f"unknown attack {cfg.attack!r}; choose one of {', '.join(ATTACKS)}")
+    default_attack_params(cfg.attack, cfg.backbone)  # validates the name before any loading
     torch.manual_seed(cfg.seed)
     model = load_model(cfg.backbone, cfg.weights, device=cfg.device)
     size = _image_size(cfg, model)
@@ -86,8 +88,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
         result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
     seconds = time.perf_counter() - started
-    with torch.inference_mode():
-        adv_pred = model(result.adv).argmax(1)
+    adv_pred = result.pred
     metrics = attack_metrics(clean_pred, adv_pred, targets, images, result.adv)
     if truth is not None:
         metrics["clean_iou_truth"] = mean_iou(clean_pred.cpu(), truth)

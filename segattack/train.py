@@ -102,10 +102,13 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.T
     return loss.item()
 
 
-def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = True,
+          stop_at: int | None = None) -> dict[str, Any]:
     """Train ``cfg.backbone``, resuming from ``work_dir/last.pt``; write the final checkpoint to ``out``.
 
-    Returns the metadata stored in the checkpoint (held-out mIoU, pixel accuracy, time, ...).
+    ``stop_at`` ends training early at that step (the schedule stays the one for ``cfg.steps``);
+    the metadata records the steps actually done. Returns the metadata stored in the checkpoint
+    (held-out mIoU, pixel accuracy, time, ...).
     """
     work_dir = Path(work_dir)
     torch.manual_seed(cfg.seed)
@@ -124,7 +127,7 @@ def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = 
     log = (work_dir / "log.jsonl").open("a")
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.backbone}", unit="step")
-    while step < cfg.steps:
+    while step < min(cfg.steps, stop_at or cfg.steps):
         started = time.perf_counter()
         images, masks = scene_batch(cfg.seed, "train", step * cfg.batch, cfg.batch, cfg.size)
         for group in optimizer.param_groups:
@@ -141,22 +144,23 @@ def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = 
             net.train()
         log.write(json.dumps(record) + "\n")
         log.flush()
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at):
             checkpoints.atomic_save({"config": asdict(cfg), "model": net.state_dict(),
                                      "optimizer": optimizer.state_dict(), "step": step,
                                      "elapsed": elapsed}, last)
     bar.close()
-    return finalize(net, cfg, elapsed, out, int8)
+    return finalize(net, cfg, step, elapsed, out, int8)
 
 
-def finalize(net: nn.Module, cfg: TrainConfig, elapsed: float, out: str | Path, int8: bool) -> dict[str, Any]:
+def finalize(net: nn.Module, cfg: TrainConfig, steps_done: int, elapsed: float, out: str | Path,
+             int8: bool) -> dict[str, Any]:
     """Recalibrate BatchNorm, measure held-out quality of the stored (possibly int8) weights, save."""
     recalibrate_batchnorm(net, cfg, cfg.recalibration_batches)
     fp32 = evaluate(SegmentationModel(net), cfg.seed, cfg.heldout_images, cfg.size)
     meta: dict[str, Any] = {
         "description": (f"segattack embedded {cfg.backbone}: trained from scratch on synthetic scenes "
                         f"(generator v{GENERATOR_VERSION}); NOT the paper's COCO-trained weights"),
-        "generator_version": GENERATOR_VERSION, "seed": cfg.seed, "steps": cfg.steps,
+        "generator_version": GENERATOR_VERSION, "seed": cfg.seed, "steps": steps_done,
         "image_size": cfg.size, "batch": cfg.batch, "train_seconds": round(elapsed, 1),
         "torch": str(torch.__version__), "config": json.dumps(asdict(cfg)),
         "heldout_images": cfg.heldout_images, "fp32_heldout_miou": fp32["miou"],

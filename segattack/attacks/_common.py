@@ -19,12 +19,16 @@ class AttackResult:
     ``adv``: (B,3,H,W) adversarial images. ``history``: per-iteration (steps, B) tensors, one per
     recorded quantity (``loss`` always; ``iou_target`` and ``step_size`` where the attack has them),
     each measured at the iterate *before* that iteration's update. ``params``: the resolved
-    hyperparameters, so a result file says exactly what ran.
+    hyperparameters, so a result file says exactly what ran. ``pred``: (B,H,W) the model's
+    prediction on ``adv``; ``success``: (B,) fraction of labelled pixels at the target (targeted)
+    or away from the label (untargeted) in ``pred``.
     """
 
     adv: torch.Tensor
     history: dict[str, torch.Tensor]
     params: dict[str, Any] = field(default_factory=dict)
+    pred: torch.Tensor | None = None
+    success: torch.Tensor | None = None
 
     @property
     def loss(self) -> torch.Tensor:
@@ -82,3 +86,19 @@ def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None,
     done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in history.items()}
     raise AttackDiverged(f"the model produced non-finite {what} at iteration {step}; "
                          f"{step} finished iterations are kept in .partial", AttackResult(adv.detach(), done, params))
+
+
+def success_rate(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """(B,) fraction of labelled pixels at the target (targeted) or off the label (untargeted)."""
+    valid = labels != IGNORE_INDEX
+    hit = (pred == labels) if targeted else (pred != labels)
+    return (hit & valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+
+def finish(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, targeted: bool,
+           history: dict[str, list[torch.Tensor]], params: dict[str, Any]) -> AttackResult:
+    """Package an attack's outcome: one inference pass gives the final prediction and success."""
+    with torch.inference_mode():
+        pred = model(adv).argmax(1)
+    return AttackResult(adv.detach(), {k: torch.stack(v) for k, v in history.items()}, params,
+                        pred.clone(), success_rate(pred, labels, targeted).clone())

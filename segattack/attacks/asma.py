@@ -17,6 +17,8 @@ target. The readings the paper leaves open are parameters, faithful reading firs
   alpha_n is per image, so each sample's step depends on its own progress.
 - ``l2_penalty=False``: both public ASMA implementations (Ozbulak's original and adv_lib's)
   maximise ``objective - ||X_n - X||_2^2``; the paper's eq. (1) has no such term. True adds it.
+- ``eps=None``: the paper's ASMA is unbounded; a float bounds |X_n - X| <= eps (L-inf, [0,1]
+  pixels) after every step, for comparisons at a common budget.
 - ``clip=True``: X_{n+1} is clipped to [0,1] as the valid image range requires; the paper's text
   writes no clip, and its Table 1 L2 for ResNet (3.5e6) is larger than any [0,1] image pair allows
   at 520 px, so ``clip=False`` reproduces that unbounded behaviour.
@@ -34,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import mean_iou, pixel_accuracy
-from ._common import AttackResult, check_inputs, check_positive, guard_finite
+from ._common import AttackResult, check_inputs, check_positive, finish, guard_finite
 
 PAPER_TAU = 1e-5
 PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
@@ -67,23 +69,24 @@ def asma_objective(logits: torch.Tensor, targets: torch.Tensor,
 def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta: float,
          tau: float = PAPER_TAU, steps: int = 100, score: Literal["logits", "softmax"] = "logits",
          iou_average: Literal["present", "all", "pixel"] = "present", l2_penalty: bool = False,
-         clip: bool = True, progress: bool = False) -> AttackResult:
+         clip: bool = True, eps: float | None = None, progress: bool = False) -> AttackResult:
     """Multiclass ASMA on a batch of [0,1] images toward ``targets`` (B,H,W).
 
     History: ``loss`` (eq. (1)'s objective, minus the L2 term when ``l2_penalty``), ``iou_target``
-    (the IoU of eq. (2)) and ``step_size`` (alpha_n), all per image and per iteration.
+    (the IoU of eq. (2)), ``step_size`` (alpha_n) and ``success`` (pixels at the target), all per
+    image and per iteration.
     """
     check_inputs(images, targets)
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
-    check_positive(beta=beta, tau=tau)
+    check_positive(beta=beta, tau=tau, **({"eps": eps} if eps is not None else {}))
     if iou_average not in ("present", "all", "pixel"):
         raise ValueError(f"iou_average must be 'present', 'all' or 'pixel', got {iou_average!r}")
     params: dict[str, Any] = {"attack": "asma", "steps": steps, "beta": beta, "tau": tau, "score": score,
-                              "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip}
+                              "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip, "eps": eps}
     images = images.detach()
     adv = images.clone()
-    history: dict[str, list[torch.Tensor]] = {"loss": [], "iou_target": [], "step_size": []}
+    history: dict[str, list[torch.Tensor]] = {"loss": [], "iou_target": [], "step_size": [], "success": []}
     for step in tqdm(range(steps), desc="asma", disable=not progress, leave=False):
         adv.requires_grad_(True)
         logits = model(adv)
@@ -97,8 +100,11 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
             history["loss"].append(objective.detach())
             history["iou_target"].append((alpha - tau) / beta)
             history["step_size"].append(alpha)
+            history["success"].append(pixel_accuracy(pred, targets).to(torch.float32))
             guard_finite(step, logits, grad, adv.detach(), history, params)
             adv = adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
+            if eps is not None:
+                adv = images + (adv - images).clamp(-eps, eps)
             if clip:
                 adv = adv.clamp(0, 1)
-    return AttackResult(adv.detach(), {k: torch.stack(v) for k, v in history.items()}, params)
+    return finish(model, adv, targets, True, history, params)

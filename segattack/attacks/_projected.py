@@ -1,0 +1,80 @@
+"""The projected-gradient loop shared by PGD, SegPGD and CosPGD: only their pixel losses differ."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ._common import AttackResult, finish, guard_finite, success_rate
+
+# loss_fn(logits, labels, iteration) -> (B,) per-image loss; the attack descends it when
+# targeted and ascends it otherwise.
+LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+Norm = Literal["linf", "l2"]
+
+
+def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+
+def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    """Project a perturbation onto the eps-ball of ``norm``."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    return delta * (eps / _per_sample_l2(delta)).clamp(max=1.0)
+
+
+def random_start(shape: torch.Size, eps: float, norm: Norm, generator: torch.Generator | None,
+                 like: torch.Tensor) -> torch.Tensor:
+    """A uniform point of the L-inf ball, or a random direction at a uniform radius of the L2 ball."""
+    if norm == "linf":
+        return ((torch.rand(shape, generator=generator) * 2 - 1) * eps).to(like)
+    direction = torch.randn(shape, generator=generator)
+    radius = torch.rand(shape[0], generator=generator).view(-1, 1, 1, 1) * eps
+    return (direction / _per_sample_l2(direction) * radius).to(like)
+
+
+def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn, *,
+                       targeted: bool, steps: int, eps: float, alpha: float, norm: Norm = "linf",
+                       raw_gradient: bool = False, scale: torch.Tensor | None = None, clip: bool = True,
+                       random_init: bool = False, generator: torch.Generator | None = None,
+                       progress: bool = False, params: dict[str, Any]) -> AttackResult:
+    """Iterate ``delta <- project(delta -/+ alpha * step(grad))`` in the attack's own space.
+
+    The image seen by the model is ``images + delta * scale`` (``scale`` maps the attack space to
+    [0,1] pixels: 1, or the model's per-channel std for the normalised space). Steps are the sign
+    (L-inf), the per-sample L2-normalised gradient (L2), or the raw gradient (``raw_gradient``).
+    ``clip`` keeps the image in [0,1]. History: ``loss`` and ``success`` per iteration and image.
+    """
+    images = images.detach()
+    scale = torch.ones(1, 3, 1, 1).to(images) if scale is None else scale
+    delta = torch.zeros_like(images)
+    if random_init:
+        delta = random_start(images.shape, eps, norm, generator, images)
+
+    def to_valid(d: torch.Tensor) -> torch.Tensor:
+        return (images + d * scale).clamp(0, 1).sub(images).div(scale) if clip else d
+
+    delta = to_valid(delta)
+    history: dict[str, list[torch.Tensor]] = {"loss": [], "success": []}
+    for step in tqdm(range(steps), desc=params.get("attack", "attack"), disable=not progress, leave=False):
+        delta.requires_grad_(True)
+        logits = model(images + delta * scale)
+        loss = loss_fn(logits, labels, step)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        with torch.no_grad():
+            history["loss"].append(loss.detach())
+            history["success"].append(success_rate(logits.argmax(1), labels, targeted))
+            guard_finite(step, logits, grad, images + delta.detach() * scale, history, params)
+            direction = -grad if targeted else grad
+            if raw_gradient:
+                update = alpha * direction
+            elif norm == "linf":
+                update = alpha * direction.sign()
+            else:
+                update = alpha * direction / _per_sample_l2(direction)
+            delta = to_valid(project(delta.detach() + update, eps, norm))
+    return finish(model, images + delta * scale, labels, targeted, history, params)

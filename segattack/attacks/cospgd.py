@@ -1,0 +1,49 @@
+"""CosPGD (Agnihotri and Keuper, ICML 2024): pixel losses weighted by prediction/label agreement.
+
+Each pixel's cross-entropy is scaled by the cosine similarity between the softmax prediction and
+the one-hot label (untargeted: pixels still agreeing with the label count most), or by one minus
+that similarity to the target (targeted: pixels still far from the target count most). The
+weights are constants of the step (no gradient flows through them). L-inf or L2, [0,1] pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..classes import IGNORE_INDEX
+from ._common import AttackResult, check_inputs, check_positive
+from ._projected import projected_gradient
+
+
+def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """(B,) CosPGD's cosine-weighted cross-entropy, averaged over each image's labelled pixels."""
+    valid = labels != IGNORE_INDEX
+    one_hot = F.one_hot(torch.where(valid, labels, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
+    cos = F.cosine_similarity(logits.softmax(1), one_hot, dim=1).detach()
+    weights = 1 - cos if targeted else cos
+    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    return (ce * weights).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+
+def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
+           norm: Literal["linf", "l2"] = "linf", eps: float | None = None, alpha: float | None = None,
+           random_start: bool = False, generator: torch.Generator | None = None,
+           progress: bool = False) -> AttackResult:
+    """CosPGD on a batch of [0,1] images; ``eps`` defaults to 8/255 (L-inf) or 0.5 (L2)."""
+    check_inputs(images, labels)
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if steps <= 0:
+        raise ValueError(f"steps must be > 0, got {steps}")
+    eps = (8 / 255 if norm == "linf" else 0.5) if eps is None else eps
+    alpha = 2.5 * eps / steps if alpha is None else alpha
+    check_positive(eps=eps, alpha=alpha)
+    params: dict[str, Any] = {"attack": "cospgd", "targeted": targeted, "steps": steps, "norm": norm, "eps": eps,
+                              "alpha": alpha, "random_start": random_start, "space": "[0,1] pixels"}
+    return projected_gradient(model, images, labels, lambda z, y, _: cospgd_loss(z, y, targeted), targeted=targeted,
+                              steps=steps, eps=eps, alpha=alpha, norm=norm, random_init=random_start,
+                              generator=generator, progress=progress, params=params)

@@ -1,0 +1,46 @@
+"""SegPGD (Gu et al., ECCV 2022): PGD whose pixel loss shifts weight between pixel groups over time.
+
+Untargeted: correctly classified pixels weigh ``1 - lambda_t``, misclassified ones ``lambda_t``,
+with ``lambda_t = t / (2T)`` (t = 0..T-1): early iterations push the pixels that still resist,
+later ones also hold those already fooled. Targeted (as in the CosPGD authors' implementation):
+pixels already at the target weigh ``lambda_t`` and the rest ``1 - lambda_t``. L-inf, [0,1] pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..classes import IGNORE_INDEX
+from ._common import AttackResult, check_inputs, check_positive
+from ._projected import projected_gradient
+
+
+def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool) -> torch.Tensor:
+    """(B,) SegPGD's reweighted cross-entropy, averaged over each image's labelled pixels."""
+    lam = step / (2 * steps)
+    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    on_label = logits.argmax(1) == labels
+    settled = on_label if targeted else ~on_label  # pixels where the attack already has what it wants
+    weights = torch.where(settled, lam, 1 - lam)
+    valid = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
+    return (ce * weights).flatten(1).sum(1) / valid
+
+
+def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
+           eps: float = 8 / 255, alpha: float | None = None, random_start: bool = False,
+           generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
+    """SegPGD on a batch of [0,1] images (L-inf ball, sign steps, ``alpha`` default 2.5*eps/steps)."""
+    check_inputs(images, labels)
+    if steps <= 0:
+        raise ValueError(f"steps must be > 0, got {steps}")
+    alpha = 2.5 * eps / steps if alpha is None else alpha
+    check_positive(eps=eps, alpha=alpha)
+    params: dict[str, Any] = {"attack": "segpgd", "targeted": targeted, "steps": steps, "eps": eps, "alpha": alpha,
+                              "random_start": random_start, "space": "[0,1] pixels", "norm": "linf"}
+    return projected_gradient(model, images, labels, lambda z, y, t: segpgd_loss(z, y, t, steps, targeted),
+                              targeted=targeted, steps=steps, eps=eps, alpha=alpha, random_init=random_start,
+                              generator=generator, progress=progress, params=params)

@@ -1,0 +1,94 @@
+"""Every registered attack: budgets, valid images, untouched inputs, progress toward the target."""
+
+import pytest
+import torch
+from torch import nn
+
+from segattack.attacks import ATTACKS, cospgd, dag, segpgd
+from segattack.attacks.dag import logit_margin
+from segattack.attacks.segpgd import segpgd_loss
+from segattack.models import wrap_model
+
+BUDGETED = {  # attack -> (kwargs, L-inf bound in [0,1] pixels or None, L2 bound or None)
+    "segpgd": ({"eps": 8 / 255, "steps": 12}, 8 / 255, None),
+    "cospgd": ({"eps": 8 / 255, "steps": 12}, 8 / 255, None),
+    "cospgd_l2": ({"norm": "l2", "eps": 1.0, "steps": 12}, None, 1.0),
+    "pgd_l2": ({"mode": "l2", "eps": 1.0, "steps": 12}, None, 1.0),
+    "asma_eps": ({"beta": 1e-2, "tau": 1e-2, "eps": 4 / 255, "steps": 12}, 4 / 255, None),
+    "dag": ({"steps": 12, "gamma": 0.02}, None, None),
+}
+
+
+def attack_of(name):
+    return ATTACKS[name.split("_")[0]]
+
+
+def targets_for(model, images):
+    with torch.no_grad():
+        return model(images).argmax(1).roll(1, 0)
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETED))
+def test_budget_validity_inputs_and_progress(tiny_model, scene_inputs, name):
+    kwargs, linf, l2 = BUDGETED[name]
+    images, _ = scene_inputs
+    targets = targets_for(tiny_model, images)
+    before_images, before_targets = images.clone(), targets.clone()
+    res = attack_of(name)(tiny_model, images, targets, **kwargs)
+    assert torch.equal(images, before_images) and torch.equal(targets, before_targets)
+    assert res.adv.min() >= 0 and res.adv.max() <= 1
+    delta = (res.adv - images).flatten(1)
+    if linf is not None:
+        assert delta.abs().max() <= linf + 1e-6
+    if l2 is not None:
+        assert (delta.norm(dim=1) <= l2 + 1e-5).all()
+    assert res.success.shape == (4,) and res.pred.shape == targets.shape
+    with torch.no_grad():
+        assert torch.equal(res.pred, tiny_model(res.adv).argmax(1))
+    assert res.success.mean() > res.history["success"][0].mean()  # targeted success rises
+
+
+@pytest.mark.parametrize("attack", ["pgd", "segpgd", "cospgd", "dag"])
+def test_untargeted_mode_moves_away_from_the_labels(tiny_model, scene_inputs, attack):
+    images, truth = scene_inputs
+    kwargs = {"steps": 10, "targeted": False} | ({"mode": "linf", "eps": 16 / 255} if attack == "pgd" else {})
+    kwargs |= {"gamma": 0.05} if attack == "dag" else {}
+    res = ATTACKS[attack](tiny_model, images, truth, **kwargs)
+    assert res.params["targeted"] is False
+    assert res.success.mean() > res.history["success"][0].mean()  # more pixels off the label
+
+
+def test_dag_stops_finished_samples():
+    model = wrap_model(nn.Conv2d(3, 21, 1), normalize=False)
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 6, 6)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    targets = pred.clone()
+    targets[2] = (pred[2] + 1) % 21  # only sample 2 needs work; 0 and 1 are already at target
+    res = dag(model, x, targets, steps=5, gamma=0.1)
+    assert res.params["iterations"][:2] == [1, 1] and res.params["iterations"][2] > 1
+    assert torch.equal(res.adv[:2], x[:2])
+
+
+def test_dag_margin_and_segpgd_weights_by_hand():
+    logits = torch.tensor([[2.0, 0.5, 1.0]]).view(1, 3, 1, 1)
+    target = torch.tensor([[[2]]])
+    assert logit_margin(logits, target, targeted=True).item() == pytest.approx(1.0)  # 2.0 - 1.0
+    assert logit_margin(logits, target, targeted=False).item() == pytest.approx(-1.0)
+    ce = -torch.log_softmax(logits, 1)[0, 2, 0, 0]
+    # the pixel is not at its target: weight 1 - t/(2T); at t=2 of T=4 that is 0.75
+    assert segpgd_loss(logits, target, 2, 4, targeted=True).item() == pytest.approx(0.75 * ce.item())
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, t: segpgd(m, x, t, eps=0), "eps must be > 0"),
+    (lambda m, x, t: cospgd(m, x, t, norm="l1"), "norm must be"),
+    (lambda m, x, t: cospgd(m, x, t, steps=0), "steps must be > 0"),
+    (lambda m, x, t: dag(m, x, t, gamma=-1), "gamma must be > 0"),
+    (lambda m, x, t: dag(m, x, t, adv_threshold=1.5), "adv_threshold must be in"),
+])
+def test_bad_hyperparameters(tiny_model, scene_inputs, call, message):
+    images, _ = scene_inputs
+    with pytest.raises(ValueError, match=message):
+        call(tiny_model, images, targets_for(tiny_model, images))
