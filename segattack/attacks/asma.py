@@ -14,7 +14,11 @@ target. The readings the paper leaves open are parameters, faithful reading firs
   class probabilities instead.
 - ``iou_average="present"``: IoU(Y_t, .) per image, averaged over classes present in either mask;
   ``"all"`` averages over all 21 classes (absent from both = 1); ``"pixel"`` is pixel agreement.
-  alpha_n is per image, so each sample's step depends on its own progress.
+  alpha_n is per image, so each sample's step depends on its own progress. ``"adv_lib"`` is
+  adv_lib's reading: one IoU for the whole batch, averaged over all 21 classes with absent
+  classes counting 0.
+- ``initial_step="eq2"``: alpha_0 follows eq. (2) like every later step; ``"tau"`` starts with
+  alpha_0 = tau, as both public implementations do.
 - ``l2_penalty=False``: both public ASMA implementations (Ozbulak's original and adv_lib's)
   maximise ``objective - ||X_n - X||_2^2``; the paper's eq. (1) has no such term. True adds it.
 - ``eps=None``: the paper's ASMA is unbounded; a float bounds |X_n - X| <= eps (L-inf, [0,1]
@@ -35,18 +39,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
-from ..metrics import mean_iou, pixel_accuracy
+from ..metrics import class_iou, mean_iou, pixel_accuracy
 from ._common import AttackResult, check_inputs, check_positive, finish, guard_finite
 
 PAPER_TAU = 1e-5
 PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
 
 
+IouAverage = Literal["present", "all", "pixel", "adv_lib"]
+
+
 def step_multiplier(pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float,
-                    iou_average: Literal["present", "all", "pixel"] = "present") -> torch.Tensor:
+                    iou_average: IouAverage = "present") -> torch.Tensor:
     """Eq. (2): (B,) alpha_n = beta * IoU(Y_t, pred) + tau."""
     if iou_average == "pixel":
         iou = pixel_accuracy(pred, targets)
+    elif iou_average == "adv_lib":  # one batch-level IoU over all classes, absent classes 0
+        iou = class_iou(pred.reshape(1, 1, -1), targets.reshape(1, 1, -1)).nan_to_num(0.0).mean().expand(len(pred))
     else:
         iou = mean_iou(pred, targets, iou_average)
     return beta * iou.to(torch.float32) + tau
@@ -68,8 +77,8 @@ def asma_objective(logits: torch.Tensor, targets: torch.Tensor,
 
 def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta: float,
          tau: float = PAPER_TAU, steps: int = 100, score: Literal["logits", "softmax"] = "logits",
-         iou_average: Literal["present", "all", "pixel"] = "present", l2_penalty: bool = False,
-         clip: bool = True, eps: float | None = None, progress: bool = False) -> AttackResult:
+         iou_average: IouAverage = "present", l2_penalty: bool = False, clip: bool = True,
+         eps: float | None = None, initial_step: Literal["eq2", "tau"] = "eq2", progress: bool = False) -> AttackResult:
     """Multiclass ASMA on a batch of [0,1] images toward ``targets`` (B,H,W).
 
     History: ``loss`` (eq. (1)'s objective, minus the L2 term when ``l2_penalty``), ``iou_target``
@@ -80,10 +89,13 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
     check_positive(beta=beta, tau=tau, **({"eps": eps} if eps is not None else {}))
-    if iou_average not in ("present", "all", "pixel"):
-        raise ValueError(f"iou_average must be 'present', 'all' or 'pixel', got {iou_average!r}")
+    if iou_average not in ("present", "all", "pixel", "adv_lib"):
+        raise ValueError(f"iou_average must be 'present', 'all', 'pixel' or 'adv_lib', got {iou_average!r}")
+    if initial_step not in ("eq2", "tau"):
+        raise ValueError(f"initial_step must be 'eq2' or 'tau', got {initial_step!r}")
     params: dict[str, Any] = {"attack": "asma", "steps": steps, "beta": beta, "tau": tau, "score": score,
-                              "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip, "eps": eps}
+                              "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip, "eps": eps,
+                              "initial_step": initial_step}
     images = images.detach()
     adv = images.clone()
     history: dict[str, list[torch.Tensor]] = {"loss": [], "iou_target": [], "step_size": [], "success": []}
@@ -99,6 +111,8 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
             alpha = step_multiplier(pred, targets, beta, tau, iou_average)
             history["loss"].append(objective.detach())
             history["iou_target"].append((alpha - tau) / beta)
+            if step == 0 and initial_step == "tau":
+                alpha = torch.full_like(alpha, tau)
             history["step_size"].append(alpha)
             history["success"].append(pixel_accuracy(pred, targets).to(torch.float32))
             guard_finite(step, logits, grad, adv.detach(), history, params)
