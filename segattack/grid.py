@@ -7,6 +7,7 @@ runs whose results are complete for the same parameters and redoes the rest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,19 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Smoke test for CI: two small images, two iterations.
     "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2},
 }
+
+
+# The studies notebook's settings per profile (same images for every attack and backbone).
+STUDIES: dict[str, dict[str, Any]] = {
+    "default": {"weights": "embedded", "images": "scenes", "num_images": 16, "size": 96, "steps": 20,
+                "curve_images": 8, "curve_steps": 10},
+    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": 20,
+              "curve_images": 4, "curve_steps": 10},
+    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 48, "steps": 2,
+             "curve_images": 2, "curve_steps": 1},
+}
+for _settings in STUDIES.values():
+    _settings.update(eps=8 / 255, eps_values=[2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255])
 
 
 def run_name(backbone: str, attack: str) -> str:
@@ -87,8 +101,12 @@ def execute_run(cfg: RunConfig, run_dir: Path, profile: str) -> bool:
 
 
 def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
-             backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER) -> dict[str, str]:
-    """Execute every unfinished run of the grid; returns run name -> 'skipped' | 'done' | 'failed'."""
+             backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER,
+             studies: bool = True) -> dict[str, str]:
+    """Execute every unfinished run of the grid, then (``studies``) the studies notebook.
+
+    Returns run name -> 'skipped' | 'done' | 'failed' (the studies under the name 'studies').
+    """
     runs_dir = Path(out_dir) / "runs"
     status = {}
     configs = list(grid_configs(profile, overrides, backbones, attacks))
@@ -98,7 +116,35 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
             status[name] = "skipped"
             continue
         status[name] = "done" if execute_run(cfg, runs_dir / name, profile) else "failed"
+    if studies:
+        status["studies"] = run_study_notebook(profile, out_dir, overrides)
     return status
+
+
+def run_study_notebook(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None) -> str:
+    """Execute ``studies.ipynb`` unless ``studies.json`` holds results for the same settings."""
+    import papermill as pm
+
+    settings = {**STUDIES[profile], **{k: v for k, v in (overrides or {}).items() if k in ("weights", "device", "seed")}}
+    study_dir = (Path(out_dir) / "studies").resolve()
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    try:
+        if json.loads((study_dir / "studies.json").read_text()).get("settings_hash") == digest:
+            return "skipped"
+    except (OSError, ValueError):
+        pass
+    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / "studies.json").unlink(missing_ok=True)
+    try:
+        pm.execute_notebook(str(notebooks_dir() / "studies.ipynb"), str(study_dir / "studies.ipynb"),
+                            parameters={**settings, "out_dir": str(study_dir), "profile": profile,
+                                        "settings_hash": digest},
+                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+    except Exception as exc:  # kept notebook shows the failing cell; the report says it failed
+        (study_dir / "failed.json").write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
+        return "failed"
+    (study_dir / "failed.json").unlink(missing_ok=True)
+    return "done"
 
 
 def build_report(out_dir: str | Path, profile: str) -> Path:
@@ -110,7 +156,8 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
     out_dir = Path(out_dir).resolve()
     executed = out_dir / "report.ipynb"
     pm.execute_notebook(str(notebooks_dir() / "report.ipynb"), str(executed),
-                        parameters={"runs_dir": str(out_dir / "runs"), "profile": profile},
+                        parameters={"runs_dir": str(out_dir / "runs"), "studies_dir": str(out_dir / "studies"),
+                                    "profile": profile},
                         kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))

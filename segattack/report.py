@@ -198,3 +198,52 @@ def discussion(runs: list[Run]) -> str:
 def escape(text: Any) -> str:
     """HTML-escape user-supplied text (run names, parameters) before it enters the report."""
     return html.escape(str(text))
+
+
+def load_studies(studies_dir: str | Path) -> dict[str, Any] | None:
+    """The studies notebook's saved results, or None when they are missing."""
+    path = Path(studies_dir) / "studies.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _mean_ci(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
+    """'mean ± 95% half-width' strings per group (normal interval over rows)."""
+    grouped = frame.groupby(by)[columns]
+    mean, half = grouped.mean(), 1.96 * grouped.sem().fillna(0)
+    return mean.round(3).astype(str) + " ± " + half.round(3).astype(str)
+
+
+def comparison_table(studies: dict[str, Any]) -> pd.DataFrame:
+    """Per backbone x attack: targeted success, IoU/accuracy to target and original, norms,
+    iterations and wall time (mean ± 95% interval over images)."""
+    frame = pd.DataFrame(studies["comparison"])
+    table = _mean_ci(frame, ["backbone", "attack"], ["success", "iou_target", "iou_original", "acc_original",
+                                                    "l2", "linf", "iterations"])
+    table["seconds"] = frame.groupby(["backbone", "attack"])["seconds"].first().round(1)
+    return table
+
+
+def transfer_table(studies: dict[str, Any]) -> pd.DataFrame:
+    """Targeted success on the model that did *not* craft the images (rows: crafted on -> evaluated on)."""
+    frame = pd.DataFrame(studies["transfer"])
+    frame["pair"] = frame["source"] + " → " + frame["evaluated_on"]
+    return frame.pivot_table(index="pair", columns="attack", values="success", aggfunc="mean").round(3)
+
+
+def difficulty_table(studies: dict[str, Any]) -> pd.DataFrame:
+    """Fraction of each target class's pixels imposed (pixels that had to change), hardest first."""
+    frame = pd.DataFrame(studies["difficulty"])
+    weighted = frame.assign(hit=frame["imposed"] * frame["pixels"])
+    table = weighted.groupby(["class", "attack"])[["hit", "pixels"]].sum()
+    table = (table["hit"] / table["pixels"]).unstack("attack")
+    return table.assign(mean=table.mean(axis=1)).sort_values("mean").round(3)
+
+
+def iteration_frame(studies: dict[str, Any]) -> pd.DataFrame:
+    """Long table of targeted success per iteration (attack, backbone, iteration, image)."""
+    rows = []
+    for backbone, curves in studies["iteration_curves"].items():
+        for attack, history in curves.items():
+            for it, values in enumerate(history):
+                rows += [{"backbone": backbone, "attack": attack, "iteration": it + 1, "success": v} for v in values]
+    return pd.DataFrame(rows)

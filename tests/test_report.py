@@ -29,7 +29,10 @@ def tiny_study(tmp_path_factory):
 def test_grid_runs_every_backbone_and_attack(tiny_study):
     out, status = tiny_study
     assert status == {"mobilenet_v3_large-asma": "done", "mobilenet_v3_large-pgd": "done",
-                      "resnet50-asma": "done", "resnet50-pgd": "done"}
+                      "resnet50-asma": "done", "resnet50-pgd": "done", "studies": "done"}
+    studies = json.loads((out / "studies" / "studies.json").read_text())
+    assert {r["attack"] for r in studies["comparison"]} == {"pgd", "asma", "dag", "segpgd", "cospgd"}
+    assert len({r["eps"] for r in studies["security"]}) >= 5
     for cfg in grid_configs("tiny"):
         run_dir = out / "runs" / f"{cfg.backbone}-{cfg.attack}"
         assert is_complete(run_dir, config_hash(cfg))
@@ -44,17 +47,17 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path):
     (victim / "results.json").unlink()  # as if killed before its results were written
     status = run_grid("tiny", out)
     assert status["resnet50-pgd"] == "done"
-    assert [s for n, s in status.items() if n != "resnet50-pgd"] == ["skipped"] * 3
+    assert [s for n, s in status.items() if n != "resnet50-pgd"] == ["skipped"] * 4  # 3 runs + the studies
     assert {p: p.stat().st_mtime_ns for p in before} == before
     # a changed parameter invalidates the run (checked on a copy: the study stays as it was)
     shutil.copytree(out, tmp_path / "copy")
     assert run_grid("tiny", tmp_path / "copy", {"steps": 1}, backbones=("mobilenet_v3_large",),
-                    attacks=("pgd",)) == {"mobilenet_v3_large-pgd": "done"}
+                    attacks=("pgd",), studies=False) == {"mobilenet_v3_large-pgd": "done"}
 
 
 def test_failing_run_keeps_its_notebook_and_is_reported(tmp_path):
     status = run_grid("tiny", tmp_path, {"attack_params": {"beta": -1.0}}, backbones=("mobilenet_v3_large",),
-                      attacks=("asma",))
+                      attacks=("asma",), studies=False)
     assert status == {"mobilenet_v3_large-asma": "failed"}
     failure = json.loads((tmp_path / "runs" / "mobilenet_v3_large-asma" / "failed.json").read_text())
     assert "beta must be > 0" in failure["error"] and Path(failure["notebook"]).is_file()
@@ -76,6 +79,8 @@ def test_html_report_holds_table_figures_and_provenance(tiny_study):
     assert "Provenance" in html and "parameters hash" in html and "NOT the paper" in html
     assert "What holds" in html and "0-255 pixel units" in html
     assert "cdnjs" not in html and "def figure(" not in html  # offline, code hidden
+    for section in ("Attack comparison", "Security curves", "Transferability", "Per-class difficulty"):
+        assert section in html
 
 
 def test_committed_notebooks_carry_no_outputs():
@@ -107,7 +112,7 @@ def test_sigkill_mid_grid_then_restart_redoes_only_the_interrupted_run(tiny_stud
     assert status["mobilenet_v3_large-asma"] == "skipped"
     assert status["mobilenet_v3_large-pgd"] == "done"
     assert first.stat().st_mtime_ns == finished
-    for name in status:  # the same numbers as the uninterrupted grid
+    for name in (n for n in status if n != "studies"):  # the same numbers as the uninterrupted grid
         ours = json.loads((runs / name / "results.json").read_text())
         theirs = json.loads((reference / "runs" / name / "results.json").read_text())
         assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"], name

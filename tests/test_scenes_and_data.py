@@ -39,9 +39,11 @@ def test_bad_scene_arguments():
 
 
 def test_load_image_and_photos():
-    images, names, truth = study_images("photos", 5, 64)
-    assert images.shape == (5, 3, 64, 64) and names[:2] == ["astronaut", "chelsea"] and names[4] == "astronaut"
+    images, names, truth = study_images("photos", 4, 64)
+    assert images.shape == (4, 3, 64, 64) and names == ["astronaut", "chelsea", "coffee", "rocket"]
     assert truth is None and 0 <= images.min() and images.max() <= 1
+    with pytest.raises(ImageError, match="holds 4 images; asked for 5"):
+        study_images("photos", 5, 64)
 
 
 @pytest.mark.parametrize("mode, message", [("L", "mode L"), ("RGBA", "mode RGBA"), ("I;16", "mode I;16"),

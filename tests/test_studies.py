@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from segattack.studies import COMPARED, budget_params, class_difficulty, compare_attacks, security_curve, transfer_matrix
+
+
+def test_class_difficulty_counts_only_pixels_that_must_change():
+    clean = torch.tensor([[[0, 0, 8, 8]]])
+    target = torch.tensor([[[8, 8, 8, 15]]])  # the two 8s already present do not count
+    pred = torch.tensor([[[8, 0, 8, 15]]])
+    rows = {r["class"]: r for r in class_difficulty("pgd", "m", pred, target, clean)}
+    assert rows["cat"]["pixels"] == 2 and rows["cat"]["imposed"] == 0.5
+    assert rows["person"]["pixels"] == 1 and rows["person"]["imposed"] == 1.0
+    assert set(rows) == {"cat", "person"}
+
+
+def test_budget_rules():
+    assert budget_params("pgd", "resnet50", 0.03, 10) == {"mode": "linf", "eps": 0.03, "steps": 10}
+    assert budget_params("asma", "resnet50", 0.03, 10)["eps"] == 0.03
+    assert budget_params("dag", "resnet50", 0.04, 10)["gamma"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="no budget rule"):
+        budget_params("fgsm", "resnet50", 0.03, 10)
+
+
+def test_compare_curves_and_transfer_on_a_tiny_model(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    eps = 8 / 255
+    rows, outputs = compare_attacks(tiny_model, "tiny", images, targets, eps, 3)
+    assert {r["attack"] for r in rows} == set(COMPARED) and len(rows) == 4 * len(COMPARED)
+    assert all(r["linf"] <= eps + 1e-6 for r in rows if r["attack"] != "dag")
+    curve = security_curve(tiny_model, "tiny", images[:2], targets[:2], [2 / 255, 16 / 255], 3, ("pgd",))
+    assert [r["eps"] for r in curve] == [2 / 255] * 2 + [16 / 255] * 2
+    transfer = transfer_matrix("tiny", {"pgd": outputs["pgd"]["adv"]}, images, tiny_model, "tiny", targets)
+    same = [r["success"] for r in transfer if r["attack"] == "pgd"]
+    assert same == pytest.approx([r["success"] for r in rows if r["attack"] == "pgd"])  # same model: same success
