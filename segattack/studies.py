@@ -111,16 +111,17 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
 
 def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: torch.Tensor,
                      clean_pred: torch.Tensor) -> list[dict[str, Any]]:
-    """Per target class: the fraction of its target pixels imposed, counting only pixels whose
-    clean prediction was another class (so classes already present do not look easy)."""
+    """Per image and target class: the fraction of its target pixels imposed, counting only pixels
+    whose clean prediction was another class (so classes already present do not look easy)."""
     rows = []
     to_change = (targets != clean_pred) & (targets != IGNORE_INDEX)
-    for c in range(NUM_CLASSES):
-        where = to_change & (targets == c)
-        total = int(where.sum())
-        if total:
-            rows.append({"attack": attack, "backbone": backbone, "class": VOC_CLASSES[c], "pixels": total,
-                         "imposed": float((pred[where] == c).float().mean())})
+    for i in range(len(targets)):
+        for c in range(NUM_CLASSES):
+            where = to_change[i] & (targets[i] == c)
+            total = int(where.sum())
+            if total:
+                rows.append({"attack": attack, "backbone": backbone, "image": i, "class": VOC_CLASSES[c],
+                             "pixels": total, "imposed": float((pred[i][where] == c).float().mean())})
     return rows
 
 

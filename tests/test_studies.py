@@ -9,6 +9,7 @@ def test_class_difficulty_counts_only_pixels_that_must_change():
     target = torch.tensor([[[8, 8, 8, 15]]])  # the two 8s already present do not count
     pred = torch.tensor([[[8, 0, 8, 15]]])
     rows = {r["class"]: r for r in class_difficulty("pgd", "m", pred, target, clean)}
+    assert all(r["image"] == 0 for r in rows.values())
     assert rows["cat"]["pixels"] == 2 and rows["cat"]["imposed"] == 0.5
     assert rows["person"]["pixels"] == 1 and rows["person"]["imposed"] == 1.0
     assert set(rows) == {"cat", "person"}
