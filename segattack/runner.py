@@ -45,6 +45,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False  # bf16 autocast for the attack's forward/backward passes (GPU path; CPU works too)
+    channels_last: bool = False  # NHWC memory layout for the network
     attack_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,7 +77,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Execute one run and return tensors, per-image metrics, history and provenance."""
     default_attack_params(cfg.attack, cfg.backbone)  # validates the name before any loading
     torch.manual_seed(cfg.seed)
-    model = load_model(cfg.backbone, cfg.weights, device=cfg.device)
+    model = load_model(cfg.backbone, cfg.weights, device=cfg.device, channels_last=cfg.channels_last)
     size = _image_size(cfg, model)
     images, names, truth = study_images(cfg.images, cfg.num_images, size, cfg.seed)
     images = images.to(cfg.device)

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .metrics import confusion_matrix, dataset_scores
+from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores
 from .models import SegmentationModel, build_network
 from .scenes import GENERATOR_VERSION, scene_batch
 
@@ -64,8 +64,8 @@ def recalibrate_batchnorm(net: nn.Module, cfg: TrainConfig, batches: int) -> Non
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    """ImageNet normalisation, as :class:`SegmentationModel` applies it (training uses the raw net)."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images - mean) / std
 
 

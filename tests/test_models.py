@@ -129,3 +129,16 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
 def test_segmentation_model_is_frozen_eval():
     model = SegmentationModel(build_network("mobilenet_v3_large"))
     assert not model.training and not any(p.requires_grad for p in model.parameters())
+
+
+def test_channels_last_gives_the_same_logits_and_input_gradients():
+    torch.manual_seed(0)
+    net = build_network("mobilenet_v3_large")
+    plain, nhwc = SegmentationModel(net), SegmentationModel(build_network("mobilenet_v3_large"), channels_last=True)
+    nhwc.net.load_state_dict(net.state_dict())
+    x = torch.rand(2, 3, 48, 48, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    a, b = plain(x), nhwc(y)
+    assert torch.allclose(a, b, atol=1e-4)
+    (ga,), (gb,) = torch.autograd.grad(a.sum(), x), torch.autograd.grad(b.sum(), y)
+    assert torch.allclose(ga, gb, atol=1e-4)
