@@ -169,20 +169,20 @@ def discussion(runs: list[Run]) -> str:
                      f"{min(accs):.1f}-{max(accs):.1f}% ({spread:.1f} points): "
                      f"{'holds' if spread <= 10 else 'does not hold'} at a 10-point tolerance.")
     if runs:
-        size = runs[0].doc["image_size"]
-        pgd_l2 = [r.mean("l2_255") for r in runs if r.attack == "pgd" and r.doc["attack_params"].get("mode") == "paper"]
+        pgd_runs = [r for r in runs if r.attack == "pgd" and r.doc["attack_params"].get("mode") == "paper"]
+        reached = "; ".join(f"{r.label} reaches {r.mean('l2_255'):,.0f} of at most "
+                            f"{saturated_pgd_l2(r.doc['image_size']):,.0f} at {r.doc['image_size']} px" for r in pgd_runs)
         lines.append(
             f"- **Which space is the paper's L2 in?** A paper-mode PGD perturbation at ±0.1 in normalised space on "
             f"every pixel has L2 = {saturated_pgd_l2(520):,.0f} in 0-255 units at 520 px, which matches the paper's "
-            f"5,171.84 and 5,020.88: the paper measured L2 per image in 0-255 pixel units at about 520 px. At our "
-            f"{size} px the same bound is {saturated_pgd_l2(size):,.0f}"
-            + (f"; our PGD runs reach {', '.join(f'{v:,.0f}' for v in pgd_l2)}." if pgd_l2 else "."))
+            f"5,171.84 and 5,020.88: the paper measured L2 per image in 0-255 pixel units at about 520 px."
+            + (f" Here: {reached}." if reached else ""))
+        bounds = ", ".join(sorted({f"{max_l2(r.doc['image_size']):,.0f} at {r.doc['image_size']} px" for r in runs}))
         lines.append(
             f"- **The paper's ASMA L2 cannot come from [0,1] images.** No two 520 px RGB images in [0,1] differ by more "
             f"than {max_l2(520):,.0f} (0-255 units); the paper's ResNet ASMA reports 3,534,895. Its ASMA images were "
             f"therefore not clipped to the valid range (or L2 was taken elsewhere); ours are clipped (eq. (2) as "
-            f"specified), so our ASMA L2 is bounded by {max_l2(size):,.0f} at {size} px. `clip=False` reproduces the "
-            f"unbounded reading.")
+            f"specified), so our ASMA L2 is bounded by {bounds}. `clip=False` reproduces the unbounded reading.")
     sources = {r.doc["weights"]["source"] for r in runs}
     if "embedded" in sources:
         lines.append(
