@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
+from .attacks import ATTACKS
+from .models import BACKBONES
 from .runner import RunConfig, config_hash
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
@@ -59,6 +61,10 @@ def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
     unknown = set(settings) - set(RunConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown run parameters: {', '.join(sorted(unknown))}")
+    for name, allowed in (("backbone", BACKBONES), ("attack", ATTACKS)):  # names become folder names
+        bad = [n for n in (backbones if name == "backbone" else attacks) if n not in allowed]
+        if bad:
+            raise ValueError(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
     for backbone in backbones:
         for attack in attacks:
             yield replace(RunConfig(backbone=backbone, attack=attack), **settings)
@@ -109,7 +115,7 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
     """
     runs_dir = Path(out_dir) / "runs"
     status = {}
-    configs = list(grid_configs(profile, overrides, backbones, attacks))
+    configs = list(grid_configs(profile, overrides, backbones, attacks))  # validates before any work
     for cfg in tqdm(configs, desc=f"grid ({profile})", unit="run"):
         name = run_name(cfg.backbone, cfg.attack)
         if is_complete(runs_dir / name, config_hash(cfg)):
@@ -141,7 +147,9 @@ def run_study_notebook(profile: str, out_dir: str | Path, overrides: dict[str, A
                                         "settings_hash": digest},
                             kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
     except Exception as exc:  # kept notebook shows the failing cell; the report says it failed
-        (study_dir / "failed.json").write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
+        tmp = study_dir / "failed.json.tmp"
+        tmp.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
+        os.replace(tmp, study_dir / "failed.json")
         return "failed"
     (study_dir / "failed.json").unlink(missing_ok=True)
     return "done"

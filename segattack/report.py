@@ -183,6 +183,14 @@ def discussion(runs: list[Run]) -> str:
             f"than {max_l2(520):,.0f} (0-255 units); the paper's ResNet ASMA reports 3,534,895. Its ASMA images were "
             f"therefore not clipped to the valid range (or L2 was taken elsewhere); ours are clipped (eq. (2) as "
             f"specified), so our ASMA L2 is bounded by {bounds}. `clip=False` reproduces the unbounded reading.")
+    if any(r.attack == "asma" for r in runs):
+        lines.append(
+            "- **Where our ASMA deliberately differs from adv_lib's** (the field's reference): we follow the paper's "
+            "eqs. (1)-(2) — no L2 penalty, alpha_n from each image's own IoU over the classes present, alpha_0 from "
+            "eq. (2), the last iterate returned. adv_lib subtracts ||X_n - X||², uses one batch-level IoU over all 21 "
+            "classes, starts with alpha_0 = tau and returns its best iterate. Each of its readings is an option "
+            "(`l2_penalty`, `iou_average='adv_lib'`, `initial_step='tau'`); with them our steps equal adv_lib's "
+            "(tests/test_adv_lib.py).")
     sources = {r.doc["weights"]["source"] for r in runs}
     if "embedded" in sources:
         lines.append(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image
 
 from . import __version__
@@ -100,7 +101,9 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
         "adv_pred": adv_pred.cpu(), "targets": targets.cpu(), "truth": truth,
         "metrics": {k: v.cpu() for k, v in metrics.items()},
         "history": {k: v.cpu() for k, v in result.history.items()},
-        "environment": {"segattack": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "environment": {"segattack": __version__, "torch": str(torch.__version__),
+                        "torchvision": torchvision.__version__, "numpy": np.__version__,
+                        "python": platform.python_version(),
                         "device": cfg.device if cfg.device != "cpu" else f"cpu ({os.cpu_count()} cores)"},
     }
 

@@ -117,3 +117,22 @@ def test_sigkill_mid_grid_then_restart_redoes_only_the_interrupted_run(tiny_stud
         theirs = json.loads((reference / "runs" / name / "results.json").read_text())
         assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"], name
     assert "MobileNet PGD Attack" in build_report(tmp_path, "tiny").read_text()
+
+
+def test_user_text_is_escaped_in_the_report(tiny_study, tmp_path):
+    out, _ = tiny_study
+    shutil.copytree(out / "runs", tmp_path / "runs")
+    results = tmp_path / "runs" / "mobilenet_v3_large-pgd" / "results.json"
+    doc = json.loads(results.read_text())
+    doc["weights"]["description"] = "<script>alert('weights')</script>"  # e.g. from a crafted checkpoint
+    doc["attack_params"]["note"] = "<img src=x onerror=alert(1)>"
+    results.write_text(json.dumps(doc))
+    html = build_report(tmp_path, "<b>tiny</b>").read_text()
+    assert "<script>alert" not in html and "<img src=x" not in html and "<b>tiny</b>" not in html
+    assert "&lt;script&gt;alert" in html and "&lt;b&gt;tiny&lt;/b&gt;" in html
+
+
+def test_run_names_cannot_leave_the_output_folder(tmp_path):
+    with pytest.raises(ValueError, match="unknown attack '../../evil'"):
+        run_grid("tiny", tmp_path / "out", attacks=("../../evil",))
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
