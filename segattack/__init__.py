@@ -1,4 +1,4 @@
-"""segattack: targeted adversarial attacks on semantic segmentation (PGD, multiclass ASMA).
+"""segattack: targeted adversarial attacks on semantic segmentation (PGD, multiclass ASMA, DAG, SegPGD, CosPGD).
 
     import segattack as sa
     model = sa.load_model("mobilenet_v3_large", weights="embedded")   # or wrap_model(my_net)
@@ -7,9 +7,10 @@
 
 __version__ = "0.1.0"
 
-from .attacks import ATTACKS, AttackDiverged, AttackResult, asma, targeted_pgd  # noqa: E402
-from .metrics import attack_metrics, mean_iou, perturbation_norm, pixel_accuracy  # noqa: E402
+from .attacks import ATTACKS, AttackDiverged, AttackResult, asma, cospgd, dag, pgd, segpgd, targeted_pgd  # noqa: E402
+from .metrics import attack_metrics, mean_iou, perturbation_norm, pixel_accuracy, targeted_success  # noqa: E402
 from .models import WeightsUnavailable, load_model, wrap_model  # noqa: E402
 
-__all__ = ["ATTACKS", "AttackDiverged", "AttackResult", "WeightsUnavailable", "asma", "attack_metrics",
-           "load_model", "mean_iou", "perturbation_norm", "pixel_accuracy", "targeted_pgd", "wrap_model"]
+__all__ = ["ATTACKS", "AttackDiverged", "AttackResult", "WeightsUnavailable", "asma", "attack_metrics", "cospgd",
+           "dag", "load_model", "mean_iou", "perturbation_norm", "pgd", "pixel_accuracy", "segpgd", "targeted_pgd",
+           "targeted_success", "wrap_model"]
