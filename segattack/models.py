@@ -178,11 +178,12 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
 
 
 def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
-               download: bool = False, channels_last: bool = False) -> SegmentationModel:
+               download: bool = True, channels_last: bool = False) -> SegmentationModel:
     """Load a DeepLabV3 ``backbone`` ready for attacks: eval mode, frozen parameters.
 
-    ``weights`` is ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path; ``download``
-    lets the torchvision source fetch its file on an online machine; ``channels_last`` runs the
+    ``weights`` is ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path. The
+    torchvision source fetches its file into the cache when it is missing (``download=False``
+    forbids that); ``"auto"`` never downloads: it takes torchvision's weights only when cached; ``channels_last`` runs the
     network in NHWC memory layout (same numbers up to float rounding, usually faster).
     """
     _backbone_entry(backbone)

@@ -38,12 +38,20 @@ def test_torchvision_weights_load_from_the_exact_cache_path(torch_home):
     assert load_model("mobilenet_v3_large").info.source == "torchvision"
 
 
-def test_missing_torchvision_weights_name_file_and_path(torch_home):
-    with pytest.raises(WeightsUnavailable) as info:
-        load_model("resnet50", "torchvision")
+def test_missing_torchvision_weights_name_file_and_path(torch_home, monkeypatch):
+    with pytest.raises(WeightsUnavailable, match="not cached") as info:
+        load_model("resnet50", "torchvision", download=False)
     message = str(info.value)
     assert "deeplabv3_resnet50_coco-cd0a2569.pth" in message
     assert str(torch_home / "hub" / "checkpoints") in message
+
+    def offline(url, dst, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsUnavailable, match="download failed: Name or service not known") as info:
+        load_model("resnet50", "torchvision")
+    assert str(torch_home / "hub" / "checkpoints" / "deeplabv3_resnet50_coco-cd0a2569.pth") in str(info.value)
 
 
 def test_unknown_backbone_and_weights():
