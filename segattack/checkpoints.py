@@ -76,6 +76,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename (never half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file safely and return ``{"backbone", "meta", "state"}`` (state in float32).
 

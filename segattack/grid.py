@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS
+from .checkpoints import atomic_write_text
 from .models import BACKBONES
 from .runner import RunConfig, config_hash
 
@@ -82,6 +82,14 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
+def _execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
+    """Run one of the project's notebooks with papermill, from the notebooks folder."""
+    import papermill as pm
+
+    pm.execute_notebook(str(notebooks_dir() / notebook), str(output), parameters=parameters,
+                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+
+
 def execute_run(cfg: RunConfig, run_dir: Path, profile: str) -> bool:
     """Execute ``attack.ipynb`` for one run with papermill; on failure keep its notebook, note why."""
     import papermill as pm
@@ -93,16 +101,13 @@ def execute_run(cfg: RunConfig, run_dir: Path, profile: str) -> bool:
     output = run_dir / "attack.ipynb"
     params = {**asdict(cfg), "out_dir": str(run_dir.resolve()), "profile": profile}
     try:
-        pm.execute_notebook(str(notebooks_dir() / "attack.ipynb"), str(output), parameters=params,
-                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+        _execute("attack.ipynb", output, params)
         return True
     except pm.PapermillExecutionError as exc:
         message = f"{exc.ename}: {exc.evalue}"
     except Exception as exc:  # kernel died, notebook missing, ...
         message = f"{type(exc).__name__}: {exc}"
-    tmp = failure.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"error": message, "notebook": str(output)}))
-    os.replace(tmp, failure)
+    atomic_write_text(failure, json.dumps({"error": message, "notebook": str(output)}))
     return False
 
 
@@ -129,8 +134,6 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
 
 def run_study_notebook(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None) -> str:
     """Execute ``studies.ipynb`` unless ``studies.json`` holds results for the same settings."""
-    import papermill as pm
-
     settings = {**STUDIES[profile], **{k: v for k, v in (overrides or {}).items() if k in ("weights", "device", "seed")}}
     study_dir = (Path(out_dir) / "studies").resolve()
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -142,14 +145,10 @@ def run_study_notebook(profile: str, out_dir: str | Path, overrides: dict[str, A
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / "studies.json").unlink(missing_ok=True)
     try:
-        pm.execute_notebook(str(notebooks_dir() / "studies.ipynb"), str(study_dir / "studies.ipynb"),
-                            parameters={**settings, "out_dir": str(study_dir), "profile": profile,
-                                        "settings_hash": digest},
-                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+        _execute("studies.ipynb", study_dir / "studies.ipynb",
+                 {**settings, "out_dir": str(study_dir), "profile": profile, "settings_hash": digest})
     except Exception as exc:  # kept notebook shows the failing cell; the report says it failed
-        tmp = study_dir / "failed.json.tmp"
-        tmp.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
-        os.replace(tmp, study_dir / "failed.json")
+        atomic_write_text(study_dir / "failed.json", json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
         return "failed"
     (study_dir / "failed.json").unlink(missing_ok=True)
     return "done"
@@ -158,22 +157,17 @@ def run_study_notebook(profile: str, out_dir: str | Path, overrides: dict[str, A
 def build_report(out_dir: str | Path, profile: str) -> Path:
     """Execute ``report.ipynb`` over ``out_dir/runs`` and render it to one self-contained HTML file."""
     import nbformat
-    import papermill as pm
     from nbconvert import HTMLExporter
 
     out_dir = Path(out_dir).resolve()
     executed = out_dir / "report.ipynb"
-    pm.execute_notebook(str(notebooks_dir() / "report.ipynb"), str(executed),
-                        parameters={"runs_dir": str(out_dir / "runs"), "studies_dir": str(out_dir / "studies"),
-                                    "profile": profile},
-                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+    _execute("report.ipynb", executed,
+             {"runs_dir": str(out_dir / "runs"), "studies_dir": str(out_dir / "studies"), "profile": profile})
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded
     # require.js, MathJax, mermaid) so the file reads the same offline.
     body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
     target = out_dir / "index.html"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, body)
     return target

@@ -12,7 +12,6 @@ aggregate them with intervals; nothing here re-implements an attack or a metric.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
+from .checkpoints import atomic_write_text
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .data import study_images, target_masks
 from .metrics import mean_iou, perturbation_norm, pixel_accuracy
@@ -59,12 +59,20 @@ def _rows(attack: str, backbone: str, clean: torch.Tensor, adv: torch.Tensor, pr
              **{k: float(v[i]) for k, v in per_image.items()}} for i in range(len(clean))]
 
 
-def compare_attacks(model: nn.Module, backbone: str, images: torch.Tensor, targets: torch.Tensor, eps: float,
-                    steps: int, attacks: tuple[str, ...] = COMPARED) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run every attack on the same batch and budget. Returns per-image rows, and per attack the
-    adversarial images, predictions and success history (for transfer, difficulty and curves)."""
+def _clean_prediction(model: nn.Module, images: torch.Tensor, clean_pred: torch.Tensor | None) -> torch.Tensor:
+    if clean_pred is not None:
+        return clean_pred
     with torch.inference_mode():
-        clean_pred = model(images).argmax(1)
+        return model(images).argmax(1)
+
+
+def compare_attacks(model: nn.Module, backbone: str, images: torch.Tensor, targets: torch.Tensor, eps: float,
+                    steps: int, attacks: tuple[str, ...] = COMPARED,
+                    clean_pred: torch.Tensor | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run every attack on the same batch and budget. Returns per-image rows, and per attack the
+    adversarial images, predictions and success history (for transfer, difficulty and curves).
+    ``clean_pred`` (the model's prediction on ``images``) is computed when not given."""
+    clean_pred = _clean_prediction(model, images, clean_pred)
     rows, outputs = [], {}
     for attack in tqdm(attacks, desc=f"compare ({backbone})", leave=False):
         # one untimed iteration first: the first calls on a new shape pay one-off kernel set-up
@@ -80,10 +88,10 @@ def compare_attacks(model: nn.Module, backbone: str, images: torch.Tensor, targe
 
 
 def security_curve(model: nn.Module, backbone: str, images: torch.Tensor, targets: torch.Tensor,
-                   eps_values: list[float], steps: int, attacks: tuple[str, ...] = COMPARED) -> list[dict[str, Any]]:
+                   eps_values: list[float], steps: int, attacks: tuple[str, ...] = COMPARED,
+                   clean_pred: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Per-image success and IoU to target for each attack at each epsilon."""
-    with torch.inference_mode():
-        clean_pred = model(images).argmax(1)
+    clean_pred = _clean_prediction(model, images, clean_pred)
     rows = []
     for attack in tqdm(attacks, desc=f"security curves ({backbone})", leave=False):
         for eps in eps_values:
@@ -141,11 +149,11 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
         targets[b] = target_masks(clean_pred[b], "roll")
     comparison, outputs, security, difficulty, transfer = [], {}, [], [], []
     for b, model in models.items():
-        rows, outputs[b] = compare_attacks(model, b, batch, targets[b], eps, steps)
+        rows, outputs[b] = compare_attacks(model, b, batch, targets[b], eps, steps, clean_pred=clean_pred[b])
         comparison += rows
         bounded = tuple(a for a in COMPARED if a != "dag")  # DAG has no epsilon
         security += security_curve(model, b, batch[:curve_images], targets[b][:curve_images], eps_values,
-                                   curve_steps, bounded)
+                                   curve_steps, bounded, clean_pred[b][:curve_images])
         for attack, out in outputs[b].items():
             difficulty += class_difficulty(attack, b, out["pred"], targets[b], clean_pred[b])
     for source in models:
@@ -165,9 +173,6 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
         "iteration_curves": {b: {a: out["success_history"] for a, out in outputs[b].items()} for b in models},
         "seconds": time.perf_counter() - started, "settings_hash": settings_hash,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "studies.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out / "studies.json")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(out_dir) / "studies.json", json.dumps(results, indent=1))
     return results

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX, NUM_CLASSES
-from ..metrics import IMAGENET_STD
+from ..metrics import IMAGENET_STD, pixel_accuracy
 
 
 @dataclass
@@ -90,9 +90,8 @@ def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None,
 
 def success_rate(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     """(B,) fraction of labelled pixels at the target (targeted) or off the label (untargeted)."""
-    valid = labels != IGNORE_INDEX
-    hit = (pred == labels) if targeted else (pred != labels)
-    return (hit & valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+    at_label = pixel_accuracy(pred, labels).float()
+    return at_label if targeted else 1 - at_label
 
 
 def finish(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, targeted: bool,

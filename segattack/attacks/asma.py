@@ -49,16 +49,21 @@ PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
 IouAverage = Literal["present", "all", "pixel", "adv_lib"]
 
 
-def step_multiplier(pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float,
-                    iou_average: IouAverage = "present") -> torch.Tensor:
-    """Eq. (2): (B,) alpha_n = beta * IoU(Y_t, pred) + tau."""
+def target_iou(pred: torch.Tensor, targets: torch.Tensor, iou_average: IouAverage = "present") -> torch.Tensor:
+    """(B,) the IoU(Y_t, pred) of eq. (2) under the chosen reading."""
     if iou_average == "pixel":
         iou = pixel_accuracy(pred, targets)
     elif iou_average == "adv_lib":  # one batch-level IoU over all classes, absent classes 0
         iou = class_iou(pred.reshape(1, 1, -1), targets.reshape(1, 1, -1)).nan_to_num(0.0).mean().expand(len(pred))
     else:
         iou = mean_iou(pred, targets, iou_average)
-    return beta * iou.to(torch.float32) + tau
+    return iou.to(torch.float32)
+
+
+def step_multiplier(pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float,
+                    iou_average: IouAverage = "present") -> torch.Tensor:
+    """Eq. (2): (B,) alpha_n = beta * IoU(Y_t, pred) + tau."""
+    return beta * target_iou(pred, targets, iou_average) + tau
 
 
 def asma_objective(logits: torch.Tensor, targets: torch.Tensor,
@@ -108,9 +113,10 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
         (grad,) = torch.autograd.grad(objective.sum(), adv)
         with torch.no_grad():
             pred = logits.argmax(1)
-            alpha = step_multiplier(pred, targets, beta, tau, iou_average)
+            iou = target_iou(pred, targets, iou_average)
+            alpha = beta * iou + tau
             history["loss"].append(objective.detach())
-            history["iou_target"].append((alpha - tau) / beta)
+            history["iou_target"].append(iou)
             if step == 0 and initial_step == "tau":
                 alpha = torch.full_like(alpha, tau)
             history["step_size"].append(alpha)
