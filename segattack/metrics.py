@@ -20,6 +20,16 @@ Average = Literal["present", "all"]
 Space = Literal["unit", "255", "normalized"]
 
 
+def predict_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) logits -> (B,H,W) class ids, the first maximum on ties (as ``argmax``).
+
+    ``max(1).indices`` rather than ``argmax(1)``: on CPU, PyTorch's argmax over the channel dim of
+    an NCHW tensor is not vectorised and costs 3-10x more (1.4 ms against 0.4 ms for 21x128x128),
+    a visible share of an attack iteration when it runs once per iteration.
+    """
+    return logits.max(1).indices
+
+
 def _check_masks(pred: torch.Tensor, ref: torch.Tensor) -> None:
     if pred.shape != ref.shape or pred.dim() != 3:
         raise ValueError(f"masks must both be (B,H,W); got {tuple(pred.shape)} and {tuple(ref.shape)}")

@@ -24,7 +24,7 @@ from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
 from .checkpoints import atomic_write_text
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .data import study_images, target_masks
-from .metrics import mean_iou, perturbation_norm, pixel_accuracy
+from .metrics import mean_iou, perturbation_norm, pixel_accuracy, predict_classes
 from .models import load_model
 
 COMPARED = ("pgd", "segpgd", "cospgd", "dag", "asma")
@@ -63,7 +63,7 @@ def _clean_prediction(model: nn.Module, images: torch.Tensor, clean_pred: torch.
     if clean_pred is not None:
         return clean_pred
     with torch.inference_mode():
-        return model(images).argmax(1)
+        return predict_classes(model(images))
 
 
 def compare_attacks(model: nn.Module, backbone: str, images: torch.Tensor, targets: torch.Tensor, eps: float,
@@ -106,9 +106,9 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
     IoU to target, against the same targets, beside the clean images' scores."""
     rows = []
     with torch.inference_mode():
-        clean_pred = target_model(images).argmax(1)
+        clean_pred = predict_classes(target_model(images))
         for attack, adv in advs.items():
-            pred = target_model(adv).argmax(1)
+            pred = predict_classes(target_model(adv))
             rows += [dict(r, source=source, evaluated_on=target)
                      for r in _rows(attack, target, images, adv, pred, targets, clean_pred)]
         base = pixel_accuracy(clean_pred, targets)
@@ -145,7 +145,7 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
     clean_pred, targets = {}, {}
     for b, model in models.items():
         with torch.no_grad():
-            clean_pred[b] = model(batch).argmax(1)
+            clean_pred[b] = predict_classes(model(batch))
         targets[b] = target_masks(clean_pred[b], "roll")
     comparison, outputs, security, difficulty, transfer = [], {}, [], [], []
     for b, model in models.items():

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores
+from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores, predict_classes
 from .models import SegmentationModel, build_network
 from .scenes import GENERATOR_VERSION, scene_batch
 
@@ -75,7 +75,7 @@ def evaluate(model: nn.Module, seed: int, count: int, size: int, batch: int = 16
     conf = torch.zeros(21, 21, dtype=torch.long)
     for start in range(0, count, batch):
         images, masks = scene_batch(seed, "heldout", start, min(batch, count - start), size)
-        conf += confusion_matrix(model(images).argmax(1), masks).sum(0)
+        conf += confusion_matrix(predict_classes(model(images)), masks).sum(0)
     return dataset_scores(conf)
 
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from segattack.attacks import ATTACKS, cospgd, dag, segpgd
+from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import logit_margin
 from segattack.attacks.segpgd import segpgd_loss
 from segattack.models import wrap_model
@@ -58,17 +59,79 @@ def test_untargeted_mode_moves_away_from_the_labels(tiny_model, scene_inputs, at
     assert res.success.mean() > res.history["success"][0].mean()  # more pixels off the label
 
 
-def test_dag_stops_finished_samples():
-    model = wrap_model(nn.Conv2d(3, 21, 1), normalize=False)
+class BatchLog(nn.Module):
+    """A 1x1 convolution that logs the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.sizes = nn.Conv2d(3, 21, 1), []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.conv(x)
+
+
+EARLY_STOP = {"pgd": {"mode": "linf"}, "segpgd": {}, "cospgd": {}, "dag": {"gamma": 0.1},
+              "asma": {"beta": 1.0, "tau": 0.1}}
+
+
+@pytest.mark.parametrize("attack", sorted(EARLY_STOP))
+def test_finished_samples_leave_the_batch(attack):
     torch.manual_seed(0)
+    net = BatchLog()
+    model = wrap_model(net, normalize=False)
     x = torch.rand(3, 3, 6, 6)
     with torch.no_grad():
         pred = model(x).argmax(1)
     targets = pred.clone()
     targets[2] = (pred[2] + 1) % 21  # only sample 2 needs work; 0 and 1 are already at target
-    res = dag(model, x, targets, steps=5, gamma=0.1)
-    assert res.params["iterations"][:2] == [1, 1] and res.params["iterations"][2] > 1
+    net.sizes.clear()
+    res = ATTACKS[attack](model, x, targets, steps=5, adv_threshold=1.0, **EARLY_STOP[attack])
+    assert res.params["iterations"] == [1, 1, 5]
+    assert net.sizes == [3, 1, 1, 1, 1, 3]  # the last pass is the final prediction of the whole batch
     assert torch.equal(res.adv[:2], x[:2])
+    assert res.history["success"].shape == (5, 3) and (res.history["success"][:, :2] == 1).all()
+
+
+@pytest.mark.parametrize("attack", sorted(EARLY_STOP))
+def test_without_a_threshold_every_sample_runs_every_step(attack):
+    torch.manual_seed(0)
+    net = BatchLog()
+    model = wrap_model(net, normalize=False)
+    x = torch.rand(2, 3, 6, 6)
+    with torch.no_grad():
+        targets = model(x).argmax(1)  # already at target
+    net.sizes.clear()
+    kwargs = EARLY_STOP[attack] | ({"adv_threshold": None} if attack == "dag" else {})
+    res = ATTACKS[attack](model, x, targets, steps=3, **kwargs)
+    assert res.params["iterations"] == [3, 3] and net.sizes == [2, 2, 2, 2]
+
+
+def test_history_of_a_batch_that_stops_early_repeats_its_last_row():
+    model = wrap_model(nn.Conv2d(3, 21, 1), normalize=False)
+    x = torch.rand(2, 3, 6, 6)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    res = segpgd(model, x, targets, steps=4, adv_threshold=0.5)
+    assert res.params["iterations"] == [1, 1]
+    assert res.history["loss"].shape == (4, 2) and (res.history["loss"] == res.history["loss"][0]).all()
+
+
+def test_cospgd_weights_are_the_cosine_to_the_one_hot_label():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 21, 5, 5, requires_grad=True)
+    labels = torch.randint(0, 21, (2, 5, 5))
+    labels[0, 0] = 255
+    valid = labels != 255
+    one_hot = nn.functional.one_hot(torch.where(valid, labels, 0), 21).permute(0, 3, 1, 2).float()
+    cos = nn.functional.cosine_similarity(logits.softmax(1), one_hot, dim=1).detach()
+    for targeted, weights in ((True, 1 - cos), (False, cos)):
+        ce = nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+        expected = (ce * weights).flatten(1).sum(1) / valid.flatten(1).sum(1)
+        ours = cospgd_loss(logits, labels, targeted)
+        assert torch.allclose(ours, expected, atol=1e-6)
+        (g1,), (g2,) = torch.autograd.grad(ours.sum(), logits), torch.autograd.grad(expected.sum(), logits)
+        assert torch.allclose(g1, g2, atol=1e-7)
 
 
 def test_dag_margin_and_segpgd_weights_by_hand():
@@ -87,6 +150,7 @@ def test_dag_margin_and_segpgd_weights_by_hand():
     (lambda m, x, t: cospgd(m, x, t, steps=0), "steps must be > 0"),
     (lambda m, x, t: dag(m, x, t, gamma=-1), "gamma must be > 0"),
     (lambda m, x, t: dag(m, x, t, adv_threshold=1.5), "adv_threshold must be in"),
+    (lambda m, x, t: segpgd(m, x, t, adv_threshold=0), "adv_threshold must be in"),
 ])
 def test_bad_hyperparameters(tiny_model, scene_inputs, call, message):
     images, _ = scene_inputs

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from segattack.metrics import (attack_metrics, class_iou, confusion_matrix, dataset_scores, mean_iou,
-                               perturbation_norm, pixel_accuracy)
+                               perturbation_norm, pixel_accuracy, predict_classes)
 
 
 def masks(*rows):
@@ -80,3 +80,15 @@ def test_bad_masks():
         mean_iou(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), "macro")
     with pytest.raises(ValueError, match="space must be"):
         perturbation_norm(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), space="lab")
+
+
+def test_predict_classes_is_argmax_with_first_index_on_ties():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 21, 9, 7)
+    logits[:, 5] = logits[:, 3] = logits.amax(1) + 1  # a tie between classes 3 and 5 everywhere...
+    logits[1, :, 0, 0] = 0.0  # ...and an all-zero pixel
+    pred = predict_classes(logits)
+    assert torch.equal(pred, logits.argmax(1))
+    assert (pred[0] == 3).all() and pred[1, 0, 0] == 0
+    nhwc = logits.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(predict_classes(nhwc), pred)

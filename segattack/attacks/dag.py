@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
-from ._common import AttackResult, check_inputs, check_positive, finish, guard_finite
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
 
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -29,54 +29,41 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
 
 
 def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, targeted: bool = True,
-        gamma: float = 0.5, norm: Literal["linf", "l2"] = "linf", adv_threshold: float = 0.99,
+        gamma: float = 0.5, norm: Literal["linf", "l2"] = "linf", adv_threshold: float | None = 0.99,
         progress: bool = False) -> AttackResult:
     """DAG on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (summed positive margins) and ``success`` per iteration; a stopped sample's
     entries repeat its last values. ``params['iterations']`` lists each sample's iterations.
+    ``adv_threshold=None`` runs every step.
     """
     check_inputs(images, labels)
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    if not 0 < adv_threshold <= 1:
-        raise ValueError(f"adv_threshold must be in (0, 1], got {adv_threshold}")
     check_positive(gamma=gamma)
     p = float("inf") if norm == "linf" else 2.0
     images = images.detach()
     valid = labels != IGNORE_INDEX
     counts = valid.flatten(1).sum(1).clamp_min(1)
     r = torch.zeros_like(images)
-    active = torch.ones(len(images), dtype=torch.bool, device=images.device)
-    iterations = torch.zeros(len(images), dtype=torch.long, device=images.device)
-    last_loss = torch.zeros(len(images), device=images.device)
-    last_success = torch.zeros(len(images), device=images.device)
-    history: dict[str, list[torch.Tensor]] = {"loss": [], "success": []}
+    tracker = SampleTracker(len(images), images.device, ("loss", "success"), adv_threshold)
     params: dict[str, Any] = {"attack": "dag", "targeted": targeted, "steps": steps, "gamma": gamma, "norm": norm,
                               "adv_threshold": adv_threshold}
     for step in tqdm(range(steps), desc="dag", disable=not progress, leave=False):
-        idx = active.nonzero().squeeze(1)
-        if len(idx) == 0:
+        rows = tracker.rows()
+        if rows is None:
             break
-        r_a = r[idx].requires_grad_(True)
-        logits = model((images[idx] + r_a).clamp(0, 1))
-        margin = logit_margin(logits, labels[idx], targeted)
-        pixel_adv = (margin < 0) & valid[idx]
-        success = pixel_adv.flatten(1).sum(1) / counts[idx]
-        loss = (margin.clamp_min(0) * valid[idx]).flatten(1).sum(1)
+        r_a = r[rows].detach().requires_grad_(True)
+        logits = model((images[rows] + r_a).clamp(0, 1))
+        margin = logit_margin(logits, labels[rows], targeted)
+        pixel_adv = (margin < 0) & valid[rows]
+        loss = (margin.clamp_min(0) * valid[rows]).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(loss.sum(), r_a)
         with torch.no_grad():
-            last_loss[idx], last_success[idx] = loss.detach().to(last_loss), success.to(last_success)
-            history["loss"].append(last_loss.clone())
-            history["success"].append(last_success.clone())
-            guard_finite(step, logits, grad, (images + r).clamp(0, 1), history, params)
-            done = success >= adv_threshold
+            done = tracker.record(rows, loss=loss, success=pixel_adv.flatten(1).sum(1) / counts[rows])
+            guard_finite(step, logits, grad, (images + r).clamp(0, 1), tracker, params)
             scale = grad.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            moving = (~done).view(-1, 1, 1, 1)
-            r[idx] = torch.where(moving, r_a.detach() - gamma * grad / scale, r_a.detach())
-            iterations[idx] += 1
-            active[idx[done]] = False
-    params["iterations"] = iterations.tolist()
-    return finish(model, (images + r).clamp(0, 1), labels, targeted, history, params)
+            r[rows] = torch.where(done.view(-1, 1, 1, 1), r_a.detach(), r_a.detach() - gamma * grad / scale)
+    return finish(model, (images + r).clamp(0, 1), labels, targeted, tracker, steps, params)

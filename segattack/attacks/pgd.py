@@ -15,6 +15,8 @@ The loss is the per-image mean cross-entropy over non-ignored pixels, summed ove
 every sample's step is what it would be alone (with batch 1 this equals [5]'s mean). With
 ``targeted=False`` the attack ascends the cross-entropy to ``labels`` (true or clean labels).
 ``restarts > 1`` (with ``random_start``) keeps, per image, the restart with the highest success.
+``adv_threshold`` stops a sample (it leaves the batch) once that fraction of its pixels is at the
+target (off the label when untargeted); None, the default and the paper's setting, runs every step.
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ def per_image_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def best_of(results: list[AttackResult]) -> AttackResult:
-    """Per image, the result with the highest final success (the first on ties)."""
+    """Per image, the result with the highest final success (the first on ties); ``iterations``
+    counts the forward/backward passes of every restart."""
     best = results[0]
     for other in results[1:]:
         better = other.success > best.success
         pick = lambda a, b: torch.where(better.view(-1, *[1] * (a.dim() - 1)), b, a)  # noqa: E731
         history = {k: torch.where(better.view(1, -1), other.history[k], v) for k, v in best.history.items()}
-        best = AttackResult(pick(best.adv, other.adv), history, best.params, pick(best.pred, other.pred),
+        params = {**best.params, "iterations": [a + b for a, b in zip(best.params["iterations"],
+                                                                      other.params["iterations"])]}
+        best = AttackResult(pick(best.adv, other.adv), history, params, pick(best.pred, other.pred),
                             torch.where(better, other.success, best.success))
     return best
 
@@ -55,7 +60,8 @@ def best_of(results: list[AttackResult]) -> AttackResult:
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 50,
         mode: Literal["paper", "linf", "l2"] = "paper", targeted: bool = True, eps: float | None = None,
         alpha: float | None = None, clip: bool | None = None, random_start: bool = False, restarts: int = 1,
-        generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
+        adv_threshold: float | None = None, generator: torch.Generator | None = None,
+        progress: bool = False) -> AttackResult:
     """PGD on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     Defaults per mode: paper ``eps=0.1, alpha=100`` (normalised space, raw gradient, no clip);
@@ -77,14 +83,16 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     check_positive(eps=eps, alpha=alpha)
     params: dict[str, Any] = {"attack": "pgd", "mode": mode, "targeted": targeted, "steps": steps, "eps": eps,
                               "alpha": alpha, "clip": clip, "random_start": random_start, "restarts": restarts,
+                              "adv_threshold": adv_threshold,
                               "space": "imagenet-normalised" if paper else "[0,1] pixels",
                               "step_rule": "raw gradient" if paper else ("sign of gradient" if mode == "linf"
                                                                           else "L2-normalised gradient")}
     runs = [projected_gradient(
-        model, images, labels, lambda logits, y, _: per_image_ce(logits, y), targeted=targeted, steps=steps,
+        model, images, labels, lambda logits, y, _, __: per_image_ce(logits, y), targeted=targeted, steps=steps,
         eps=eps, alpha=alpha, norm="l2" if mode == "l2" else "linf", raw_gradient=paper,
         scale=input_std(model, images) if paper else None, clip=clip, random_init=random_start,
-        generator=generator, progress=progress, params=params) for _ in range(restarts)]
+        generator=generator, adv_threshold=adv_threshold, progress=progress, params=dict(params))
+        for _ in range(restarts)]
     return best_of(runs)
 
 

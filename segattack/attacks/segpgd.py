@@ -15,15 +15,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
+from ..metrics import predict_classes
 from ._common import AttackResult, check_inputs, check_positive
 from ._projected import projected_gradient
 
 
-def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool) -> torch.Tensor:
-    """(B,) SegPGD's reweighted cross-entropy, averaged over each image's labelled pixels."""
+def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool,
+                pred: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) SegPGD's reweighted cross-entropy, averaged over each image's labelled pixels
+    (``pred``: the prediction from these logits, when the caller has it)."""
     lam = step / (2 * steps)
     ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
-    on_label = logits.argmax(1) == labels
+    on_label = (predict_classes(logits) if pred is None else pred) == labels
     settled = on_label if targeted else ~on_label  # pixels where the attack already has what it wants
     weights = torch.where(settled, lam, 1 - lam)
     valid = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
@@ -32,15 +35,20 @@ def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: in
 
 def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
            eps: float = 8 / 255, alpha: float | None = None, random_start: bool = False,
-           generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
-    """SegPGD on a batch of [0,1] images (L-inf ball, sign steps, ``alpha`` default 2.5*eps/steps)."""
+           adv_threshold: float | None = None, generator: torch.Generator | None = None,
+           progress: bool = False) -> AttackResult:
+    """SegPGD on a batch of [0,1] images (L-inf ball, sign steps, ``alpha`` default 2.5*eps/steps).
+
+    ``adv_threshold`` (None: every step) stops a sample once that fraction of its pixels is done."""
     check_inputs(images, labels)
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
     alpha = 2.5 * eps / steps if alpha is None else alpha
     check_positive(eps=eps, alpha=alpha)
     params: dict[str, Any] = {"attack": "segpgd", "targeted": targeted, "steps": steps, "eps": eps, "alpha": alpha,
-                              "random_start": random_start, "space": "[0,1] pixels", "norm": "linf"}
-    return projected_gradient(model, images, labels, lambda z, y, t: segpgd_loss(z, y, t, steps, targeted),
-                              targeted=targeted, steps=steps, eps=eps, alpha=alpha, random_init=random_start,
-                              generator=generator, progress=progress, params=params)
+                              "random_start": random_start, "adv_threshold": adv_threshold, "space": "[0,1] pixels",
+                              "norm": "linf"}
+    return projected_gradient(model, images, labels,
+                              lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred), targeted=targeted, steps=steps, eps=eps, alpha=alpha, random_init=random_start,
+                              generator=generator, adv_threshold=adv_threshold, progress=progress,
+                              params=params)
