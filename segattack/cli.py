@@ -44,7 +44,8 @@ def _attack(args: argparse.Namespace) -> int:
     cfg = RunConfig(backbone=args.backbone, attack=args.attack, weights=args.weights, images=args.images,
                     num_images=args.num_images, size=args.size, steps=args.steps,
                     target_scheme=args.target_scheme, target_index=args.target_index, seed=args.seed,
-                    device=args.device, amp=args.amp, channels_last=args.channels_last, attack_params=params)
+                    device=args.device, amp=args.amp, channels_last=args.channels_last,
+                    fold_bn=args.fold_bn, attack_params=params)
     res = run(cfg)
     path = save_run(res, args.out)
     m = {k: v.mean().item() for k, v in res["metrics"].items()}
@@ -99,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--seed", type=int, default=0)
     at.add_argument("--device", default="cpu", help="cpu or cuda")
     at.add_argument("--amp", action="store_true", help="bf16 autocast for the attack (for GPUs)")
-    at.add_argument("--channels-last", action="store_true", help="run the network in NHWC memory layout")
+    at.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the network in NHWC memory layout (default on)")
+    at.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="fold batch norms into the convolutions (default on)")
     pgd = at.add_argument_group("pgd")
     pgd.add_argument("--mode", choices=["paper", "linf"], help="paper: normalised-space eps, raw gradient (default)")
     pgd.add_argument("--eps", type=float, help="L-inf budget (paper 0.1 normalised; linf 8/255)")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import segmentation as tvseg
 
 from . import checkpoints
@@ -62,15 +63,44 @@ def weights_label(info: dict[str, Any]) -> str:
     return f"{info['backbone']} / {info['source']} weights" + (f", {scope} mIoU {miou:.3f}" if miou is not None else "")
 
 
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d into the Conv2d registered just before it, in place; returns ``net``.
+
+    At inference a convolution and its batch norm are one affine map: merged, they save a pass
+    over every activation in the forward and in the backward (7-10% of a DeepLabV3 forward+backward
+    on CPU), with the same outputs up to float rounding. It relies on siblings being registered in
+    the order they are called, as in torchvision's DeepLabV3 (Sequential blocks, ResNet's
+    ``conv1``/``bn1`` pairs); check a forward pass before using it on other modules.
+    """
+    if net.training:
+        raise ValueError("fold_batchnorm needs an eval-mode module: training batch norm uses batch statistics")
+    for parent in list(net.modules()):
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+                    and bn.num_features == conv.out_channels):
+                parent._modules[first] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[second] = nn.Identity()
+    return net
+
+
 class SegmentationModel(nn.Module):
-    """Eval-mode wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits."""
+    """Eval-mode wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits.
+
+    ``channels_last`` runs the network in NHWC layout (oneDNN on CPU, tensor cores on GPU);
+    ``fold_bn`` folds its batch norms into the convolutions (:func:`fold_batchnorm`). Both keep
+    the numbers up to float rounding and make an attack iteration cheaper.
+    """
 
     def __init__(self, net: nn.Module, info: WeightsInfo | None = None,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, fold_bn: bool = False) -> None:
         super().__init__()
+        net.eval()
+        net = fold_batchnorm(net) if fold_bn else net
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.channels_last = channels_last
+        self.channels_last, self.fold_bn = channels_last, fold_bn
         self.info = info or WeightsInfo("user", type(net).__name__, "user-supplied module")
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
@@ -178,13 +208,14 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
 
 
 def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
-               download: bool = True, channels_last: bool = False) -> SegmentationModel:
+               download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
     """Load a DeepLabV3 ``backbone`` ready for attacks: eval mode, frozen parameters.
 
     ``weights`` is ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path. The
     torchvision source fetches its file into the cache when it is missing (``download=False``
-    forbids that); ``"auto"`` never downloads: it takes torchvision's weights only when cached; ``channels_last`` runs the
-    network in NHWC memory layout (same numbers up to float rounding, usually faster).
+    forbids that); ``"auto"`` never downloads: it takes torchvision's weights only when cached.
+    ``channels_last`` (NHWC layout) and ``fold_bn`` (batch norms folded into the convolutions)
+    keep the numbers up to float rounding and make attack iterations faster (``benchmarks/``).
     """
     _backbone_entry(backbone)
     weights = os.fspath(weights)
@@ -203,7 +234,7 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
         raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path")
     else:
         net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")
-    return SegmentationModel(net, info, channels_last=channels_last).to(device)
+    return SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn).to(device)
 
 
 def wrap_model(module: nn.Module, name: str = "user model", normalize: bool = True) -> SegmentationModel:

@@ -26,7 +26,7 @@ from . import __version__
 from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
 from .classes import voc_palette
 from .data import study_images, target_masks
-from .metrics import attack_metrics, mean_iou
+from .metrics import attack_metrics, mean_iou, predict_classes
 from .models import load_model
 
 
@@ -46,7 +46,8 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = False  # bf16 autocast for the attack's forward/backward passes (GPU path; CPU works too)
-    channels_last: bool = False  # NHWC memory layout for the network
+    channels_last: bool = True  # NHWC memory layout for the network (same numbers, faster)
+    fold_bn: bool = True  # batch norms folded into the convolutions (same numbers, faster)
     attack_params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,12 +79,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Execute one run and return tensors, per-image metrics, history and provenance."""
     default_attack_params(cfg.attack, cfg.backbone)  # validates the name before any loading
     torch.manual_seed(cfg.seed)
-    model = load_model(cfg.backbone, cfg.weights, device=cfg.device, channels_last=cfg.channels_last)
+    model = load_model(cfg.backbone, cfg.weights, device=cfg.device, channels_last=cfg.channels_last,
+                       fold_bn=cfg.fold_bn)
     size = _image_size(cfg, model)
     images, names, truth = study_images(cfg.images, cfg.num_images, size, cfg.seed)
     images = images.to(cfg.device)
     with torch.inference_mode():
-        clean_pred = model(images).argmax(1)
+        clean_pred = predict_classes(model(images))
     targets = target_masks(clean_pred, cfg.target_scheme, cfg.target_index)
     params = {**default_attack_params(cfg.attack, cfg.backbone), **cfg.attack_params}
     started = time.perf_counter()

@@ -1,13 +1,15 @@
+import copy
 import os
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from segattack import checkpoints
 from segattack.checkpoints import CheckpointError
-from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, load_model,
+from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, fold_batchnorm, load_model,
                               torchvision_weights_path, wrap_model)
 from torchvision.models import segmentation as tvseg
 
@@ -83,7 +85,7 @@ def test_checkpoint_round_trip_float_and_int8(tmp_path, mobilenet_state):
         path = tmp_path / f"m{int8}.pt"
         checkpoints.atomic_save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {"heldout_miou": 0.5}, int8),
                                 path)
-        model = load_model("mobilenet_v3_large", path)
+        model = load_model("mobilenet_v3_large", path, fold_bn=False)  # compare the stored tensors
         assert model.info.clean_miou == 0.5 and model.info.source == "checkpoint"
         for name, value in model.net.state_dict().items():
             ref = mobilenet_state[name]
@@ -150,3 +152,29 @@ def test_channels_last_gives_the_same_logits_and_input_gradients():
     assert torch.allclose(a, b, atol=1e-4)
     (ga,), (gb,) = torch.autograd.grad(a.sum(), x), torch.autograd.grad(b.sum(), y)
     assert torch.allclose(ga, gb, atol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "resnet50"])
+def test_folded_batchnorm_gives_the_same_logits_and_input_gradients(backbone):
+    torch.manual_seed(0)
+    net = build_network(backbone)
+    for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
+    plain = SegmentationModel(net)
+    folded = SegmentationModel(copy.deepcopy(net), fold_bn=True, channels_last=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 40, 40, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    a, b = plain(x), folded(y)
+    assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+    (ga,), (gb,) = torch.autograd.grad(a.sum(), x), torch.autograd.grad(b.sum(), y)
+    assert torch.allclose(ga, gb, atol=1e-3 * ga.abs().max().item())
+
+
+def test_fold_batchnorm_refuses_a_training_module():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(net)
+    fold_batchnorm(net.eval())
+    assert isinstance(net[1], nn.Identity)
