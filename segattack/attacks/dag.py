@@ -21,10 +21,15 @@ from ._common import AttackResult, SampleTracker, check_inputs, check_positive, 
 
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """(B,H,W) margin that DAG drives below zero (label/target logit vs. the best other one)."""
+    """(B,H,W) margin that DAG drives below zero (label/target logit vs. the best other one).
+
+    The best other class is found without gradient and both logits are gathered, so the backward
+    pass touches two logits per pixel (``amax`` over a masked copy would cost three more full passes).
+    """
     safe = torch.where(labels == IGNORE_INDEX, 0, labels).unsqueeze(1)
-    own = logits.gather(1, safe).squeeze(1)
-    other = logits.scatter(1, safe, float("-inf")).amax(1)
+    with torch.no_grad():
+        rival = logits.scatter(1, safe, float("-inf")).max(1, keepdim=True).indices
+    own, other = logits.gather(1, safe).squeeze(1), logits.gather(1, rival).squeeze(1)
     return other - own if targeted else own - other
 
 
