@@ -8,9 +8,10 @@
 __version__ = "0.1.0"
 
 from .attacks import ATTACKS, AttackDiverged, AttackResult, asma, cospgd, dag, pgd, segpgd, targeted_pgd  # noqa: E402
-from .metrics import attack_metrics, mean_iou, perturbation_norm, pixel_accuracy, targeted_success  # noqa: E402
-from .models import WeightsUnavailable, load_model, wrap_model  # noqa: E402
+from .metrics import (attack_metrics, mean_iou, perturbation_norm, pixel_accuracy, predict_classes,  # noqa: E402
+                      targeted_success)
+from .models import WeightsUnavailable, fold_batchnorm, load_model, wrap_model  # noqa: E402
 
 __all__ = ["ATTACKS", "AttackDiverged", "AttackResult", "WeightsUnavailable", "asma", "attack_metrics", "cospgd",
-           "dag", "load_model", "mean_iou", "perturbation_norm", "pgd", "pixel_accuracy", "segpgd", "targeted_pgd",
-           "targeted_success", "wrap_model"]
+           "dag", "fold_batchnorm", "load_model", "mean_iou", "perturbation_norm", "pgd", "pixel_accuracy",
+           "predict_classes", "segpgd", "targeted_pgd", "targeted_success", "wrap_model"]

@@ -84,5 +84,5 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
             else:
                 update = alpha * direction / _per_sample_l2(direction)
             moved = to_valid(project(d.detach() + update, eps, norm), x)
-            delta[rows] = moved if not done.any() else torch.where(done.view(-1, 1, 1, 1), d.detach(), moved)
+            delta[rows] = torch.where(done.view(-1, 1, 1, 1), d.detach(), moved)
     return finish(model, images + delta * scale, labels, targeted, tracker, steps, params)

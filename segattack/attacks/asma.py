@@ -132,5 +132,5 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
                 moved = x + (moved - x).clamp(-eps, eps)
             if clip:
                 moved = moved.clamp(0, 1)
-            adv[rows] = moved if not done.any() else torch.where(done.view(-1, 1, 1, 1), x_adv.detach(), moved)
+            adv[rows] = torch.where(done.view(-1, 1, 1, 1), x_adv.detach(), moved)
     return finish(model, adv, targets, True, tracker, steps, params)
