@@ -75,17 +75,23 @@ EARLY_STOP = {"pgd": {"mode": "linf"}, "segpgd": {}, "cospgd": {}, "dag": {"gamm
               "asma": {"beta": 1.0, "tau": 0.1}}
 
 
-@pytest.mark.parametrize("attack", sorted(EARLY_STOP))
-def test_finished_samples_leave_the_batch(attack):
+def logged(batch: int):
+    """A BatchLog model, a seeded batch and its clean prediction; the log starts empty."""
     torch.manual_seed(0)
     net = BatchLog()
     model = wrap_model(net, normalize=False)
-    x = torch.rand(3, 3, 6, 6)
+    x = torch.rand(batch, 3, 6, 6)
     with torch.no_grad():
         pred = model(x).argmax(1)
+    net.sizes.clear()
+    return net, model, x, pred
+
+
+@pytest.mark.parametrize("attack", sorted(EARLY_STOP))
+def test_finished_samples_leave_the_batch(attack):
+    net, model, x, pred = logged(3)
     targets = pred.clone()
     targets[2] = (pred[2] + 1) % 21  # only sample 2 needs work; 0 and 1 are already at target
-    net.sizes.clear()
     res = ATTACKS[attack](model, x, targets, steps=5, adv_threshold=1.0, **EARLY_STOP[attack])
     assert res.params["iterations"] == [1, 1, 5]
     assert net.sizes == [3, 1, 1, 1, 1, 3]  # the last pass is the final prediction of the whole batch
@@ -95,23 +101,14 @@ def test_finished_samples_leave_the_batch(attack):
 
 @pytest.mark.parametrize("attack", sorted(EARLY_STOP))
 def test_without_a_threshold_every_sample_runs_every_step(attack):
-    torch.manual_seed(0)
-    net = BatchLog()
-    model = wrap_model(net, normalize=False)
-    x = torch.rand(2, 3, 6, 6)
-    with torch.no_grad():
-        targets = model(x).argmax(1)  # already at target
-    net.sizes.clear()
+    net, model, x, targets = logged(2)  # already at target
     kwargs = EARLY_STOP[attack] | ({"adv_threshold": None} if attack == "dag" else {})
     res = ATTACKS[attack](model, x, targets, steps=3, **kwargs)
     assert res.params["iterations"] == [3, 3] and net.sizes == [2, 2, 2, 2]
 
 
 def test_history_of_a_batch_that_stops_early_repeats_its_last_row():
-    model = wrap_model(nn.Conv2d(3, 21, 1), normalize=False)
-    x = torch.rand(2, 3, 6, 6)
-    with torch.no_grad():
-        targets = model(x).argmax(1)
+    _, model, x, targets = logged(2)
     res = segpgd(model, x, targets, steps=4, adv_threshold=0.5)
     assert res.params["iterations"] == [1, 1]
     assert res.history["loss"].shape == (4, 2) and (res.history["loss"] == res.history["loss"][0]).all()
