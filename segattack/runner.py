@@ -92,13 +92,14 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
         result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
     seconds = time.perf_counter() - started
+    passes = max(result.params.get("iterations") or [cfg.steps])  # fewer than steps once every sample stopped
     adv_pred = result.pred
     metrics = attack_metrics(clean_pred, adv_pred, targets, images, result.adv)
     if truth is not None:
         metrics["clean_iou_truth"] = mean_iou(clean_pred.cpu(), truth)
     return {
         "config": asdict(cfg), "image_size": size, "names": names, "weights": model.info.as_dict(),
-        "attack_params": result.params, "seconds": seconds, "seconds_per_iteration": seconds / cfg.steps,
+        "attack_params": result.params, "seconds": seconds, "seconds_per_iteration": seconds / passes,
         "images": images.cpu(), "adv": result.adv.cpu(), "clean_pred": clean_pred.cpu(),
         "adv_pred": adv_pred.cpu(), "targets": targets.cpu(), "truth": truth,
         "metrics": {k: v.cpu() for k, v in metrics.items()},

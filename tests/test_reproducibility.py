@@ -22,3 +22,11 @@ def test_parameter_hash_is_stable_and_sensitive():
     assert config_hash(a) == config_hash(RunConfig(attack_params={"tau": 1e-5, "beta": 1e-4}))
     assert config_hash(a) != config_hash(RunConfig(attack_params={"beta": 2e-4, "tau": 1e-5}))
     assert config_hash(a) != config_hash(RunConfig(seed=1, attack_params={"beta": 1e-4, "tau": 1e-5}))
+
+
+def test_time_per_iteration_counts_the_passes_an_early_stopped_run_made(small_checkpoint):
+    cfg = RunConfig(backbone="mobilenet_v3_large", attack="segpgd", weights=str(small_checkpoint), num_images=1,
+                    target_index=0, steps=5, attack_params={"adv_threshold": 1.0})  # target = clean prediction
+    res = run(cfg, progress=False)
+    assert res["attack_params"]["iterations"] == [1]
+    assert res["seconds_per_iteration"] == res["seconds"]
