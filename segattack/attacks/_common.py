@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -131,12 +131,14 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum(dtype=torch.float32)))
 
 
-def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None, adv: torch.Tensor,
+def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None, current: Callable[[], torch.Tensor],
                  tracker: SampleTracker, params: dict[str, Any]) -> None:
-    """Raise :class:`AttackDiverged` (with the finished iterations) on NaN/inf logits or gradients."""
+    """Raise :class:`AttackDiverged` on NaN/inf logits or gradients, with the finished iterations
+    and the images ``current()`` gives (built only then)."""
     what = "logits" if not _finite(logits) else ("gradients" if grad is not None and not _finite(grad) else None)
     if what is None:
         return
+    adv = current()
     done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in tracker.history.items()}
     raise AttackDiverged(f"the model produced non-finite {what} at iteration {step}; "
                          f"{step} finished iterations are kept in .partial", AttackResult(adv.detach(), done, params))

@@ -75,7 +75,7 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         (grad,) = torch.autograd.grad(loss.sum(), d)
         with torch.no_grad():
             done = tracker.record(rows, loss=loss, success=success_rate(pred, y, targeted))
-            guard_finite(step, logits, grad, images + delta * scale, tracker, params)
+            guard_finite(step, logits, grad, lambda: images + delta * scale, tracker, params)
             direction = -grad if targeted else grad
             if raw_gradient:
                 update = alpha * direction

@@ -126,7 +126,7 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
             alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
             done = tracker.record(rows, loss=objective, iou_target=iou, step_size=alpha,
                                   success=pixel_accuracy(pred, y).to(torch.float32))
-            guard_finite(step, logits, grad, adv, tracker, params)
+            guard_finite(step, logits, grad, lambda: adv, tracker, params)
             moved = x_adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
             if eps is not None:
                 moved = x + (moved - x).clamp(-eps, eps)

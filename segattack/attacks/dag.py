@@ -68,7 +68,7 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
         (grad,) = torch.autograd.grad(loss.sum(), r_a)
         with torch.no_grad():
             done = tracker.record(rows, loss=loss, success=pixel_adv.flatten(1).sum(1) / counts[rows])
-            guard_finite(step, logits, grad, (images + r).clamp(0, 1), tracker, params)
+            guard_finite(step, logits, grad, lambda: (images + r).clamp(0, 1), tracker, params)
             scale = grad.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             r[rows] = torch.where(done.view(-1, 1, 1, 1), r_a.detach(), r_a.detach() - gamma * grad / scale)
     return finish(model, (images + r).clamp(0, 1), labels, targeted, tracker, steps, params)

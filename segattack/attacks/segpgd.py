@@ -49,6 +49,6 @@ def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
                               "random_start": random_start, "adv_threshold": adv_threshold, "space": "[0,1] pixels",
                               "norm": "linf"}
     return projected_gradient(model, images, labels,
-                              lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred), targeted=targeted, steps=steps, eps=eps, alpha=alpha, random_init=random_start,
-                              generator=generator, adv_threshold=adv_threshold, progress=progress,
-                              params=params)
+                              lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred), targeted=targeted,
+                              steps=steps, eps=eps, alpha=alpha, random_init=random_start, generator=generator,
+                              adv_threshold=adv_threshold, progress=progress, params=params)
