@@ -43,6 +43,7 @@ from segattack.models import SegmentationModel, load_model
 ATTACK_KWARGS = {"pgd": {}, "asma": {}, "dag": {"gamma": 1e-3, "adv_threshold": None}, "segpgd": {}, "cospgd": {}}
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}, "bf16": {}}
 NAMES = {"mobilenet_v3_large": "MobileNetV3", "resnet50": "ResNet50"}
+LABELS = {"pgd": "PGD", "asma": "ASMA", "dag": "DAG", "segpgd": "SegPGD", "cospgd": "CosPGD"}
 
 
 def autocast(config: str) -> contextlib.AbstractContextManager:
@@ -141,8 +142,7 @@ def summary(rows: list[dict], attacks: list[str]) -> str:
 
 def tables(rows: list[dict], attacks: list[str]) -> str:
     """The README's Markdown: overhead (same configuration) and cost against the plain fwd+bwd."""
-    head = " | ".join(a.replace("pgd", "PGD").replace("asma", "ASMA").replace("dag", "DAG")
-                      .replace("seg", "Seg").replace("cos", "Cos") for a in attacks)
+    head = " | ".join(LABELS[a] for a in attacks)
     out = []
     for config in ("plain", "fast", "bf16"):
         if not any(f"bare/{config}" in r["seconds"] for r in rows):
@@ -173,7 +173,7 @@ def tables(rows: list[dict], attacks: list[str]) -> str:
         for r in peers:
             s = r["seconds"]
             for a in ("asma", "dag"):
-                out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {a.upper()} | "
+                out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {LABELS[a]} | "
                            f"{s[f'adv_lib_{a}/plain']:.4f} | {s.get(f'{a}/plain', float('nan')):.4f} | "
                            f"{s[f'adv_lib_{a}/fast']:.4f} | {s[f'{a}/fast']:.4f} | "
                            f"{r['speedup_over_adv_lib'][a]:.2f} |")

@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/memory.py [--device cpu|cuda] [--steps 2]
 
-Each (backbone, attack, model configuration) runs in a fresh process, so one peak does not hide
-another: peak RSS (``ru_maxrss``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA, beside the
-footprint after the model and the images are loaded. Memory peaks in the first iteration, so two
-steps suffice. The paper profile uses torchvision's weights; offline the embedded ones stand in
-(the same architectures, so the same activation memory). Writes ``results/memory.json``.
+Each (backbone, attack, model configuration) is one study run (``segattack.runner.run`` with the
+paper profile's settings) in a fresh process, so one peak does not hide another: peak RSS
+(``ru_maxrss``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA, beside the footprint after
+the imports; the difference is the run's own (weights, images, activations). Memory peaks in the
+attack's first iteration, so two steps suffice. The paper profile uses torchvision's weights;
+offline the embedded ones stand in (the same architectures, so the same activation memory).
+Writes ``results/memory.json``.
 """
 
 from __future__ import annotations
@@ -16,45 +18,35 @@ import json
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from segattack.grid import PROFILES
-from segattack.runner import default_attack_params
+from segattack.runner import RunConfig, run
 
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}}
 
 
-def child(backbone: str, attack: str, config: str, device: str, steps: int) -> dict:
-    """Run one attack in this process and return its memory figures (MiB)."""
-    from segattack.attacks import ATTACKS
-    from segattack.data import study_images, target_masks
-    from segattack.metrics import predict_classes
-    from segattack.models import load_model
+def _peak_mib(cuda: bool) -> float:
+    if cuda:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
-    paper = PROFILES["paper"]
-    model = load_model(backbone, "embedded", device=device, **CONFIGS[config])
-    images = study_images(paper["images"], paper["num_images"], paper["size"], 0)[0].to(device)
-    with torch.inference_mode():
-        clean_pred = predict_classes(model(images))
-    targets = target_masks(clean_pred, "single", 1)
+
+def child(backbone: str, attack: str, config: str, device: str, steps: int) -> dict:
+    """One study run of the paper profile in this process (``segattack.runner.run``: model, photos,
+    clean prediction, targets, attack, metrics); its memory figures in MiB."""
     cuda = device.startswith("cuda")
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated() / 2**20
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
-    ATTACKS[attack](model, images, targets, steps=steps, **default_attack_params(attack, backbone))
-    seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"backbone": backbone, "attack": attack, "config": config, "batch": len(images),
-            "size": images.shape[-1], "device": device, "loaded_mib": before, "peak_mib": peak,
-            "attack_mib": peak - before, "seconds": seconds, "steps": steps}
+    baseline = _peak_mib(cuda)
+    settings = {**PROFILES["paper"], "weights": "embedded", "steps": steps, **CONFIGS[config]}
+    res = run(RunConfig(backbone=backbone, attack=attack, device=device, **settings), progress=False)
+    peak = _peak_mib(cuda)
+    return {"backbone": backbone, "attack": attack, "config": config, "batch": len(res["names"]),
+            "size": res["image_size"], "device": device, "baseline_mib": baseline, "peak_mib": peak,
+            "run_mib": peak - baseline, "attack_seconds": res["seconds"], "steps": steps}
 
 
 def main() -> None:
@@ -82,11 +74,11 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"torch": str(torch.__version__), "rows": rows}, indent=1))
     unit = "peak allocated" if args.device.startswith("cuda") else "peak RSS"
-    print(f"\n| backbone | attack | model | batch x px | after loading (MiB) | {unit} (MiB) | attack adds (MiB) |")
+    print(f"\n| backbone | attack | model | batch x px | after imports (MiB) | {unit} (MiB) | the run adds (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backbone']} | {r['attack']} | {r['config']} | {r['batch']} x {r['size']} | "
-              f"{r['loaded_mib']:.0f} | {r['peak_mib']:.0f} | {r['attack_mib']:.0f} |")
+              f"{r['baseline_mib']:.0f} | {r['peak_mib']:.0f} | {r['run_mib']:.0f} |")
 
 
 if __name__ == "__main__":

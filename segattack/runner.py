@@ -92,7 +92,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
         result = ATTACKS[cfg.attack](model, images, targets, steps=cfg.steps, progress=progress, **params)
     seconds = time.perf_counter() - started
-    passes = max(result.params.get("iterations") or [cfg.steps])  # fewer than steps once every sample stopped
+    passes = max(result.params["iterations"])  # fewer than steps once every sample has stopped
     adv_pred = result.pred
     metrics = attack_metrics(clean_pred, adv_pred, targets, images, result.adv)
     if truth is not None:

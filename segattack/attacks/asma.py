@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
+from ._common import (AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite,
+                      success_rate)
 
 PAPER_TAU = 1e-5
 PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
@@ -125,7 +126,7 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
             iou = target_iou(pred, y, iou_average)
             alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
             done = tracker.record(rows, loss=objective, iou_target=iou, step_size=alpha,
-                                  success=pixel_accuracy(pred, y).to(torch.float32))
+                                  success=success_rate(pred, y, targeted=True))
             guard_finite(step, logits, grad, lambda: adv, tracker, params)
             moved = x_adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
             if eps is not None:
