@@ -42,15 +42,17 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
                        targeted: bool, steps: int, eps: float, alpha: float, norm: Norm = "linf",
                        raw_gradient: bool = False, scale: torch.Tensor | None = None, clip: bool = True,
                        random_init: bool = False, generator: torch.Generator | None = None,
-                       adv_threshold: float | None = None, progress: bool = False,
-                       params: dict[str, Any]) -> AttackResult:
+                       adv_threshold: float | None = None, weights: torch.Tensor | None = None,
+                       progress: bool = False, params: dict[str, Any]) -> AttackResult:
     """Iterate ``delta <- project(delta -/+ alpha * step(grad))`` in the attack's own space.
 
     The image seen by the model is ``images + delta * scale`` (``scale`` maps the attack space to
     [0,1] pixels: 1, or the model's per-channel std for the normalised space). Steps are the sign
     (L-inf), the per-sample L2-normalised gradient (L2), or the raw gradient (``raw_gradient``).
     ``clip`` keeps the image in [0,1]. ``adv_threshold`` (None: run every step) stops a sample once
-    that fraction of its pixels is at the target (off the label when untargeted).
+    that fraction of its pixels is at the target (off the label when untargeted). ``weights`` (B,)
+    scale each image's loss in the gradient (not in the history): None sums them, so each image
+    steps as it would alone.
     History: ``loss`` and ``success`` per iteration and image, from the logits of the step itself.
     """
     images = images.detach()
@@ -72,7 +74,8 @@ def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Ten
         logits = model(x + d * scale)
         pred = predict_classes(logits.detach())
         loss = loss_fn(logits, y, pred, step)
-        (grad,) = torch.autograd.grad(loss.sum(), d)
+        objective = loss if weights is None else loss * weights[rows]
+        (grad,) = torch.autograd.grad(objective.sum(), d)
         with torch.no_grad():
             done = tracker.record(rows, loss=loss, success=success_rate(pred, y, targeted))
             guard_finite(step, logits, grad, lambda: images + delta * scale, tracker, params)

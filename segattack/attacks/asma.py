@@ -94,8 +94,9 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
     ``adv_threshold`` (None, the paper's setting: every step) stops a sample once that fraction of
     its pixels is at the target (with ``iou_average="adv_lib"`` the batch IoU is then over the
     samples still attacked). History: ``loss`` (eq. (1)'s objective, minus the L2 term when
-    ``l2_penalty``), ``iou_target`` (the IoU of eq. (2)), ``step_size`` (alpha_n) and ``success``
-    (pixels at the target), all per image and per iteration.
+    ``l2_penalty``), ``iou_target`` (the IoU of eq. (2)), ``step_size`` (alpha_n), ``success``
+    (pixels at the target) and ``l2`` (||X_n - X||_2 in [0,1] pixels), all per image and per
+    iteration, measured at the iterate before that iteration's update.
     """
     check_inputs(images, targets)
     if steps <= 0:
@@ -110,7 +111,8 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
                               "initial_step": initial_step, "adv_threshold": adv_threshold}
     images = images.detach()
     adv = images.clone()
-    tracker = SampleTracker(len(images), images.device, ("loss", "iou_target", "step_size", "success"), adv_threshold)
+    tracker = SampleTracker(len(images), images.device, ("loss", "iou_target", "step_size", "success", "l2"),
+                           adv_threshold)
     for step in tqdm(range(steps), desc="asma", disable=not progress, leave=False):
         rows = tracker.rows()
         if rows is None:
@@ -119,14 +121,15 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
         logits = model(x_adv)
         pred = predict_classes(logits.detach())
         objective = asma_objective(logits, y, score, pred)
+        squared_l2 = (x_adv - x).flatten(1).pow(2).sum(1)
         if l2_penalty:
-            objective = objective - (x_adv - x).flatten(1).pow(2).sum(1)
+            objective = objective - squared_l2
         (grad,) = torch.autograd.grad(objective.sum(), x_adv)
         with torch.no_grad():
             iou = target_iou(pred, y, iou_average)
             alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
             done = tracker.record(rows, loss=objective, iou_target=iou, step_size=alpha,
-                                  success=success_rate(pred, y, targeted=True))
+                                  success=success_rate(pred, y, targeted=True), l2=squared_l2.detach().sqrt())
             guard_finite(step, logits, grad, lambda: adv, tracker, params)
             moved = x_adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
             if eps is not None:

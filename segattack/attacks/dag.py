@@ -6,6 +6,13 @@ that are not yet adversarial: ``max_{c != t} z_c - z_t`` toward the target t (ta
 margin is negative. The step is the gradient scaled to L-inf (DAG's own rule) or L2 norm
 ``gamma``. A sample stops costing forward/backward work once a fraction ``adv_threshold`` of its
 pixels is adversarial. The perturbation is unbounded; the image is clipped to [0,1].
+
+``gamma`` is in [0,1] pixel units. Xie et al.'s gamma=0.5 is on 0-255 (Caffe) inputs, so the
+paper's step is 0.5/255 here (the default); adv_lib's default gamma=0.5 is the same number in
+[0,1] units, a step 255 times larger (pass ``gamma=0.5`` for it). ``unsuccessful`` says what a
+sample that never reaches ``adv_threshold`` returns: its last iterate (``"last"``, the default:
+the perturbation the attack found, measured like any other) or the clean image (``"clean"``,
+adv_lib's reading: it returns only adversarial examples).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
+
+PAPER_GAMMA = 0.5 / 255  # Xie et al.'s 0.5 on 0-255 inputs, in [0,1] pixel units
 
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -34,19 +43,21 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
 
 
 def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, targeted: bool = True,
-        gamma: float = 0.5, norm: Literal["linf", "l2"] = "linf", adv_threshold: float | None = 0.99,
-        progress: bool = False) -> AttackResult:
+        gamma: float = PAPER_GAMMA, norm: Literal["linf", "l2"] = "linf", adv_threshold: float | None = 0.99,
+        unsuccessful: Literal["last", "clean"] = "last", progress: bool = False) -> AttackResult:
     """DAG on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (summed positive margins) and ``success`` per iteration; a stopped sample's
     entries repeat its last values. ``params['iterations']`` lists each sample's iterations.
-    ``adv_threshold=None`` runs every step.
+    ``adv_threshold=None`` runs every step (and every sample returns its last iterate).
     """
     check_inputs(images, labels)
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if unsuccessful not in ("last", "clean"):
+        raise ValueError(f"unsuccessful must be 'last' or 'clean', got {unsuccessful!r}")
     check_positive(gamma=gamma)
     p = float("inf") if norm == "linf" else 2.0
     images = images.detach()
@@ -55,7 +66,7 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     r = torch.zeros_like(images)
     tracker = SampleTracker(len(images), images.device, ("loss", "success"), adv_threshold)
     params: dict[str, Any] = {"attack": "dag", "targeted": targeted, "steps": steps, "gamma": gamma, "norm": norm,
-                              "adv_threshold": adv_threshold}
+                              "adv_threshold": adv_threshold, "unsuccessful": unsuccessful}
     for step in tqdm(range(steps), desc="dag", disable=not progress, leave=False):
         rows = tracker.rows()
         if rows is None:
@@ -71,4 +82,7 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
             guard_finite(step, logits, grad, lambda: (images + r).clamp(0, 1), tracker, params)
             scale = grad.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             r[rows] = torch.where(done.view(-1, 1, 1, 1), r_a.detach(), r_a.detach() - gamma * grad / scale)
-    return finish(model, (images + r).clamp(0, 1), labels, targeted, tracker, steps, params)
+    adv = (images + r).clamp(0, 1)
+    if unsuccessful == "clean" and adv_threshold is not None:  # never reached the threshold: clean image
+        adv = torch.where(tracker.active.view(-1, 1, 1, 1), images, adv)
+    return finish(model, adv, labels, targeted, tracker, steps, params)
