@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .attacks import ATTACKS
+from .grid import STUDIES
 from .models import BACKBONES
 from .paths import cache_dir
 
@@ -35,7 +36,7 @@ def _attack(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
                                 ("beta", args.beta), ("tau", args.tau), ("score", args.score),
-                                ("iou_average", args.iou_average)) if v is not None}
+                                ("iou_average", args.iou_average), ("reduction", args.reduction)) if v is not None}
     params.update(dict(args.attack_param or []))
     if args.l2_penalty:
         params["l2_penalty"] = True
@@ -71,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
     from .grid import ATTACK_ORDER, BACKBONE_ORDER, build_report, run_grid
 
     status = run_grid(args.profile, args.out, dict(args.param or []),
-                      tuple(args.backbones or BACKBONE_ORDER), tuple(args.attacks or ATTACK_ORDER))
+                      tuple(args.backbones or BACKBONE_ORDER), tuple(args.attacks or ATTACK_ORDER), args.studies)
     print("runs: " + ", ".join(f"{name} {state}" for name, state in status.items()))
     path = build_report(args.out, args.profile)
     print(f"report: {path}")
@@ -105,14 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                     help="fold batch norms into the convolutions (default on)")
     pgd = at.add_argument_group("pgd")
-    pgd.add_argument("--mode", choices=["paper", "linf"], help="paper: normalised-space eps, raw gradient (default)")
+    pgd.add_argument("--mode", choices=["paper", "linf", "l2"],
+                     help="paper: normalised-space eps, raw gradient (default)")
+    pgd.add_argument("--reduction", choices=["batch", "image"],
+                     help="loss over the batch: one mean ([5], paper default) or per-image means summed")
     pgd.add_argument("--eps", type=float, help="L-inf budget (paper 0.1 normalised; linf 8/255)")
     pgd.add_argument("--alpha", type=float, help="step size (paper 100; linf 2.5*eps/steps)")
     asma = at.add_argument_group("asma")
     asma.add_argument("--beta", type=float, help="eq. (2) beta (paper: 3e-6 MobileNetV3, 1e-4 ResNet50)")
     asma.add_argument("--tau", type=float, help="eq. (2) tau (paper 1e-5)")
     asma.add_argument("--score", choices=["logits", "softmax"], help="g in eq. (1) (default logits)")
-    asma.add_argument("--iou-average", choices=["present", "all", "pixel"], help="IoU in eq. (2) (default present)")
+    asma.add_argument("--iou-average", choices=["present", "all", "pixel", "adv_lib"],
+                      help="IoU in eq. (2) (default present)")
     asma.add_argument("--l2-penalty", action="store_true", help="subtract ||X_n - X||^2 as the public codes do")
     at.add_argument("--no-clip", action="store_true", help="do not clip adversarial images to [0,1]")
     at.add_argument("-a", "--attack-param", action="append", type=_parse_override, metavar="KEY=VALUE",
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a run parameter for every run, e.g. -p steps=20 -p num_images=4")
     rp.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), help="subset of backbones")
     rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
+    rp.add_argument("--studies", choices=[*STUDIES, "none"],
+                    help="the studies' settings (default: the profile's own; none skips them)")
     rp.set_defaults(func=_report)
 
     tr = sub.add_parser("train", help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")

@@ -26,8 +26,11 @@ from . import __version__
 from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
 from .classes import voc_palette
 from .data import study_images, target_masks
-from .metrics import attack_metrics, mean_iou, predict_classes
+from .metrics import attack_metrics, finite_or_none, mean_iou, pixel_accuracy, pooled_scores, predict_classes
 from .models import load_model
+
+
+RESULTS_VERSION = 2  # bumped when results.json gains or changes fields the report reads
 
 
 @dataclass
@@ -95,14 +98,22 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     passes = max(result.params["iterations"])  # fewer than steps once every sample has stopped
     adv_pred = result.pred
     metrics = attack_metrics(clean_pred, adv_pred, targets, images, result.adv)
+    references = {"original": clean_pred, "target": targets}
     if truth is not None:
-        metrics["clean_iou_truth"] = mean_iou(clean_pred.cpu(), truth)
+        truth = truth.to(cfg.device)
+        metrics["clean_iou_truth"] = mean_iou(clean_pred, truth)
+        metrics["iou_truth"], metrics["acc_truth"] = mean_iou(adv_pred, truth), pixel_accuracy(adv_pred, truth)
+        references["truth"] = truth
+    attacked = attacked_images(len(images), cfg.target_scheme, cfg.target_index)
+    pooled = {scope: {ref_name: pooled_scores(adv_pred[rows].cpu(), ref[rows].cpu())
+                      for ref_name, ref in references.items()}
+              for scope, rows in (("attacked", attacked), ("all", list(range(len(images)))))}
     return {
         "config": asdict(cfg), "image_size": size, "names": names, "weights": model.info.as_dict(),
         "attack_params": result.params, "seconds": seconds, "seconds_per_iteration": seconds / passes,
         "images": images.cpu(), "adv": result.adv.cpu(), "clean_pred": clean_pred.cpu(),
-        "adv_pred": adv_pred.cpu(), "targets": targets.cpu(), "truth": truth,
-        "metrics": {k: v.cpu() for k, v in metrics.items()},
+        "adv_pred": adv_pred.cpu(), "targets": targets.cpu(), "truth": None if truth is None else truth.cpu(),
+        "metrics": {k: v.cpu() for k, v in metrics.items()}, "attacked": attacked, "pooled": pooled,
         "history": {k: v.cpu() for k, v in result.history.items()},
         "environment": {"segattack": __version__, "torch": str(torch.__version__),
                         "torchvision": torchvision.__version__, "numpy": np.__version__,
@@ -111,13 +122,20 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     }
 
 
-def summarize(metrics: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Mean and 95% normal interval half-width over images for each metric."""
+def attacked_images(count: int, scheme: str, target_index: int) -> list[int]:
+    """The images whose numbers Table 1 averages: under the ``single`` scheme the target image
+    attacks its own prediction (ASMA leaves it untouched, PGD perturbs it), so it is left out."""
+    return [i for i in range(count) if not (scheme == "single" and i == target_index)] or list(range(count))
+
+
+def summarize(metrics: dict[str, torch.Tensor], rows: list[int] | None = None) -> dict[str, dict[str, float | None]]:
+    """Mean and 95% normal interval half-width over images (``rows``: a subset) for each metric;
+    the half-width is None for one image."""
     out = {}
     for name, values in metrics.items():
-        v = values.double()
+        v = values.double() if rows is None else values.double()[rows]
         half = 1.96 * v.std(unbiased=True).item() / len(v) ** 0.5 if len(v) > 1 else float("nan")
-        out[name] = {"mean": v.mean().item(), "ci95": half}
+        out[name] = {"mean": finite_or_none(v.mean().item()), "ci95": finite_or_none(half)}
     return out
 
 
@@ -163,7 +181,11 @@ def _write_run(res: dict[str, Any], folder: Path) -> None:
     doc = {k: res[k] for k in ("config", "image_size", "names", "weights", "attack_params", "seconds",
                                "seconds_per_iteration", "environment")}
     doc["config_hash"] = config_hash(RunConfig(**res["config"]))
-    doc["summary"] = summarize(res["metrics"])
-    doc["per_image"] = {k: v.tolist() for k, v in res["metrics"].items()}
+    doc["results_version"] = RESULTS_VERSION
+    doc["attacked"] = res["attacked"]
+    doc["summary"] = summarize(res["metrics"], res["attacked"])  # Table 1: the target image left out
+    doc["summary_all"] = summarize(res["metrics"])
+    doc["pooled"] = res["pooled"]
+    doc["per_image"] = {k: [finite_or_none(x) for x in v.tolist()] for k, v in res["metrics"].items()}
     doc["history"] = {k: v.tolist() for k, v in res["history"].items()}
-    (folder / "results.json").write_text(json.dumps(doc, indent=1))
+    (folder / "results.json").write_text(json.dumps(doc, indent=1, allow_nan=False))

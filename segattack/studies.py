@@ -117,6 +117,18 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
     return rows
 
 
+def transfer_all(models: dict[str, nn.Module], advs: dict[str, dict[str, torch.Tensor]], images: torch.Tensor,
+                 targets: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """:func:`transfer_matrix` for every ordered pair of distinct backbones: the images each
+    backbone crafted (``advs[source][attack]``, toward ``targets[source]``) evaluated on each other one."""
+    rows = []
+    for source in models:
+        for target in models:
+            if source != target:
+                rows += transfer_matrix(source, advs[source], images, models[target], target, targets[source])
+    return rows
+
+
 def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: torch.Tensor,
                      clean_pred: torch.Tensor) -> list[dict[str, Any]]:
     """Per image and target class: the fraction of its target pixels imposed, counting only pixels
@@ -147,7 +159,7 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
         with torch.no_grad():
             clean_pred[b] = predict_classes(model(batch))
         targets[b] = target_masks(clean_pred[b], "roll")
-    comparison, outputs, security, difficulty, transfer = [], {}, [], [], []
+    comparison, outputs, security, difficulty = [], {}, [], []
     for b, model in models.items():
         rows, outputs[b] = compare_attacks(model, b, batch, targets[b], eps, steps, clean_pred=clean_pred[b])
         comparison += rows
@@ -156,11 +168,8 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
                                    curve_steps, bounded, clean_pred[b][:curve_images])
         for attack, out in outputs[b].items():
             difficulty += class_difficulty(attack, b, out["pred"], targets[b], clean_pred[b])
-    for source in models:
-        for target in models:
-            if source != target:
-                advs = {a: out["adv"] for a, out in outputs[source].items()}
-                transfer += transfer_matrix(source, advs, batch, models[target], target, targets[source])
+    transfer = transfer_all(models, {b: {a: out["adv"] for a, out in outputs[b].items()} for b in models}, batch,
+                            targets)
     clean_quality = {b: float(mean_iou(clean_pred[b].cpu(), truth).mean()) if truth is not None else None
                      for b in models}
     results = {
@@ -174,5 +183,5 @@ def run_studies(*, weights: str, images: str, num_images: int, size: int, steps:
         "seconds": time.perf_counter() - started, "settings_hash": settings_hash,
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out_dir) / "studies.json", json.dumps(results, indent=1))
+    atomic_write_text(Path(out_dir) / "studies.json", json.dumps(results, indent=1, allow_nan=False))
     return results
