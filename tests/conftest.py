@@ -55,3 +55,16 @@ def small_checkpoint(tmp_path_factory):
     checkpoints.atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(),
                                              "mobilenet_v3_large", meta, int8=True), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def linear_model():
+    """logits = W x + b per pixel: class c in {0,1,2} scores channel c, every other class -10 (hand-checkable)."""
+    conv = nn.Conv2d(3, 21, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(-10.0)
+        conv.bias[:3] = 0.0
+        for c in range(3):
+            conv.weight[c, c] = 1.0
+    return wrap_model(conv, normalize=False)

@@ -52,12 +52,12 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path):
     # a changed parameter invalidates the run (checked on a copy: the study stays as it was)
     shutil.copytree(out, tmp_path / "copy")
     assert run_grid("tiny", tmp_path / "copy", {"steps": 1}, backbones=("mobilenet_v3_large",),
-                    attacks=("pgd",), studies=False) == {"mobilenet_v3_large-pgd": "done"}
+                    attacks=("pgd",), studies="none") == {"mobilenet_v3_large-pgd": "done"}
 
 
 def test_failing_run_keeps_its_notebook_and_is_reported(tmp_path):
     status = run_grid("tiny", tmp_path, {"attack_params": {"beta": -1.0}}, backbones=("mobilenet_v3_large",),
-                      attacks=("asma",), studies=False)
+                      attacks=("asma",), studies="none")
     assert status == {"mobilenet_v3_large-asma": "failed"}
     failure = json.loads((tmp_path / "runs" / "mobilenet_v3_large-asma" / "failed.json").read_text())
     assert "beta must be > 0" in failure["error"] and Path(failure["notebook"]).is_file()

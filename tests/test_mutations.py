@@ -1,0 +1,75 @@
+"""Mutation check: each wrong version of the protocol below, applied to a copy of the package, must
+make the tests named beside it fail. A mutation whose text no longer occurs fails here too, so the
+list follows the code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+# (id, file, correct text, wrong text, tests that must catch it)
+MUTATIONS = [
+    ("untargeted SegPGD pixel groups swapped", "segattack/attacks/segpgd.py",
+     "settled = on_label if targeted else ~on_label", "settled = on_label if targeted else on_label",
+     ["tests/test_protocol.py::test_untargeted_segpgd_weighs_correct_pixels_first"]),
+    ("paper PGD defaults to per-image means", "segattack/attacks/pgd.py",
+     'reduction = ("batch" if paper else "image") if reduction is None else reduction',
+     'reduction = "image" if reduction is None else reduction',
+     ["tests/test_protocol.py::test_paper_pgd_is_ref5s_batch_mean_step"]),
+    ("batch mean computed as per-image means", "segattack/attacks/pgd.py",
+     'weights=batch_mean_weights(labels) if reduction == "batch" else None', "weights=None",
+     ["tests/test_protocol.py::test_paper_pgd_is_ref5s_batch_mean_step"]),
+    ("best_of keeps the worst restart", "segattack/attacks/pgd.py",
+     "better = other.success > best.success", "better = other.success < best.success",
+     ["tests/test_protocol.py::test_best_of_keeps_each_images_best_restart"]),
+    ("ASMA L2 penalty with its sign flipped", "segattack/attacks/asma.py",
+     "objective = objective - squared_l2", "objective = objective + squared_l2",
+     ["tests/test_protocol.py::test_asma_l2_penalty_step_by_hand"]),
+    ("ASMA L2 penalty halved", "segattack/attacks/asma.py",
+     "objective = objective - squared_l2", "objective = objective - squared_l2 / 2",
+     ["tests/test_protocol.py::test_asma_l2_penalty_step_by_hand"]),
+    ("ASMA ignores l2_penalty (caught by the adv_lib cross-check)", "segattack/attacks/asma.py",
+     "        if l2_penalty:\n", "        if False:\n",
+     ["tests/test_adv_lib.py::test_asma_matches_adv_libs_images_where_the_l2_term_matters"]),
+    ("transfer evaluated on the crafting model", "segattack/studies.py",
+     "transfer_matrix(source, advs[source], images, models[target],",
+     "transfer_matrix(source, advs[source], images, models[source],",
+     ["tests/test_protocol.py::test_transfer_evaluates_the_other_backbone"]),
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """A copy of the package and its tests, importable ahead of the installed one."""
+    root = tmp_path_factory.mktemp("mutant")
+    for name in ("segattack", "tests"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root)
+    env = {**os.environ, "PYTHONPATH": str(root), "SEGATTACK_DATA": str(ROOT / "data")}
+    found = subprocess.run([sys.executable, "-c", "import segattack; print(segattack.__file__)"], cwd=root, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(found).is_relative_to(root), found  # the copy, not the installed package, is imported
+    return root, env
+
+
+@pytest.mark.parametrize("case, path, correct, wrong, tests", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_the_suite_catches_the_mutation(sandbox, case, path, correct, wrong, tests):
+    root, env = sandbox
+    target = root / path
+    original = target.read_text()
+    assert original.count(correct) == 1, f"{case}: the text to mutate is not in {path} exactly once"
+    target.write_text(original.replace(correct, wrong))
+    try:
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                             cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        target.write_text(original)
+    assert run.returncode == 1 and " failed" in run.stdout, f"{case} survived:\n{run.stdout[-2000:]}"

@@ -1,0 +1,207 @@
+"""The paper's protocol pinned step by step: reference [5]'s PGD, ASMA's L2 term, restarts, SegPGD's
+pixel groups, the transfer matrix, [5]'s Table 1 reading and the attacked-image means."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segattack.attacks import AttackResult, asma, cospgd, dag, targeted_pgd
+from segattack.attacks.cospgd import cospgd_loss
+from segattack.attacks.dag import PAPER_GAMMA
+from segattack.attacks.pgd import best_of
+from segattack.attacks.segpgd import segpgd_loss
+from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD, pooled_scores, reference_present_iou
+from segattack.models import wrap_model
+from segattack.runner import attacked_images, summarize
+from segattack.studies import transfer_all
+
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def normalising(tiny_model):
+    """The tiny net behind the ImageNet-normalising wrapper, as the study's models are."""
+    return wrap_model(tiny_model.net, normalize=True)
+
+
+def ref5_steps(net, x, y, eps, alpha, steps):
+    """Reference [5]'s ``pgd_targ``, re-typed: delta in normalised space, one CE mean over the batch."""
+    x_norm = (x - MEAN) / STD
+    delta = torch.zeros_like(x, requires_grad=True)
+    for _ in range(steps):
+        loss = nn.CrossEntropyLoss(ignore_index=255)(net(x_norm + delta)["out"], y)
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = (delta - alpha * grad).clamp(-eps, eps).detach().requires_grad_(True)
+    return delta.detach()
+
+
+def targets_with_ignore(model, images):
+    with torch.no_grad():
+        targets = model(images).argmax(1).roll(1, 0)
+    targets[0, :3] = 255  # an ignored border: [5]'s masks have them
+    return targets
+
+
+def test_paper_pgd_is_ref5s_batch_mean_step(normalising, scene_inputs):
+    images, _ = scene_inputs
+    targets = targets_with_ignore(normalising, images)
+    eps, alpha = 0.1, 100.0
+    expected = ref5_steps(normalising.net, images, targets, eps, alpha, steps=3)
+    res = targeted_pgd(normalising, images, targets, steps=3)
+    assert res.params["reduction"] == "batch" and res.params["steps"] == 3
+    assert torch.allclose((res.adv - images) / STD, expected, atol=1e-5)
+
+
+def test_per_image_reduction_steps_batch_size_times_further(normalising, scene_inputs):
+    images, _ = scene_inputs
+    targets = targets_with_ignore(normalising, images)
+    one_step = ref5_steps(normalising.net, images, targets, eps=10.0, alpha=1.0, steps=1)
+    alpha = 0.02 / one_step.abs().max().item()  # small enough that no step reaches the ball's edge
+    batch = targeted_pgd(normalising, images, targets, steps=1, alpha=alpha)
+    image = targeted_pgd(normalising, images, targets, steps=1, alpha=alpha, reduction="image")
+    assert torch.allclose((batch.adv - images) / STD, alpha * one_step, atol=1e-6)
+    # per-image means: image i's step is (total labelled pixels / its own) times the batch mean's
+    valid = (targets != 255).flatten(1).sum(1).float()
+    ratio = (valid.sum() / valid).view(-1, 1, 1, 1)
+    assert torch.allclose(image.adv - images, (batch.adv - images) * ratio, atol=1e-6)
+    assert torch.equal(batch.loss, image.loss)  # the recorded loss is each image's mean CE under both
+
+
+def test_paper_pgd_runs_ref5s_fifteen_iterations(normalising, scene_inputs):
+    images, _ = scene_inputs
+    res = targeted_pgd(normalising, images, targets_with_ignore(normalising, images))
+    assert res.params["steps"] == 15 and res.loss.shape == (15, 4)
+    assert targeted_pgd(normalising, images, targets_with_ignore(normalising, images), mode="linf").params["steps"] == 50
+
+
+def result(success, fill):
+    n = len(success)
+    return AttackResult(torch.full((n, 3, 2, 2), fill), {"loss": torch.full((1, n), fill)},
+                        {"iterations": [1] * n}, torch.full((n, 2, 2), int(fill)), torch.tensor(success))
+
+
+def test_best_of_keeps_each_images_best_restart():
+    best = best_of([result([0.2, 0.9, 0.5], 0.0), result([0.6, 0.1, 0.5], 1.0), result([0.4, 0.3, 0.7], 2.0)])
+    assert best.success.tolist() == pytest.approx([0.6, 0.9, 0.7])
+    assert best.adv[:, 0, 0, 0].tolist() == [1.0, 0.0, 2.0] and best.pred[:, 0, 0].tolist() == [1, 0, 2]
+    assert best.loss[0].tolist() == [1.0, 0.0, 2.0] and best.params["iterations"] == [3, 3, 3]
+
+
+def test_untargeted_segpgd_weighs_correct_pixels_first():
+    # two pixels, label 0: the first is predicted 0 (correct), the second 1 (already fooled)
+    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0]]).T.reshape(1, 2, 1, 2)
+    logits = torch.cat([logits, torch.full((1, 19, 1, 2), -5.0)], 1)
+    labels = torch.zeros(1, 1, 2, dtype=torch.long)
+    ce = F.cross_entropy(logits, labels, reduction="none")[0, 0]
+    lam = 1 / 8  # t = 1 of T = 4
+    expected = ((1 - lam) * ce[0] + lam * ce[1]) / 2
+    assert segpgd_loss(logits, labels, 1, 4, targeted=False).item() == pytest.approx(expected.item())
+    # targeted: the pixel at its target (the first) weighs lambda, the other 1 - lambda
+    expected = (lam * ce[0] + (1 - lam) * ce[1]) / 2
+    assert segpgd_loss(logits, labels, 1, 4, targeted=True).item() == pytest.approx(expected.item())
+
+
+def test_asma_l2_penalty_step_by_hand(linear_model):
+    x = torch.tensor([[0.9, 0.2, 0.1, 0.6], [0.1, 0.8, 0.2, 0.3], [0.1, 0.1, 0.7, 0.2]]).view(1, 3, 2, 2)
+    target = torch.tensor([[[1, 1], [2, 0]]])
+    # Only pixel (0,0) is off target (predicted 0, wants 1); alpha = 0.3 * IoU 2/3 + 0.1 = 0.3 at both steps.
+    # Step 1: the L2 term has zero gradient at X_0 = X: green(0,0) 0.1 -> 0.1 + 0.3 * 1 = 0.4 (still class 0).
+    # Step 2: gradient 1 - 2 * (0.4 - 0.1) = 0.4: green(0,0) -> 0.4 + 0.3 * 0.4 = 0.52.
+    res = asma(linear_model, x, target, beta=0.3, tau=0.1, steps=2, l2_penalty=True)
+    expected = x.clone()
+    expected[0, 1, 0, 0] = 0.52
+    assert torch.allclose(res.adv, expected, atol=1e-6)
+    assert res.history["l2"][:, 0].tolist() == pytest.approx([0.0, 0.3])
+    assert res.loss[1].item() == pytest.approx(0.4 - 0.09)  # logit_1 at (0,0) minus ||X_1 - X||^2
+    plain = asma(linear_model, x, target, beta=0.3, tau=0.1, steps=2)
+    assert plain.adv[0, 1, 0, 0].item() == pytest.approx(0.7)  # without the penalty: 0.1 + 0.3 + 0.3
+
+
+def test_transfer_evaluates_the_other_backbone(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    background = nn.Conv2d(3, 21, 1)
+    with torch.no_grad():
+        background.weight.zero_()
+        background.bias.fill_(-1.0)
+        background.bias[0] = 1.0  # predicts class 0 everywhere
+    models = {"tiny": tiny_model, "background": wrap_model(background, normalize=False)}
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    adv = targeted_pgd(tiny_model, images, targets, steps=5, mode="linf", eps=16 / 255).adv
+    rows = transfer_all(models, {"tiny": {"pgd": adv}, "background": {"pgd": images}}, images,
+                        {"tiny": targets, "background": targets})
+    on_background = [r["success"] for r in rows if r["source"] == "tiny" and r["attack"] == "pgd"]
+    assert on_background == pytest.approx((targets == 0).flatten(1).double().mean(1).tolist())
+    on_tiny = [r["success"] for r in rows if r["source"] == "background" and r["attack"] == "pgd"]
+    with torch.no_grad():
+        assert on_tiny == pytest.approx((tiny_model(images).argmax(1) == targets).flatten(1).double().mean(1).tolist())
+    assert {(r["source"], r["evaluated_on"]) for r in rows} == {("tiny", "background"), ("background", "tiny")}
+
+
+def test_dag_default_step_is_xie_et_als_scale(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    res = dag(tiny_model, images, targets, steps=1, adv_threshold=None)
+    assert res.params["gamma"] == PAPER_GAMMA == pytest.approx(0.5 / 255)
+    assert (res.adv - images).abs().amax((1, 2, 3)).max() <= PAPER_GAMMA + 1e-6  # one L-inf step of gamma
+
+
+def test_dag_unsuccessful_samples_return_clean_or_last(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    last = dag(tiny_model, images, targets, steps=3, gamma=0.01, adv_threshold=0.99)
+    clean = dag(tiny_model, images, targets, steps=3, gamma=0.01, adv_threshold=0.99, unsuccessful="clean")
+    missed = last.success < 0.99
+    assert missed.any()
+    assert torch.equal(clean.adv[missed], images[missed]) and not torch.equal(last.adv[missed], images[missed])
+    assert torch.equal(clean.adv[~missed], last.adv[~missed])
+
+
+def test_cospgd_sigmoid_reading_weighs_by_the_sigmoid_cosine(linear_model):
+    torch.manual_seed(0)
+    logits = torch.randn(1, 21, 3, 3)
+    labels = torch.randint(0, 21, (1, 3, 3))
+    one_hot = F.one_hot(labels, 21).permute(0, 3, 1, 2).float()
+    cos = F.cosine_similarity(logits.sigmoid(), one_hot, dim=1)
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    assert cospgd_loss(logits, labels, True, "sigmoid").item() == pytest.approx(((1 - cos) * ce).mean().item())
+    assert cospgd_loss(logits, labels, False, "sigmoid").item() == pytest.approx((cos * ce).mean().item())
+    with pytest.raises(ValueError, match="cosine must be"):
+        cospgd(linear_model, torch.rand(1, 3, 2, 2), labels[:, :2, :2], cosine="tanh")
+
+
+def test_ref5_pooled_iou_by_hand():
+    # The adversarial prediction keeps class 1 on half its pixels and adds class 2 where 1 was.
+    ref = torch.tensor([[[0, 0, 1, 1]]])
+    pred = torch.tensor([[[0, 0, 1, 2]]])
+    # reference-present classes {0, 1}: IoU 1 and 1/2 -> 0.75; per image over either mask adds class 2 (IoU 0)
+    scores = pooled_scores(pred, ref)
+    assert scores["iou"]["value"] == pytest.approx(0.75) and scores["iou"]["ci95"] is None
+    assert scores["acc"]["value"] == pytest.approx(0.75)
+    # pooled over the batch, not averaged per image: image 2 has only class 0 and is right
+    ref2, pred2 = torch.tensor([[[0, 0, 1, 1]], [[0, 0, 0, 0]]]), torch.tensor([[[0, 1, 2, 2]], [[0, 0, 0, 0]]])
+    # pooled: class 0 inter 5 union 6, class 1 inter 0 union 3 -> (5/6 + 0) / 2
+    assert pooled_scores(pred2, ref2)["iou"]["value"] == pytest.approx(5 / 12)
+    assert reference_present_iou(torch.zeros(21, 21)).isnan()
+
+
+def test_ref5_accuracy_counts_ignore_pixels_as_misses_and_interval_brackets():
+    ref = torch.tensor([[[0, 255, 1, 1]], [[0, 0, 1, 1]], [[2, 2, 2, 0]]])
+    pred = torch.tensor([[[0, 0, 1, 1]], [[0, 0, 0, 1]], [[2, 2, 0, 0]]])
+    scores = pooled_scores(pred, ref)
+    assert scores["acc"]["value"] == pytest.approx(9 / 12)  # the 255 pixel is a miss, as sklearn counts it
+    lo, hi = scores["acc"]["ci95"]
+    assert lo <= scores["acc"]["value"] <= hi and lo >= 0.5 and hi <= 1.0
+
+
+def test_table1_means_leave_the_target_image_out():
+    assert attacked_images(4, "single", 1) == [0, 2, 3]
+    assert attacked_images(4, "roll", 1) == [0, 1, 2, 3]
+    metrics = {"l2_255": torch.tensor([10.0, 0.0, 20.0, 30.0])}  # the target image (1) untouched
+    assert summarize(metrics, attacked_images(4, "single", 1))["l2_255"]["mean"] == pytest.approx(20.0)
+    assert summarize(metrics)["l2_255"]["mean"] == pytest.approx(15.0)
+    assert summarize({"x": torch.tensor([1.0])})["x"]["ci95"] is None  # undefined, not NaN
