@@ -13,7 +13,7 @@ $(STAMP): requirements.txt constraints-build.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	PIP_BUILD_CONSTRAINT=$(CURDIR)/constraints-build.txt $(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 report: $(STAMP)

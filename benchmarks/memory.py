@@ -18,6 +18,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,8 +42,10 @@ def child(backbone: str, attack: str, config: str, device: str, steps: int) -> d
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     baseline = _peak_mib(cuda)
-    settings = {**PROFILES["paper"], "weights": "embedded", "steps": steps, **CONFIGS[config]}
-    res = run(RunConfig(backbone=backbone, attack=attack, device=device, **settings), progress=False)
+    settings = {k: v for k, v in PROFILES["paper"].items() if not k.startswith("studies")}
+    settings.update(weights="embedded", steps=steps, **CONFIGS[config])
+    with tempfile.TemporaryDirectory() as folder:
+        res, _ = run(RunConfig(backbone=backbone, attack=attack, device=device, **settings), folder, progress=False)
     peak = _peak_mib(cuda)
     return {"backbone": backbone, "attack": attack, "config": config, "batch": len(res["names"]),
             "size": res["image_size"], "device": device, "baseline_mib": baseline, "peak_mib": peak,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,36 +53,6 @@ def pack(state: dict[str, torch.Tensor], backbone: str, meta: dict[str, Any], in
             "state": plain, "int8": quant}
 
 
-def read_packed(obj: dict[str, Any]) -> dict[str, Any]:
-    """Unpack a checkpoint dict built by :func:`pack` into float32 state."""
-    state = dict(obj["state"])
-    state.update({name: dequantize_int8(entry) for name, entry in obj["int8"].items()})
-    return {"backbone": obj["backbone"], "meta": dict(obj.get("meta", {})), "state": state}
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename (never half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file safely and return ``{"backbone", "meta", "state"}`` (state in float32).
 
@@ -105,8 +74,41 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    if obj.get("format") == FORMAT:
-        return read_packed(obj)
-    if all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return {"backbone": None, "meta": {}, "state": obj}
+    try:
+        if obj.get("format") == FORMAT:
+            return read_packed(obj)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return {"backbone": None, "meta": {}, "state": check_state(obj)}
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     raise CheckpointError(f"{path} is neither a segattack checkpoint nor a plain state dict")
+
+
+def check_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refuse entries no DeepLabV3 state holds: weights must be real floating point, counters integers."""
+    for name, tensor in state.items():
+        counter = name.endswith("num_batches_tracked")
+        ok = tensor.dtype in (torch.int64, torch.int32) if counter else (tensor.is_floating_point())
+        if not ok:
+            raise CheckpointError(f"entry {name!r} has dtype {str(tensor.dtype).replace('torch.', '')}; "
+                                  f"expected {'an integer counter' if counter else 'floating point weights'}")
+    return state
+
+
+def read_packed(obj: dict[str, Any]) -> dict[str, Any]:
+    """Unpack a checkpoint dict built by :func:`pack` into float32 state, checking its structure."""
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"segattack checkpoint format version {obj.get('version')!r} is not supported "
+                              f"(this segattack reads version {VERSION})")
+    for key, kind in (("state", dict), ("int8", dict), ("meta", dict), ("backbone", (str, type(None)))):
+        if key not in obj or not isinstance(obj[key], kind):
+            raise CheckpointError(f"segattack checkpoint without a valid {key!r} entry")
+    state = dict(check_state(obj["state"]))
+    for name, entry in obj["int8"].items():
+        q, scale = (entry.get("q"), entry.get("scale")) if isinstance(entry, dict) else (None, None)
+        if not (isinstance(q, torch.Tensor) and isinstance(scale, torch.Tensor) and q.dtype == torch.int8
+                and scale.dtype == torch.float32 and q.dim() >= 1 and scale.shape == (q.shape[0],)):
+            raise CheckpointError(f"int8 entry {name!r} needs an int8 'q' tensor and a float32 'scale' per output "
+                                  f"channel")
+        state[name] = dequantize_int8(entry)
+    return {"backbone": obj["backbone"], "meta": dict(obj["meta"]), "state": state}

@@ -1,29 +1,45 @@
-"""Command line: ``python -m segattack {attack,train} ...``."""
+"""Command line: ``python -m segattack {attack,report,train} ...``.
+
+Every parameter is checked before any work (and before any folder is touched); a failure prints
+one line and exits with 2 (bad input), 1 (an attack diverged, a run failed) or 130 / 128+signal
+(stopped: what finished is kept, and the same command resumes).
+"""
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
-from .attacks import ATTACKS
-from .grid import STUDIES
+from .attacks import ATTACKS, AttackDiverged
+from .grid import CLUSTERS
 from .models import BACKBONES
+from .params import parse_override
 from .paths import cache_dir
+from .studies import LEVELS
+
+
+def _override(text: str) -> tuple[str, object]:
+    try:
+        return parse_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
+    from .train import TrainConfig, check_train_paths, train
 
-    from .train import TrainConfig, train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = TrainConfig(backbone=args.backbone, size=args.size, batch=args.batch, steps=args.steps,
                       lr=args.lr, seed=args.seed, eval_every=args.eval_every)
+    if args.threads < 0 or (args.stop_at is not None and args.stop_at < 1):
+        raise ValueError("--threads must be >= 0 and --stop-at >= 1")
     work = Path(args.work_dir or cache_dir() / "train" / args.backbone)
     out = Path(args.out or cache_dir() / "weights" / f"{args.backbone}.pt")
+    check_train_paths(work, out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     meta = train(cfg, work, out, int8=not args.float32, stop_at=args.stop_at)
     print(f"wrote {out}: held-out mIoU {meta['heldout_miou']:.4f}, pixel accuracy "
           f"{meta['heldout_pixel_accuracy']:.4f}, {meta['train_seconds']:.0f} s of training")
@@ -31,9 +47,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .runner import RunConfig, check_output_dir, run, save_run
+    from .runner import RunConfig, run
+    from .store import output_folder
 
-    check_output_dir(args.out)
     params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
                                 ("beta", args.beta), ("tau", args.tau), ("score", args.score),
                                 ("iou_average", args.iou_average), ("reduction", args.reduction)) if v is not None}
@@ -43,36 +59,25 @@ def _attack(args: argparse.Namespace) -> int:
     if args.no_clip:
         params["clip"] = False
     cfg = RunConfig(backbone=args.backbone, attack=args.attack, weights=args.weights, images=args.images,
-                    num_images=args.num_images, size=args.size, steps=args.steps,
-                    target_scheme=args.target_scheme, target_index=args.target_index, seed=args.seed,
-                    device=args.device, amp=args.amp, channels_last=args.channels_last,
-                    fold_bn=args.fold_bn, attack_params=params)
-    res = run(cfg)
-    path = save_run(res, args.out)
-    m = {k: v.mean().item() for k, v in res["metrics"].items()}
-    print(f"{args.backbone} {args.attack} ({res['weights']['source']} weights, {res['image_size']} px): "
-          f"IoU to original {100 * m['iou_original']:.2f}%, to target {100 * m['iou_target']:.2f}%, "
-          f"pixel accuracy to original {100 * m['acc_original']:.2f}%, L2 (0-255) {m['l2_255']:.1f}; "
-          f"{res['seconds_per_iteration']:.3f} s/iteration -> {path}")
+                    num_images=args.num_images, size=args.size, resize=args.resize, batch=args.batch,
+                    steps=args.steps, target_scheme=args.target_scheme, target_index=args.target_index,
+                    seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
+                    fold_bn=args.fold_bn, save_images=args.save_images, attack_params=params)
+    out = output_folder(args.out)
+    doc, _ = run(cfg, out)
+    m = {k: v["mean"] for k, v in doc["summary"].items()}
+    print(f"{args.backbone} {args.attack} ({doc['weights']['source']} weights, {doc['image_size']} px, "
+          f"{len(doc['names'])} images): IoU to original {100 * m['iou_original']:.2f}%, to target "
+          f"{100 * m['iou_target']:.2f}%, pixel accuracy to original {100 * m['acc_original']:.2f}%, "
+          f"L2 (0-255) {m['l2_255']:.1f}; {doc['seconds_per_iteration']:.3f} s/iteration -> {out / 'results.json'}")
     return 0
-
-
-def _parse_override(text: str) -> tuple[str, object]:
-    """``key=value`` with a Python-literal value (numbers, dicts, ...), else the string itself."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return key, raw
 
 
 def _report(args: argparse.Namespace) -> int:
     from .grid import ATTACK_ORDER, BACKBONE_ORDER, build_report, run_grid
 
-    status = run_grid(args.profile, args.out, dict(args.param or []),
-                      tuple(args.backbones or BACKBONE_ORDER), tuple(args.attacks or ATTACK_ORDER), args.studies)
+    status = run_grid(args.profile, args.out, dict(args.param or []), tuple(args.backbones or BACKBONE_ORDER),
+                      tuple(args.attacks or ATTACK_ORDER), args.studies, args.cluster)
     print("runs: " + ", ".join(f"{name} {state}" for name, state in status.items()))
     path = build_report(args.out, args.profile)
     print(f"report: {path}")
@@ -80,20 +85,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segattack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="segattack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    at = sub.add_parser("attack", help="attack a batch of images and write metrics, images and history")
+    at = sub.add_parser("attack", help="attack a set of images and write metrics, images and history")
     at.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
     at.add_argument("--weights", default="auto",
                     help="auto (torchvision if cached, else embedded), torchvision, embedded, or a checkpoint path")
-    at.add_argument("--out", required=True, help="output directory (created)")
+    at.add_argument("--out", required=True, help="output folder (new, empty, or one segattack wrote; replaced whole)")
     at.add_argument("--images", default="scenes",
-                    help="scenes (held-out synthetic), photos (shipped photos) or a directory of RGB images")
-    at.add_argument("--num-images", type=int, default=8, help="images in the batch (default 8)")
+                    help="scenes, photos, voc:PATH (Pascal VOC 2012 val), pairs:PATH (images/ + masks/) or a folder")
+    at.add_argument("--num-images", type=int, default=8, help="images attacked (default 8; 0: all of a finite set)")
     at.add_argument("--size", type=int, default=0,
                     help="image side in px (default 0: the embedded model's training size, 520 otherwise)")
+    at.add_argument("--resize", default="crop", choices=["crop", "shorter"],
+                    help="crop: centre square (default); shorter: shorter side to --size (torchvision's transforms)")
+    at.add_argument("--batch", type=int, default=4, help="images per shard, attacked together (default 4, as [5])")
     at.add_argument("--steps", type=int, default=50, help="attack iterations (default 50)")
     at.add_argument("--target-scheme", default="single", choices=["single", "roll"],
                     help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1")
@@ -105,34 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the network in NHWC memory layout (default on)")
     at.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                     help="fold batch norms into the convolutions (default on)")
+    at.add_argument("--save-images", type=int, default=8, help="keep adversarial images of the first N (default 8)")
     pgd = at.add_argument_group("pgd")
     pgd.add_argument("--mode", choices=["paper", "linf", "l2"],
                      help="paper: normalised-space eps, raw gradient (default)")
     pgd.add_argument("--reduction", choices=["batch", "image"],
                      help="loss over the batch: one mean ([5], paper default) or per-image means summed")
-    pgd.add_argument("--eps", type=float, help="L-inf budget (paper 0.1 normalised; linf 8/255)")
-    pgd.add_argument("--alpha", type=float, help="step size (paper 100; linf 2.5*eps/steps)")
+    pgd.add_argument("--eps", type=str, help="L-inf budget (paper 0.1 normalised; linf 8/255)")
+    pgd.add_argument("--alpha", type=str, help="step size (paper 100; linf 2.5*eps/steps)")
     asma = at.add_argument_group("asma")
-    asma.add_argument("--beta", type=float, help="eq. (2) beta (paper: 3e-6 MobileNetV3, 1e-4 ResNet50)")
-    asma.add_argument("--tau", type=float, help="eq. (2) tau (paper 1e-5)")
+    asma.add_argument("--beta", type=str, help="eq. (2) beta (paper: 3e-6 MobileNetV3, 1e-4 ResNet50)")
+    asma.add_argument("--tau", type=str, help="eq. (2) tau (paper 1e-5)")
     asma.add_argument("--score", choices=["logits", "softmax"], help="g in eq. (1) (default logits)")
     asma.add_argument("--iou-average", choices=["present", "all", "pixel", "adv_lib"],
                       help="IoU in eq. (2) (default present)")
     asma.add_argument("--l2-penalty", action="store_true", help="subtract ||X_n - X||^2 as the public codes do")
     at.add_argument("--no-clip", action="store_true", help="do not clip adversarial images to [0,1]")
-    at.add_argument("-a", "--attack-param", action="append", type=_parse_override, metavar="KEY=VALUE",
-                    help="any other keyword of the attack function, e.g. -a targeted=False -a gamma=0.2 -a norm=l2")
+    at.add_argument("-a", "--attack-param", action="append", type=_override, metavar="KEY=VALUE",
+                    help="any other keyword of the attack function, e.g. -a targeted=false -a gamma=0.2 -a eps=8/255")
     at.set_defaults(func=_attack)
 
-    rp = sub.add_parser("report", help="run the notebook grid with papermill and render reports/index.html")
+    rp = sub.add_parser("report", help="run the grid on Dask, its notebooks with papermill, and render the report")
     rp.add_argument("--profile", default="default", help="default (embedded, CPU), paper (torchvision, 520 px), tiny")
     rp.add_argument("--out", default="reports", help="output folder (default reports/)")
-    rp.add_argument("-p", "--param", action="append", type=_parse_override, metavar="KEY=VALUE",
-                    help="override a run parameter for every run, e.g. -p steps=20 -p num_images=4")
+    rp.add_argument("-p", "--param", action="append", type=_override, metavar="KEY=VALUE",
+                    help="override a run parameter for every run (e.g. -p steps=20 -p images=voc:PATH) or a studies "
+                         "setting (-p studies=none, -p studies_num_images=4, -p studies_size=128)")
     rp.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), help="subset of backbones")
     rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
-    rp.add_argument("--studies", choices=[*STUDIES, "none"],
-                    help="the studies' settings (default: the profile's own; none skips them)")
+    rp.add_argument("--studies", choices=["none", *LEVELS], help="the studies (default: the profile's)")
+    rp.add_argument("--cluster", default="local",
+                    help=f"{', '.join(CLUSTERS)}, or a Dask scheduler address such as tcp://host:8786 (default local)")
     rp.set_defaults(func=_report)
 
     tr = sub.add_parser("train", help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")
@@ -145,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-every", type=int, default=0, help="held-out check every N steps (0: never)")
     tr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     tr.add_argument("--work-dir", help="resumable state (default $SEGATTACK_HOME/train/BACKBONE)")
-    tr.add_argument("--out", help="final checkpoint (default $SEGATTACK_HOME/weights/BACKBONE.pt)")
+    tr.add_argument("--out", help="final checkpoint, .pt (default $SEGATTACK_HOME/weights/BACKBONE.pt)")
     tr.add_argument("--float32", action="store_true", help="store float32 instead of int8 weights")
     tr.add_argument("--stop-at", type=int, help="end a (resumed) run early at this step and finalize it")
     tr.set_defaults(func=_train)
@@ -153,11 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .kernels import Stopped, stopping
+
     args = build_parser().parse_args(argv)
+    prefix = f"segattack {args.command}:"
     try:
-        return args.func(args)
+        with stopping():
+            return args.func(args)
+    except AttackDiverged as exc:
+        print(f"{prefix} error: the attack diverged: {exc}. Likely cause: a step size too large for the model's "
+              f"logits (alpha, beta, tau, gamma) or non-finite weights; finished shards are kept and the same "
+              f"command resumes from them", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Stopped) else 2
+        print(f"{prefix} stopped ({'Ctrl-C' if signum == 2 else exc}): every finished shard and result is kept; "
+              f"run the same command again to resume", file=sys.stderr)
+        return 128 + signum
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        print(f"segattack {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{prefix} error: {message}", file=sys.stderr)
         return 2
 
 

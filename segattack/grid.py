@@ -1,25 +1,39 @@
-"""The study grid: one run per backbone x attack, resumable, under a profile.
+"""The study grid on Dask: every shard of every run and every studies cell is a Dask task.
 
-A run directory holds ``results.json`` only once the run finished (it is written last and
-atomically) and records the hash of the run's parameters, so a restarted grid skips exactly the
-runs whose results are complete for the same parameters and redoes the rest.
+A unit of work (one shard of a backbone x attack run, one studies cell) is a Dask task that calls
+:func:`segattack.runner.run_shard` or :func:`segattack.studies.run_cell` and returns its record to
+this process, which writes it atomically (workers need no shared file system for results). Once
+every task is in, the runs and the studies are assembled, papermill executes one notebook per run
+and the studies notebook (they read the saved records), and :func:`build_report` renders the
+report. A restarted grid submits only the shards and cells not on disk for the same parameters.
+
+Clusters: ``"local"`` (a ``LocalCluster`` sized to this machine), ``"local-cuda"`` (dask-cuda's
+``LocalCUDACluster``, one worker per GPU), a scheduler address such as ``"tcp://host:8786"`` (an
+existing cluster, e.g. started by dask-jobqueue or dask-kubernetes), or ``"inprocess"`` (no Dask:
+the same functions in a plain loop here).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
+import os
 import re
-from dataclasses import asdict, replace
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
 from .attacks import ATTACKS
-from .checkpoints import atomic_write_text
 from .models import BACKBONES
-from .runner import RESULTS_VERSION, RunConfig, config_hash
+from .params import ParameterError
+from .runner import RunConfig, RunFolder, count_images, run_shard
+from .store import atomic_write_text, claim, locked, output_folder
+from .studies import LEVELS, StudyConfig, StudyFolder, run_cell
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
 ATTACK_ORDER = ("asma", "pgd")
@@ -29,63 +43,244 @@ ATTACK_ORDER = ("asma", "pgd")
 # ASMA's convergence; the other attacks keep their own defaults.
 PAPER_STEPS = {"pgd": 15, "asma": 1000, "dag": 200, "segpgd": 20, "cospgd": 20}
 
+# Run parameters per profile, and the studies' (``studies``: none | default | full, ``studies_*``:
+# any setting of StudyConfig, e.g. studies_num_images or studies_size).
 PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
     "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0,
-                "steps": {**PAPER_STEPS, "asma": 300}, "studies": "default"},
-    # The paper: torchvision's COCO weights, the shipped photos at 520 px (a GPU or a patient CPU).
+                "steps": {**PAPER_STEPS, "asma": 300}, "studies": "default", "studies_images": "scenes",
+                "studies_num_images": 16, "studies_size": 96},
+    # The paper: torchvision's COCO weights, the shipped photos at 520 px, [5]'s batch of 4 (a GPU or a
+    # patient CPU: -p studies=none or -p studies_size=128 trims the studies there).
     "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": PAPER_STEPS,
-              "studies": "paper"},
+              "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
     # Smoke test for CI: two small images, two iterations.
-    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2, "studies": "tiny"},
+    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2,
+             "studies": "default", "studies_images": "scenes", "studies_num_images": 2, "studies_size": 48,
+             "studies_steps": 2, "studies_curve_steps": 1, "studies_curve_images": 2},
 }
-PROFILE_ONLY = ("studies",)  # profile settings that are not run parameters
-
-# The studies notebook's settings per profile (same images for every attack and backbone).
-STUDIES: dict[str, dict[str, Any]] = {
-    "default": {"weights": "embedded", "images": "scenes", "num_images": 16, "size": 96, "steps": 20,
-                "curve_images": 8, "curve_steps": 10},
-    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": 20,
-              "curve_images": 4, "curve_steps": 10},
-    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 48, "steps": 2,
-             "curve_images": 2, "curve_steps": 1},
-}
-for _settings in STUDIES.values():
-    _settings.update(eps=8 / 255, eps_values=[2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255])
+CLUSTERS = ("local", "local-cuda", "inprocess")  # or a scheduler address
 
 
 def run_name(backbone: str, attack: str) -> str:
     return f"{backbone}-{attack}"
 
 
+def _settings(profile: str, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run parameters, studies settings) of ``profile`` with ``overrides``, unknown names refused."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    merged = {**PROFILES[profile], **(overrides or {})}
+    run = {k: v for k, v in merged.items() if not k.startswith("studies")}
+    study = {k.removeprefix("studies_"): v for k, v in merged.items() if k.startswith("studies_")}
+    study["level"] = merged.get("studies", "none")
+    for name in ("backbone", "attack"):  # names become folder names: they come from --backbones/--attacks
+        if name in run:
+            raise ParameterError(f"-p {name}=... is not a grid parameter; use --{name}s")
+    unknown = sorted(set(run) - set(RunConfig.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(f"unknown run parameters: {', '.join(unknown)}")
+    return run, study
+
+
 def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
                  backbones: tuple[str, ...] = BACKBONE_ORDER,
-                 attacks: tuple[str, ...] = ATTACK_ORDER) -> Iterator[RunConfig]:
-    """The runs of ``profile`` (with ``overrides`` applied to every run), in report order."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    settings = {k: v for k, v in {**PROFILES[profile], **(overrides or {})}.items() if k not in PROFILE_ONLY}
-    unknown = set(settings) - set(RunConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown run parameters: {', '.join(sorted(unknown))}")
-    for name, allowed in (("backbone", BACKBONES), ("attack", ATTACKS)):  # names become folder names
-        bad = [n for n in (backbones if name == "backbone" else attacks) if n not in allowed]
+                 attacks: tuple[str, ...] = ATTACK_ORDER) -> list[RunConfig]:
+    """The runs of ``profile`` (with ``overrides`` applied to every run), in report order, each
+    checked on construction; duplicate names run once."""
+    settings, _ = _settings(profile, overrides)
+    for name, chosen, allowed in (("backbone", backbones, BACKBONES), ("attack", attacks, ATTACKS)):
+        bad = [n for n in chosen if n not in allowed]
         if bad:
-            raise ValueError(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
+            raise ParameterError(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
     steps = settings.pop("steps", RunConfig.steps)
-    for backbone in backbones:
-        for attack in attacks:
-            yield replace(RunConfig(backbone=backbone, attack=attack), **settings,
-                          steps=steps[attack] if isinstance(steps, dict) else steps)
+    return [RunConfig(backbone=b, attack=a, **settings, steps=steps[a] if isinstance(steps, dict) else steps)
+            for b in dict.fromkeys(backbones) for a in dict.fromkeys(attacks)]
 
 
-def is_complete(run_dir: Path, digest: str) -> bool:
-    """True when ``run_dir`` holds finished results for exactly these parameters, in the current format."""
+def study_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig | None:
+    """The studies' settings of ``profile`` (None when its ``studies`` level is ``none``; the
+    settings are checked all the same); the run parameters ``weights``, ``device`` and ``seed``
+    apply to the studies too."""
+    run, study = _settings(profile, overrides)
+    level = study.pop("level")
+    if level not in (*LEVELS, "none"):
+        raise ParameterError(f"unknown studies {level!r}; choose one of none, {', '.join(LEVELS)}")
+    shared = {k: run[k] for k in ("weights", "device", "seed") if k in run}
+    unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")
+    config = StudyConfig(**{**LEVELS[level if level in LEVELS else "default"], **shared, **study})
+    return None if level == "none" else config
+
+
+def check_cluster(cluster: str) -> str:
+    """``cluster`` if it names a kind of cluster or a scheduler address."""
+    if cluster in CLUSTERS or re.match(r"^(tcp|tls|ucx|inproc)://\S+$", cluster):
+        return cluster
+    raise ParameterError(f"unknown cluster {cluster!r}; use {', '.join(CLUSTERS)} or a scheduler address such as "
+                         f"tcp://host:8786")
+
+
+@dataclass
+class Task:
+    """One unit of work: ``fn(*args)`` returns a record that ``done`` writes."""
+
+    key: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: Callable[[Any], None]
+    owner: str  # the run (or 'studies') that fails if the task fails
+
+
+@contextmanager
+def dask_client(cluster: str) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster``, closed (and a local cluster shut down) on exit."""
+    from distributed import Client, LocalCluster
+
+    if cluster == "local":
+        # One single-threaded worker process per core: measured faster than threads here
+        # (benchmarks/cluster.py), and each process keeps its own models.
+        with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                          dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
+            yield client
+    elif cluster == "local-cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise ParameterError("--cluster local-cuda needs dask-cuda: pip install dask-cuda") from None
+        with LocalCUDACluster(dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
+            yield client
+    else:
+        with Client(check_cluster(cluster), timeout=30) as client:
+            yield client
+
+
+def execute(tasks: list[Task], cluster: str, progress: bool = True) -> dict[str, str]:
+    """Run ``tasks`` on ``cluster`` with one progress bar; write each record as it arrives.
+
+    Returns owner -> the first error of a failed task. A worker that dies mid-task has the task
+    re-run elsewhere by Dask's scheduler; finished records are on disk, so an interrupted grid
+    loses only the tasks in flight."""
+    errors: dict[str, str] = {}
+    if not tasks:
+        return errors
+    bar = tqdm(total=len(tasks), desc="grid", unit="task", disable=not progress)
+
+    def finished(task: Task, result: Any = None, exc: BaseException | None = None) -> None:
+        if exc is None:
+            task.done(result)
+        else:
+            errors.setdefault(task.owner, f"{type(exc).__name__}: {exc}"[:2000])
+        bar.update(1)
+
     try:
-        doc = json.loads((run_dir / "results.json").read_text())
-        return doc.get("config_hash") == digest and doc.get("results_version") == RESULTS_VERSION
-    except (OSError, ValueError):
-        return False
+        if cluster == "inprocess":
+            for task in tasks:
+                try:
+                    result = task.fn(*task.args)
+                except Exception as exc:  # recorded for the run it belongs to; the others go on
+                    finished(task, exc=exc)
+                else:
+                    finished(task, result)
+            return errors
+        from distributed import as_completed
+
+        with dask_client(cluster) as client:
+            bar.write(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            futures = {client.submit(t.fn, *t.args, key=t.key, pure=False): t for t in tasks}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    finished(futures[future], exc=exc)
+                else:
+                    finished(futures[future], result)
+                future.release()
+    finally:
+        bar.close()
+    return errors
+
+
+def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+             backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER,
+             studies: str | None = None, cluster: str = "local", progress: bool = True) -> dict[str, str]:
+    """Compute every unfinished shard of the grid and every missing studies cell on ``cluster``,
+    assemble them, then execute the run notebooks and the studies notebook with papermill.
+
+    ``studies`` (none | default | full) overrides the profile's level. Every parameter is checked
+    before any folder is touched. Returns run name -> 'skipped' | 'done' | 'failed' (the studies
+    under the name 'studies')."""
+    overrides = {**(overrides or {}), **({"studies": studies} if studies else {})}
+    configs = grid_configs(profile, overrides, backbones, attacks)
+    study = study_config(profile, overrides)
+    check_cluster(cluster)
+    totals = {run_name(c.backbone, c.attack): count_images(c) for c in configs}
+    out = output_folder(out_dir, "report folder")
+    with locked(out):
+        claim(out)
+        folders = {run_name(c.backbone, c.attack): RunFolder(out / "runs" / run_name(c.backbone, c.attack), c)
+                   for c in configs}
+        status = {name: "skipped" if f.complete() else "pending" for name, f in folders.items()}
+        tasks = [Task(f"{name}-{f.digest}-{k}", run_shard, (f.cfg, k), f.write_shard, name)
+                 for name, f in folders.items() if status[name] == "pending" for k in f.pending(totals[name])]
+        study_folder = StudyFolder(out / "studies", study) if study else None
+        if study_folder is not None:
+            status["studies"] = "skipped" if study_folder.complete() else "pending"
+            if status["studies"] == "pending":
+                tasks += [Task(f"studies-{study_folder.digest}-{c}", run_cell, (study, c), study_folder.write_cell,
+                               "studies") for c in study_folder.pending()]
+        started = time.perf_counter()
+        errors = execute(tasks, cluster, progress)
+        for name, folder in folders.items():
+            if status[name] == "pending":
+                status[name] = _finish(name, folder, errors.get(name), profile, progress)
+        if study_folder is not None and status["studies"] == "pending":
+            status["studies"] = _finish_studies(study_folder, errors.get("studies"), time.perf_counter() - started)
+    return status
+
+
+def _record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
+    claim(folder)
+    atomic_write_text(folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")}))
+
+
+def _finish(name: str, folder: RunFolder, error: str | None, profile: str, progress: bool) -> str:
+    """Assemble a run whose shards are all in and execute its notebook; a failure keeps the
+    earlier results (if any) and is recorded beside them."""
+    if error is not None:
+        _record_failure(folder.path, error)
+        return "failed"
+    folder.finish()
+    notebook = folder.path / "attack.ipynb"
+    try:
+        _execute("attack.ipynb", notebook, {**asdict(folder.cfg), "out_dir": str(folder.path), "profile": profile})
+    except Exception as exc:  # the kept notebook shows the failing cell
+        _record_failure(folder.path, _message(exc), notebook)
+        return "failed"
+    return "done"
+
+
+def _finish_studies(folder: StudyFolder, error: str | None, seconds: float) -> str:
+    if error is not None:
+        _record_failure(folder.path, error)
+        return "failed"
+    folder.finish(seconds)
+    notebook = folder.path / "studies.ipynb"
+    try:
+        _execute("studies.ipynb", notebook, {"settings": asdict(folder.study), "out_dir": str(folder.path)})
+    except Exception as exc:
+        _record_failure(folder.path, _message(exc), notebook)
+        return "failed"
+    return "done"
+
+
+def _message(exc: BaseException) -> str:
+    import papermill as pm
+
+    if isinstance(exc, pm.PapermillExecutionError):
+        return f"{exc.ename}: {exc.evalue}"[:2000]
+    return f"{type(exc).__name__}: {exc}"[:2000]
 
 
 def notebooks_dir() -> Path:
@@ -93,80 +288,15 @@ def notebooks_dir() -> Path:
 
 
 def _execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
-    """Run one of the project's notebooks with papermill, from the notebooks folder."""
+    """Run one of the project's notebooks with papermill, from the notebooks folder, on a kernel
+    that talks over IPC and is always shut down (see :mod:`segattack.kernels`)."""
     import papermill as pm
+
+    from .kernels import IPCKernelManager
 
     pm.execute_notebook(str(notebooks_dir() / notebook), str(output), parameters=parameters,
-                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
-
-
-def execute_run(cfg: RunConfig, run_dir: Path, profile: str) -> bool:
-    """Execute ``attack.ipynb`` for one run with papermill; on failure keep its notebook, note why."""
-    import papermill as pm
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    failure = run_dir / "failed.json"
-    failure.unlink(missing_ok=True)
-    (run_dir / "results.json").unlink(missing_ok=True)
-    output = run_dir / "attack.ipynb"
-    params = {**asdict(cfg), "out_dir": str(run_dir.resolve()), "profile": profile}
-    try:
-        _execute("attack.ipynb", output, params)
-        return True
-    except pm.PapermillExecutionError as exc:
-        message = f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # kernel died, notebook missing, ...
-        message = f"{type(exc).__name__}: {exc}"
-    atomic_write_text(failure, json.dumps({"error": message, "notebook": str(output)}))
-    return False
-
-
-def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
-             backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER,
-             studies: str | None = None) -> dict[str, str]:
-    """Execute every unfinished run of the grid, then the studies notebook with the settings
-    ``studies`` names (None: the profile's own; "none": no studies).
-
-    Returns run name -> 'skipped' | 'done' | 'failed' (the studies under the name 'studies').
-    """
-    studies = PROFILES[profile]["studies"] if studies is None and profile in PROFILES else studies
-    if studies not in (*STUDIES, "none", None):
-        raise ValueError(f"unknown studies {studies!r}; choose one of {', '.join((*STUDIES, 'none'))}")
-    runs_dir = Path(out_dir) / "runs"
-    status = {}
-    configs = list(grid_configs(profile, overrides, backbones, attacks))  # validates before any work
-    for cfg in tqdm(configs, desc=f"grid ({profile})", unit="run"):
-        name = run_name(cfg.backbone, cfg.attack)
-        if is_complete(runs_dir / name, config_hash(cfg)):
-            status[name] = "skipped"
-            continue
-        status[name] = "done" if execute_run(cfg, runs_dir / name, profile) else "failed"
-    if studies not in ("none", None):
-        status["studies"] = run_study_notebook(studies, out_dir, overrides)
-    return status
-
-
-def run_study_notebook(studies: str, out_dir: str | Path, overrides: dict[str, Any] | None = None) -> str:
-    """Execute ``studies.ipynb`` with the ``studies`` settings unless ``studies.json`` holds results
-    for the same settings."""
-    settings = {**STUDIES[studies], **{k: v for k, v in (overrides or {}).items() if k in ("weights", "device", "seed")}}
-    study_dir = (Path(out_dir) / "studies").resolve()
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    try:
-        if json.loads((study_dir / "studies.json").read_text()).get("settings_hash") == digest:
-            return "skipped"
-    except (OSError, ValueError):
-        pass
-    study_dir.mkdir(parents=True, exist_ok=True)
-    (study_dir / "studies.json").unlink(missing_ok=True)
-    try:
-        _execute("studies.ipynb", study_dir / "studies.ipynb",
-                 {**settings, "out_dir": str(study_dir), "profile": studies, "settings_hash": digest})
-    except Exception as exc:  # kept notebook shows the failing cell; the report says it failed
-        atomic_write_text(study_dir / "failed.json", json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]}))
-        return "failed"
-    (study_dir / "failed.json").unlink(missing_ok=True)
-    return "done"
+                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+                        kernel_manager_class=IPCKernelManager)
 
 
 def build_report(out_dir: str | Path, profile: str) -> Path:
@@ -174,15 +304,17 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    out_dir = Path(out_dir).resolve()
-    executed = out_dir / "report.ipynb"
-    _execute("report.ipynb", executed,
-             {"runs_dir": str(out_dir / "runs"), "studies_dir": str(out_dir / "studies"), "profile": profile})
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded
-    # require.js, MathJax, mermaid) so the file reads the same offline.
-    body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
-    target = out_dir / "index.html"
-    atomic_write_text(target, body)
+    out = output_folder(out_dir, "report folder")
+    with locked(out):
+        claim(out)
+        executed = out / "report.ipynb"
+        _execute("report.ipynb", executed,
+                 {"runs_dir": str(out / "runs"), "studies_dir": str(out / "studies"), "profile": profile})
+        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+        body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
+        # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded
+        # require.js, MathJax, mermaid) so the file reads the same offline.
+        body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
+        target = out / "index.html"
+        atomic_write_text(target, body)
     return target

@@ -111,32 +111,41 @@ def reference_present_iou(conf: torch.Tensor) -> torch.Tensor:
 
 def pooled_scores(pred: torch.Tensor, ref: torch.Tensor, resamples: int = 2000,
                   seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
-    """Reference [5]'s Table 1 reading: one confusion matrix pooled over the batch.
+    """Reference [5]'s Table 1 reading of a batch of masks: see :func:`pooled_from_counts`."""
+    pixels = torch.full((len(pred),), float(pred[0].numel()), dtype=torch.float64)
+    return pooled_from_counts(confusion_matrix(pred, ref), pixels, resamples, seed)
 
-    ``iou``: mean over the classes present in ``ref`` (:func:`reference_present_iou`); ``acc``:
-    hits over *every* pixel, ignore pixels of ``ref`` counting as misses (sklearn's
+
+def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, resamples: int = 2000,
+                       seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
+    """Reference [5]'s Table 1 reading: one confusion matrix pooled over the images.
+
+    ``conf`` (B,C,C) per-image confusion counts, ``pixels`` (B,) each image's pixel count.
+    ``iou``: mean over the classes present in the reference (:func:`reference_present_iou`);
+    ``acc``: hits over *every* pixel, ignore pixels of the reference counting as misses (sklearn's
     ``accuracy_score`` on the flattened masks, as [5]). Each comes with a 95% percentile interval
     from a bootstrap over images (None for a single image).
     """
-    conf = confusion_matrix(pred, ref).double()  # (B,C,C)
-    pixels = torch.full((len(pred),), float(pred[0].numel()), dtype=torch.float64)
+    conf, pixels = conf.double(), pixels.double()
     hits = conf.diagonal(dim1=1, dim2=2).sum(1)
 
     def stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # weights (R,B): image multiplicities
         pooled = torch.einsum("rb,bij->rij", weights, conf)
         return reference_present_iou(pooled), (weights @ hits) / (weights @ pixels)
 
-    iou, acc = (float(v[0]) for v in stats(torch.ones(1, len(pred), dtype=torch.float64)))
+    iou, acc = (finite_or_none(float(v[0])) for v in stats(torch.ones(1, len(conf), dtype=torch.float64)))
     out: dict[str, dict[str, float | list[float] | None]] = {"iou": {"value": iou, "ci95": None},
                                                              "acc": {"value": acc, "ci95": None}}
-    if len(pred) > 1:
+    if len(conf) > 1:
         g = torch.Generator().manual_seed(seed)
-        picks = torch.randint(0, len(pred), (resamples, len(pred)), generator=g)
-        weights = torch.zeros(resamples, len(pred), dtype=torch.float64).scatter_add_(
+        picks = torch.randint(0, len(conf), (resamples, len(conf)), generator=g)
+        weights = torch.zeros(resamples, len(conf), dtype=torch.float64).scatter_add_(
             1, picks, torch.ones_like(picks, dtype=torch.float64))
         for name, values in zip(("iou", "acc"), stats(weights)):
-            lo, hi = torch.quantile(values[~values.isnan()], torch.tensor([0.025, 0.975], dtype=torch.float64))
-            out[name]["ci95"] = [float(lo), float(hi)]
+            values = values[~values.isnan()]
+            if len(values):
+                lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64))
+                out[name]["ci95"] = [float(lo), float(hi)]
     return out
 
 

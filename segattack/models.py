@@ -154,10 +154,14 @@ def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, Weights
     if not path.is_file():
         if not download:
             raise WeightsUnavailable(_missing_tv_message(backbone, path, "not cached"))
+        # torch.hub's own download: into a temporary file, checked against the SHA-256 prefix in the
+        # file name (as load_state_dict_from_url(check_hash=True)), moved into the cache only if it matches.
+        digest = torch.hub.HASH_REGEX.search(path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(weights.url, str(path), progress=True)
-        except Exception as exc:  # offline, proxy, disk full
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=digest and digest.group(1),
+                                           progress=True)
+        except Exception as exc:  # offline, proxy, disk full, truncated or tampered file
             raise WeightsUnavailable(_missing_tv_message(backbone, path, f"download failed: {exc}")) from None
     state = checkpoints.read(path)["state"]
     # torchvision requires aux_loss with these weights; build as it does, then drop the aux head.

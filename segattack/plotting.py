@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.patches import Patch
 
@@ -24,11 +24,13 @@ def _image(t: torch.Tensor) -> np.ndarray:
     return t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def attack_figure(images: torch.Tensor, adv: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor,
-                  title: str, target_index: int | None = None, max_rows: int = 8) -> plt.Figure:
+def attack_figure(images: Sequence[torch.Tensor], adv: Sequence[torch.Tensor], clean_pred: Sequence[torch.Tensor],
+                  adv_pred: Sequence[torch.Tensor], title: str, target_index: int | None = None,
+                  max_rows: int = 8) -> plt.Figure:
     """The paper's figure layout: one row per image; original, adversarial, both predictions.
 
-    The row whose prediction is every image's target (``target_index``) is marked.
+    Each argument is a batch or a list of per-image tensors (images may differ in size). The row
+    whose prediction is every image's target (``target_index``) is marked.
     """
     rows = min(len(images), max_rows)
     fig, axes = plt.subplots(rows, 4, figsize=(8.4, 2.1 * rows + 0.6), squeeze=False)
@@ -47,7 +49,7 @@ def attack_figure(images: torch.Tensor, adv: torch.Tensor, clean_pred: torch.Ten
                 for spine in ax.spines.values():
                     spine.set_edgecolor("crimson")
                     spine.set_linewidth(2.5)
-    present = sorted(set(torch.cat([clean_pred[:rows].flatten(), adv_pred[:rows].flatten()]).tolist()) - {255})
+    present = sorted(set(torch.cat([m.flatten() for m in (*clean_pred[:rows], *adv_pred[:rows])]).tolist()) - {255})
     palette = voc_palette() / 255.0
     handles = [Patch(color=palette[c], label=VOC_CLASSES[c]) for c in present[:12]]
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
@@ -56,22 +58,19 @@ def attack_figure(images: torch.Tensor, adv: torch.Tensor, clean_pred: torch.Ten
     return fig
 
 
-def history_frame(histories: dict[str, list[list[float]]], quantity: str) -> pd.DataFrame:
-    """Long table (run, iteration, image, value) of one per-iteration quantity of several runs."""
-    rows = []
-    for run, values in histories.items():
-        arr = np.asarray(values, dtype=float)
-        for it in range(arr.shape[0]):
-            for img in range(arr.shape[1]):
-                rows.append((run, it + 1, img, arr[it, img]))
-    return pd.DataFrame(rows, columns=["run", "iteration", "image", quantity])
-
-
-def curve_figure(histories: dict[str, list[list[float]]], quantity: str, title: str) -> plt.Figure:
-    """Mean over images of ``quantity`` per iteration, one line per run, 95% interval shaded."""
-    frame = history_frame(histories, quantity)
+def curve_figure(curves: dict[str, dict[str, list[float | None]]], quantity: str, title: str) -> plt.Figure:
+    """Per iteration, the mean over images of ``quantity`` with its 95% interval shaded, one line
+    per run (``curves[run]`` = ``{"mean": [...], "ci95": [...]}`` as a run's results hold them)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    sns.lineplot(data=frame, x="iteration", y=quantity, hue="run", errorbar=("ci", 95), ax=ax)
+    for label, curve in curves.items():
+        mean = np.asarray([np.nan if v is None else v for v in curve["mean"]], dtype=float)
+        half = np.asarray([0.0 if v is None else v for v in curve["ci95"]], dtype=float)
+        steps = np.arange(1, len(mean) + 1)
+        ax.plot(steps, mean, label=label)
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(quantity)
+    ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

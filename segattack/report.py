@@ -54,9 +54,13 @@ class Run:
 
 
 def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[dict[str, str]]]:
-    """Finished runs (in the paper's Table 1 order first) and failed ones (name, error, notebook)."""
+    """Finished runs (in the paper's Table 1 order first) and failed ones (name, error, notebook).
+
+    A run whose latest attempt failed but whose earlier results are complete is listed in both:
+    its earlier results stay in the tables until a successor is complete."""
     runs, failed = [], []
-    for folder in sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()):
+    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()) if Path(runs_dir).is_dir() else []
+    for folder in folders:
         results, failure = folder / "results.json", folder / "failed.json"
         doc = json.loads(results.read_text()) if results.is_file() else None
         if doc is not None and doc.get("results_version") == RESULTS_VERSION:
@@ -64,9 +68,10 @@ def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[dict[str, str]]]:
         elif doc is not None:
             failed.append({"run": folder.name, "error": "results from an older segattack: run the grid again",
                            "notebook": str(folder / "attack.ipynb")})
-        elif failure.is_file():
-            failed.append({"run": folder.name, **json.loads(failure.read_text())})
-        else:
+        if failure.is_file():
+            note = " (the tables show this run's earlier results)" if runs and runs[-1].path == folder else ""
+            failed.append({"run": folder.name, **json.loads(failure.read_text()), "kept": note.strip(" ()")})
+        elif doc is None:
             failed.append({"run": folder.name, "error": "interrupted: no results were written",
                            "notebook": str(folder / "attack.ipynb")})
     order = {key: i for i, key in enumerate(PAPER_ORDER)}
@@ -160,17 +165,24 @@ def readings_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def provenance(runs: list[Run]) -> pd.DataFrame:
-    """Which weights, data, hyperparameters, versions and device produced each run, and how long it took."""
+    """Which weights, data, hyperparameters, versions and device produced each run, how good the
+    model is on the run's own images (against ground truth, where they have it), and how long it took."""
     rows = {}
     for run in runs:
-        d, w = run.doc, run.doc["weights"]
+        d, w, c = run.doc, run.doc["weights"], run.doc["config"]
+        truth = d.get("clean_truth")
         rows[run.label] = {
             "weights": f"{w['source']}: {w['description']}",
-            "clean mIoU (held-out)": f"{w['clean_miou']:.3f}" if w.get("clean_miou") is not None else "n/a",
-            "images": f"{d['config']['num_images']} × {d['config']['images']} at {d['image_size']} px",
+            "clean mIoU (weights' own)": f"{w['clean_miou']:.3f}" if w.get("clean_miou") is not None else "n/a",
+            "clean mIoU vs ground truth (these images)": (
+                f"{truth['miou']:.3f} (pixel acc. {truth['pixel_accuracy']:.3f}; one confusion matrix over "
+                f"{truth['images']} images, resize {truth['resize']})" if truth else "no ground truth"),
+            "images": (f"{len(d['names'])} × {c['images']} at {d['image_size']} px ({c['resize']}), "
+                       f"{d['shards']} shard(s) of {c['batch']}"),
+            "input notes": "; ".join(d["notes"] + [f"skipped {n}" for n in d["skipped"]]) or "none",
             "hyperparameters": ", ".join(f"{k}={v}" for k, v in d["attack_params"].items() if k != "attack"),
-            "targets": f"{d['config']['target_scheme']} (image {d['config']['target_index']})",
-            "seed": d["config"]["seed"],
+            "targets": f"{c['target_scheme']} (image {c['target_index']})",
+            "seed": c["seed"],
             "wall time (s)": f"{d['seconds']:.1f} ({d['seconds_per_iteration']:.3f} s/iteration)",
             "environment": ", ".join(f"{k} {v}" for k, v in d["environment"].items()),
             "parameters hash": d.get("config_hash", ""),
@@ -262,7 +274,7 @@ def discussion(runs: list[Run]) -> str:
                 f"{p['eps'] * max(IMAGENET_STD):.4f}; figures show them clamped, every number uses the unclamped "
                 f"tensor).")
     for run in (r for r in runs if r.attack == "asma" and "l2" in r.doc["history"]):
-        success = [sum(row) / len(row) for row in run.doc["history"]["success"]]
+        success = run.doc["history"]["success"]["mean"]
         n = len(success)
         tail = max(1, n // 10)
         change = 100 * (success[-1] - success[-1 - tail]) if n > tail else float("nan")

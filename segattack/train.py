@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +26,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores, predict_classes
-from .models import SegmentationModel, build_network
+from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores, finite_or_none, predict_classes
+from .models import BACKBONES, SegmentationModel, build_network
 from .scenes import GENERATOR_VERSION, scene_batch
+from .store import atomic_save, atomic_write_text
 
 
 @dataclass
@@ -44,6 +46,32 @@ class TrainConfig:
     eval_every: int = 0
     heldout_images: int = 256
     recalibration_batches: int = 25
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        for name in ("size", "batch", "steps", "checkpoint_every", "heldout_images", "recalibration_batches"):
+            if getattr(self, name) < (16 if name == "size" else 1):
+                raise ValueError(f"{name} must be >= {16 if name == 'size' else 1}, got {getattr(self, name)}")
+        if self.eval_every < 0 or self.warmup < 0 or self.seed < 0:
+            raise ValueError("eval_every, warmup and seed must be >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"lr must be a finite number > 0 and weight_decay >= 0, got {self.lr}, "
+                             f"{self.weight_decay}")
+
+
+def check_train_paths(work_dir: Path, out: Path) -> None:
+    """Refuse output paths that would fail or overwrite something, before any training."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name the checkpoint file")
+    if out.suffix not in (".pt", ".pth"):
+        raise ValueError(f"--out {out} must end in .pt or .pth (its metadata goes to {out.with_suffix('.json').name})")
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ValueError(f"--work-dir {work_dir} is a file")
+    for folder in (out.parent, work_dir):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise ValueError(f"cannot write under {folder} ({existing} is not a writable folder)")
 
 
 def recalibrate_batchnorm(net: nn.Module, cfg: TrainConfig, batches: int) -> None:
@@ -145,10 +173,10 @@ def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = 
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at):
-            checkpoints.atomic_save({"config": asdict(cfg), "model": net.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "step": step,
-                                     "elapsed": elapsed}, last)
+            atomic_save({"config": asdict(cfg), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                         "step": step, "elapsed": elapsed}, last)
     bar.close()
+    log.close()
     return finalize(net, cfg, step, elapsed, out, int8)
 
 
@@ -171,7 +199,7 @@ def finalize(net: nn.Module, cfg: TrainConfig, steps_done: int, elapsed: float, 
     stored.load_state_dict(checkpoints.read_packed(packed)["state"])
     scores = evaluate(SegmentationModel(stored), cfg.seed, cfg.heldout_images, cfg.size)
     meta.update(heldout_miou=scores["miou"], heldout_pixel_accuracy=scores["pixel_accuracy"],
-                heldout_class_iou=scores["class_iou"])
-    checkpoints.atomic_save(packed, out)
-    Path(out).with_suffix(".json").write_text(json.dumps(meta, indent=1))
+                heldout_class_iou=[finite_or_none(v) for v in scores["class_iou"]])
+    atomic_save(packed, out)
+    atomic_write_text(Path(out).with_suffix(".json"), json.dumps(meta, indent=1, allow_nan=False))
     return meta

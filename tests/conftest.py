@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from segattack import checkpoints
+from segattack.classes import voc_palette
 from segattack.models import build_network, wrap_model
-from segattack.scenes import scene_batch
+from segattack.scenes import render_scene, scene_batch
+from segattack.store import atomic_save
 
 
 class TinySegNet(nn.Module):
@@ -52,8 +55,8 @@ def small_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "mnv3.pt"
     meta = {"heldout_miou": 0.1, "image_size": 48, "description": "untrained test network"}
-    checkpoints.atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(),
-                                             "mobilenet_v3_large", meta, int8=True), path)
+    atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(), "mobilenet_v3_large", meta,
+                                 int8=True), path)
     return path
 
 
@@ -68,3 +71,32 @@ def linear_model():
         for c in range(3):
             conv.weight[c, c] = 1.0
     return wrap_model(conv, normalize=False)
+
+
+def write_voc(root, count: int = 5, size: int = 48):
+    """A Pascal VOC 2012 folder (torchvision's layout) of ``count`` held-out scenes: JPEG images of
+    alternating landscape/portrait shape, palette masks with a 255 border, and val.txt."""
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    palette = voc_palette().flatten().tolist() + [224, 224, 192] * (256 - 21)
+    names = []
+    for i in range(count):
+        image, mask = render_scene(0, "heldout", i, size)
+        keep = slice(0, size - 8)
+        image, mask = (image[:, keep], mask[:, keep]) if i % 2 == 0 else (image[keep], mask[keep])
+        mask = mask.copy()
+        mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = 255, 255, 255, 255  # void border, as VOC draws
+        name = f"2007_{i:06d}"
+        Image.fromarray(image).save(base / "JPEGImages" / f"{name}.jpg", quality=98)
+        label = Image.fromarray(mask, mode="P")
+        label.putpalette(palette)
+        label.save(base / "SegmentationClass" / f"{name}.png")
+        names.append(name)
+    (base / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_folder(tmp_path_factory):
+    return write_voc(tmp_path_factory.mktemp("voc"))

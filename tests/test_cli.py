@@ -13,7 +13,7 @@ def test_cli_attack_writes_results(tmp_path, small_checkpoint, attack, capsys):
     assert code == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["image_size"] == 48 and doc["weights"]["source"] == "checkpoint"
-    assert len(doc["history"]["loss"]) == 2 and len(doc["per_image"]["iou_original"]) == 2
+    assert len(doc["history"]["loss"]["mean"]) == 2 and len(doc["per_image"]["iou_original"]) == 2
     assert {"iou_original", "acc_target", "l2_255", "l2_normalized"} <= set(doc["summary"])
     assert (out / "01_adv.png").is_file() and (out / "tensors.pt").is_file()
     assert "IoU to original" in capsys.readouterr().out
@@ -21,9 +21,9 @@ def test_cli_attack_writes_results(tmp_path, small_checkpoint, attack, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--eps", "0"], "eps must be > 0"),
-    (["--steps", "0"], "steps must be > 0"),
+    (["--steps", "0"], "steps must be >= 1"),
     (["--images", "/nonexistent"], "image set must be"),
-    (["--target-index", "9"], "outside the batch"),
+    (["--target-index", "9"], "outside the set"),
 ])
 def test_cli_errors_are_one_line(tmp_path, small_checkpoint, argv, message, capsys):
     code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights",

@@ -1,17 +1,24 @@
 import copy
 import os
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torchvision.models import segmentation as tvseg
 
 from segattack import checkpoints
 from segattack.checkpoints import CheckpointError
-from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, fold_batchnorm, load_model,
-                              torchvision_weights_path, wrap_model)
-from torchvision.models import segmentation as tvseg
+from segattack.models import (
+    SegmentationModel,
+    WeightsUnavailable,
+    build_network,
+    fold_batchnorm,
+    load_model,
+    torchvision_weights_path,
+    wrap_model,
+)
+from segattack.store import atomic_save
 
 
 @pytest.fixture
@@ -83,8 +90,7 @@ def mobilenet_state():
 def test_checkpoint_round_trip_float_and_int8(tmp_path, mobilenet_state):
     for int8 in (False, True):
         path = tmp_path / f"m{int8}.pt"
-        checkpoints.atomic_save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {"heldout_miou": 0.5}, int8),
-                                path)
+        atomic_save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {"heldout_miou": 0.5}, int8), path)
         model = load_model("mobilenet_v3_large", path, fold_bn=False)  # compare the stored tensors
         assert model.info.clean_miou == 0.5 and model.info.source == "checkpoint"
         for name, value in model.net.state_dict().items():

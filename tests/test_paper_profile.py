@@ -21,6 +21,7 @@ def test_paper_profile_keeps_ref5s_pgd_and_runs_asma_to_convergence():
     steps = {cfg.attack: cfg.steps for cfg in grid_configs("paper")}
     assert steps == {"asma": 1000, "pgd": 15}
     assert {cfg.size for cfg in grid_configs("paper")} == {520} and PROFILES["paper"]["weights"] == "torchvision"
+    assert {cfg.batch for cfg in grid_configs("paper")} == {4}  # [5] attacks a batch of 4
     assert {cfg.steps for cfg in grid_configs("paper", {"steps": 2})} == {2}  # an override applies to every attack
 
 
@@ -35,7 +36,7 @@ def test_paper_profile_runs_on_torchvision_weights(tmp_path, monkeypatch):
         torch.save(build(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).state_dict(), path)
     out = tmp_path / "report"
     run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "paper", "--out", str(out),
-                          "-p", "num_images=2", "-p", "steps=2", "--studies", "none"],
+                          "-p", "num_images=2", "-p", "steps=2", "--studies", "none", "--cluster", "inprocess"],
                          cwd=ROOT, env={**os.environ, "TORCH_HOME": str(home)}, capture_output=True, text=True,
                          timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -14,7 +14,6 @@ from segattack.attacks.segpgd import segpgd_loss
 from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD, pooled_scores, reference_present_iou
 from segattack.models import wrap_model
 from segattack.runner import attacked_images, summarize
-from segattack.studies import transfer_all
 
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -119,25 +118,28 @@ def test_asma_l2_penalty_step_by_hand(linear_model):
     assert plain.adv[0, 1, 0, 0].item() == pytest.approx(0.7)  # without the penalty: 0.1 + 0.3 + 0.3
 
 
-def test_transfer_evaluates_the_other_backbone(tiny_model, scene_inputs):
-    images, _ = scene_inputs
+def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
+    """A studies cell crafts on its backbone and measures transfer on the other one (here a model that
+    predicts background everywhere, so transferred success is the share of target pixels that are 0)."""
+    import segattack.studies as studies
+
     background = nn.Conv2d(3, 21, 1)
     with torch.no_grad():
         background.weight.zero_()
         background.bias.fill_(-1.0)
         background.bias[0] = 1.0  # predicts class 0 everywhere
-    models = {"tiny": tiny_model, "background": wrap_model(background, normalize=False)}
+    models = {"mobilenet_v3_large": tiny_model, "resnet50": wrap_model(background, normalize=False)}
+    monkeypatch.setattr(studies, "cached_model", lambda backbone, *args: models[backbone])
+    study = studies.StudyConfig(num_images=3, size=32, batch=3, steps=5, eps=16 / 255)
+    cell = studies.run_cell(study, "compare/mobilenet_v3_large/pgd/0")
+    images = torch.stack(studies.image_set("scenes", 32).load(range(3)).images)
     with torch.no_grad():
-        targets = tiny_model(images).argmax(1).roll(1, 0)
-    adv = targeted_pgd(tiny_model, images, targets, steps=5, mode="linf", eps=16 / 255).adv
-    rows = transfer_all(models, {"tiny": {"pgd": adv}, "background": {"pgd": images}}, images,
-                        {"tiny": targets, "background": targets})
-    on_background = [r["success"] for r in rows if r["source"] == "tiny" and r["attack"] == "pgd"]
-    assert on_background == pytest.approx((targets == 0).flatten(1).double().mean(1).tolist())
-    on_tiny = [r["success"] for r in rows if r["source"] == "background" and r["attack"] == "pgd"]
-    with torch.no_grad():
-        assert on_tiny == pytest.approx((tiny_model(images).argmax(1) == targets).flatten(1).double().mean(1).tolist())
-    assert {(r["source"], r["evaluated_on"]) for r in rows} == {("tiny", "background"), ("background", "tiny")}
+        targets = tiny_model(images).argmax(1).roll(-1, 0)  # roll: image i takes image i+1's prediction
+    transferred = [r["success"] for r in cell["transfer"] if r["attack"] == "pgd"]
+    assert {(r["source"], r["evaluated_on"]) for r in cell["transfer"]} == {("mobilenet_v3_large", "resnet50")}
+    assert transferred == pytest.approx((targets == 0).flatten(1).double().mean(1).tolist())
+    crafted = [r["success"] for r in cell["comparison"]]
+    assert crafted != pytest.approx(transferred)  # on the crafting model the attack did more
 
 
 def test_dag_default_step_is_xie_et_als_scale(tiny_model, scene_inputs):

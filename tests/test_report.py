@@ -13,7 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from segattack.grid import build_report, config_hash, grid_configs, is_complete, run_grid
+from segattack.grid import build_report, grid_configs, run_grid
+from segattack.params import ParameterError
+from segattack.runner import RunFolder
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    status = run_grid("tiny", out)
+    status = run_grid("tiny", out, cluster="inprocess", progress=False)
     return out, status
 
 
@@ -35,34 +37,64 @@ def test_grid_runs_every_backbone_and_attack(tiny_study):
     assert len({r["eps"] for r in studies["security"]}) >= 5
     for cfg in grid_configs("tiny"):
         run_dir = out / "runs" / f"{cfg.backbone}-{cfg.attack}"
-        assert is_complete(run_dir, config_hash(cfg))
+        assert RunFolder(run_dir, cfg).complete()
         executed = nbformat.read(run_dir / "attack.ipynb", as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
 
 
-def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path):
+def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, monkeypatch):
+    import segattack.grid as grid
+
     out, _ = tiny_study
-    victim = out / "runs" / "resnet50-pgd"
-    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/results.json") if p.parent != victim}
-    (victim / "results.json").unlink()  # as if killed before its results were written
-    status = run_grid("tiny", out)
-    assert status["resnet50-pgd"] == "done"
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    victim = work / "runs" / "resnet50-pgd"
+    before = {p: p.stat().st_mtime_ns for p in (work / "runs").glob("*/results.json") if p.parent != victim}
+    (victim / "results.json").unlink()  # as if killed before its results were assembled
+    next(victim.glob("shards/*/00000.pt")).unlink()  # ... and before its shard was written
+    computed = []
+    real = grid.run_shard
+    monkeypatch.setattr(grid, "run_shard",
+                        lambda cfg, k: computed.append((cfg.backbone, cfg.attack, k)) or real(cfg, k))
+    status = run_grid("tiny", work, cluster="inprocess", progress=False)
+    assert status["resnet50-pgd"] == "done" and computed == [("resnet50", "pgd", 0)]
     assert [s for n, s in status.items() if n != "resnet50-pgd"] == ["skipped"] * 4  # 3 runs + the studies
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    # a changed parameter invalidates the run (checked on a copy: the study stays as it was)
-    shutil.copytree(out, tmp_path / "copy")
-    assert run_grid("tiny", tmp_path / "copy", {"steps": 1}, backbones=("mobilenet_v3_large",),
-                    attacks=("pgd",), studies="none") == {"mobilenet_v3_large-pgd": "done"}
+    ours = json.loads((victim / "results.json").read_text())
+    theirs = json.loads((out / "runs" / "resnet50-pgd" / "results.json").read_text())
+    assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"]
+    # a changed parameter invalidates the run; the old results stay until the new ones are complete
+    computed.clear()
+    assert run_grid("tiny", work, {"steps": 1}, backbones=("mobilenet_v3_large",), attacks=("pgd",),
+                    studies="none", cluster="inprocess", progress=False) == {"mobilenet_v3_large-pgd": "done"}
+    assert computed == [("mobilenet_v3_large", "pgd", 0)]
 
 
-def test_failing_run_keeps_its_notebook_and_is_reported(tmp_path):
-    status = run_grid("tiny", tmp_path, {"attack_params": {"beta": -1.0}}, backbones=("mobilenet_v3_large",),
-                      attacks=("asma",), studies="none")
+def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp_path):
+    out, _ = tiny_study
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    earlier = (work / "runs" / "mobilenet_v3_large-asma" / "results.json").read_bytes()
+    with pytest.raises(ParameterError, match="beta must be > 0"):  # refused before any work
+        run_grid("tiny", work, {"attack_params": {"beta": -1.0}}, backbones=("mobilenet_v3_large",),
+                 attacks=("asma",), studies="none", cluster="inprocess", progress=False)
+    # a failure inside the work (here: a model whose logits are NaN) is recorded beside the earlier results
+    import torch
+
+    from segattack import checkpoints
+    from segattack.models import embedded_weights_path
+
+    state = checkpoints.read(embedded_weights_path("mobilenet_v3_large"))["state"]
+    state["classifier.4.weight"] = torch.full_like(state["classifier.4.weight"], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    status = run_grid("tiny", work, {"weights": str(tmp_path / "nan.pt")}, backbones=("mobilenet_v3_large",),
+                      attacks=("asma",), studies="none", cluster="inprocess", progress=False)
     assert status == {"mobilenet_v3_large-asma": "failed"}
-    failure = json.loads((tmp_path / "runs" / "mobilenet_v3_large-asma" / "failed.json").read_text())
-    assert "beta must be > 0" in failure["error"] and Path(failure["notebook"]).is_file()
-    html = build_report(tmp_path, "tiny").read_text()
-    assert "Failed or unfinished runs" in html and "beta must be &gt; 0" in html
+    run_dir = work / "runs" / "mobilenet_v3_large-asma"
+    assert "AttackDiverged" in json.loads((run_dir / "failed.json").read_text())["error"]
+    assert (run_dir / "results.json").read_bytes() == earlier
+    html = build_report(work, "tiny").read_text()
+    assert "Failed or unfinished runs" in html and "non-finite logits" in html and "earlier results" in html
 
 
 def test_html_report_holds_table_figures_and_provenance(tiny_study):
@@ -77,6 +109,7 @@ def test_html_report_holds_table_figures_and_provenance(tiny_study):
         assert f"Figure {number}:" in html
     assert len(re.findall(r'<img[^>]+src="data:image/png;base64', html)) >= 10
     assert "Provenance" in html and "parameters hash" in html and "NOT the paper" in html
+    assert "clean mIoU vs ground truth" in html and "one confusion matrix over 2 images" in html
     assert "What holds" in html and "0-255 pixel units" in html
     assert "cdnjs" not in html and "def figure(" not in html  # offline, code hidden
     for section in ("Attack comparison", "Security curves", "Transferability", "Per-class difficulty"):
@@ -93,46 +126,87 @@ def test_committed_notebooks_carry_no_outputs():
         assert any("parameters" in c.metadata.get("tags", []) for c in book.cells), path
 
 
-def test_sigkill_mid_grid_then_restart_redoes_only_the_interrupted_run(tiny_study, tmp_path):
+def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_study, tmp_path):
     reference, _ = tiny_study
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
+                             "--cluster", "inprocess", "--studies", "none"],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = runs / "mobilenet_v3_large-asma" / "results.json"
     deadline = time.monotonic() + 300
-    while not (first.is_file() and (runs / "mobilenet_v3_large-pgd").is_dir()):
+    while not list(runs.glob("*/shards/*/*.pt")):
         assert proc.poll() is None and time.monotonic() < deadline, "grid ended before it could be killed"
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(2)  # an orphaned kernel notices its parent is gone and exits
-    finished = first.stat().st_mtime_ns
-    assert not (runs / "mobilenet_v3_large-pgd" / "results.json").is_file()
-    status = run_grid("tiny", tmp_path)
-    assert status["mobilenet_v3_large-asma"] == "skipped"
-    assert status["mobilenet_v3_large-pgd"] == "done"
-    assert first.stat().st_mtime_ns == finished
-    for name in (n for n in status if n != "studies"):  # the same numbers as the uninterrupted grid
+    finished = {p: p.stat().st_mtime_ns for p in runs.glob("*/shards/*/*.pt")}
+    assert finished and not list(runs.glob("*/results.json"))
+    status = run_grid("tiny", tmp_path, studies="none", cluster="inprocess", progress=False)
+    assert set(status.values()) == {"done"}
+    for name in status:  # the same numbers as the uninterrupted grid
         ours = json.loads((runs / name / "results.json").read_text())
         theirs = json.loads((reference / "runs" / name / "results.json").read_text())
         assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"], name
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were kept, not recomputed
     assert "MobileNet PGD Attack" in build_report(tmp_path, "tiny").read_text()
 
 
 def test_user_text_is_escaped_in_the_report(tiny_study, tmp_path):
     out, _ = tiny_study
-    shutil.copytree(out / "runs", tmp_path / "runs")
-    results = tmp_path / "runs" / "mobilenet_v3_large-pgd" / "results.json"
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    results = work / "runs" / "mobilenet_v3_large-pgd" / "results.json"
     doc = json.loads(results.read_text())
     doc["weights"]["description"] = "<script>alert('weights')</script>"  # e.g. from a crafted checkpoint
     doc["attack_params"]["note"] = "<img src=x onerror=alert(1)>"
     results.write_text(json.dumps(doc))
-    html = build_report(tmp_path, "<b>tiny</b>").read_text()
+    html = build_report(work, "<b>tiny</b>").read_text()
     assert "<script>alert" not in html and "<img src=x" not in html and "<b>tiny</b>" not in html
     assert "&lt;script&gt;alert" in html and "&lt;b&gt;tiny&lt;/b&gt;" in html
 
 
 def test_run_names_cannot_leave_the_output_folder(tmp_path):
     with pytest.raises(ValueError, match="unknown attack '../../evil'"):
-        run_grid("tiny", tmp_path / "out", attacks=("../../evil",))
+        run_grid("tiny", tmp_path / "out", attacks=("../../evil",), cluster="inprocess")
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGTERM, signal.SIGTERM]],
+                         ids=["SIGTERM", "SIGHUP", "repeated"])
+def test_a_stopped_report_leaves_no_kernel_running(tmp_path, signals):
+    """jupyter_client starts kernels in their own session: a signal to the command's process group
+    (a batch scheduler's time limit, `timeout`, a closed terminal) never reaches them."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
+                             "--cluster", "inprocess", "--studies", "none", "--backbones", "mobilenet_v3_large",
+                             "--attacks", "pgd"], cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    parent, kernels, deadline = psutil.Process(proc.pid), [], time.monotonic() + 300
+    while not kernels:  # wait until a notebook kernel is running
+        assert proc.poll() is None and time.monotonic() < deadline, "no kernel was started"
+        try:
+            kernels = [p for p in parent.children(recursive=True) if "ipykernel_launcher" in " ".join(p.cmdline())]
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    for sig in signals:
+        os.killpg(proc.pid, sig)
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signals[0]
+    name = "Ctrl-C" if signals[0] == signal.SIGINT else signals[0].name
+    assert err.strip().splitlines()[-1].startswith(f"segattack report: stopped ({name})")
+    assert "Traceback" not in err and "without encryption" not in err
+    time.sleep(1)
+    alive = [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"kernels still running: {[k.pid for k in alive]}"
+
+
+def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
+                          "--studies", "none", "--backbones", "mobilenet_v3_large", "--attacks", "pgd"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Dask dashboard: http" in run.stderr and "grid: 100%" in run.stderr
+    noise = [line for line in run.stderr.splitlines() if "WARNING" in line or "Warning" in line]
+    assert not noise and "without encryption" not in run.stderr, noise

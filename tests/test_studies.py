@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from segattack.studies import COMPARED, budget_params, class_difficulty, compare_attacks, security_curve, transfer_matrix
+from segattack.studies import COMPARED, budget_params, class_difficulty, compare_attack, curve_rows, transfer_matrix
 
 
 def test_class_difficulty_counts_only_pixels_that_must_change():
@@ -26,13 +26,18 @@ def test_budget_rules():
 def test_compare_curves_and_transfer_on_a_tiny_model(tiny_model, scene_inputs):
     images, _ = scene_inputs
     with torch.no_grad():
-        targets = tiny_model(images).argmax(1).roll(1, 0)
+        clean = tiny_model(images).argmax(1)
+    targets = clean.roll(1, 0)
     eps = 8 / 255
-    rows, outputs = compare_attacks(tiny_model, "tiny", images, targets, eps, 3)
+    rows, results = [], {}
+    for attack in COMPARED:
+        attack_rows, results[attack] = compare_attack(tiny_model, "tiny", attack, images, targets, clean, eps, 3)
+        rows += attack_rows
     assert {r["attack"] for r in rows} == set(COMPARED) and len(rows) == 4 * len(COMPARED)
     assert all(r["linf"] <= eps + 1e-6 for r in rows if r["attack"] != "dag")
-    curve = security_curve(tiny_model, "tiny", images[:2], targets[:2], [2 / 255, 16 / 255], 3, ("pgd",))
-    assert [r["eps"] for r in curve] == [2 / 255] * 2 + [16 / 255] * 2
-    transfer = transfer_matrix("tiny", {"pgd": outputs["pgd"]["adv"]}, images, tiny_model, "tiny", targets)
+    curve = [r for e in (2 / 255, 16 / 255) for r in curve_rows(tiny_model, "tiny", "pgd", images[:2], targets[:2],
+                                                                 clean[:2], e, 3, [5, 6])]
+    assert [r["eps"] for r in curve] == [2 / 255] * 2 + [16 / 255] * 2 and [r["image"] for r in curve] == [5, 6] * 2
+    transfer = transfer_matrix("tiny", {"pgd": results["pgd"].adv}, images, tiny_model, "tiny", targets)
     same = [r["success"] for r in transfer if r["attack"] == "pgd"]
     assert same == pytest.approx([r["success"] for r in rows if r["attack"] == "pgd"])  # same model: same success

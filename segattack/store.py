@@ -1,0 +1,132 @@
+"""Result folders that lose nothing: atomic files, whole-folder replacement, ownership markers, locks.
+
+A finished result is only ever replaced by a complete successor: files are written beside their
+destination and renamed, and a run folder is built whole in a staging folder on the destination's
+own file system, then swapped in. A folder segattack wrote carries a marker file, so a folder it
+did not write (a user's own files) is refused rather than overwritten; a lock file beside a folder
+keeps two processes from writing it at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from filelock import FileLock, Timeout
+
+MARKER = ".segattack"  # present in every folder segattack writes (run folders, report folders)
+
+
+class FolderError(OSError):
+    """An output folder that cannot be used: a file, someone else's files, or busy."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename (never half a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` resolved (symlinks followed), checked before any work: not empty text, not a file,
+    and either new, empty, or marked as segattack's."""
+    if not str(path).strip():
+        raise FolderError(f"the {what} is empty text; name a folder")
+    folder = Path(path).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise FolderError(f"{what} {folder} is a file")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+        raise FolderError(f"{what} {folder} holds files segattack did not write; choose a new or empty folder "
+                          f"(segattack replaces its own folders whole)")
+    return folder
+
+
+def claim(folder: Path) -> Path:
+    """Create ``folder`` if needed and mark it as segattack's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).touch()
+    return folder
+
+
+@contextmanager
+def locked(folder: Path, wait: float = 0) -> Iterator[None]:
+    """Hold the lock of ``folder`` (a file beside it, so replacing the folder keeps the lock);
+    another holder gets a message naming the folder after ``wait`` seconds."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise FolderError(f"another segattack process is writing {folder}; wait for it to finish or choose "
+                          f"another folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _staging_parent(folder: Path) -> Path:
+    """A place on ``folder``'s own file system: its parent, or the folder itself if it is a mount point."""
+    return folder if folder.is_dir() and os.path.ismount(folder) else folder.parent
+
+
+def replace_folder(folder: Path, build: Callable[[Path], None]) -> None:
+    """Build the new content of ``folder`` in a staging folder on the same file system, then swap it
+    in whole: until the swap the old content stays, and no file of it survives the swap."""
+    parent = _staging_parent(folder)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.staging-"))
+    try:
+        build(staging)
+        (staging / MARKER).touch()
+        os.chmod(staging, 0o755)
+        if parent == folder:  # a mount point cannot be renamed: swap its entries instead
+            _swap_entries(folder, staging)
+            return
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / "content")
+        os.replace(staging, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_entries(folder: Path, staging: Path) -> None:
+    old = Path(tempfile.mkdtemp(dir=folder, prefix=".old-"))
+    for entry in folder.iterdir():
+        if entry not in (staging, old):
+            os.replace(entry, old / entry.name)
+    for entry in staging.iterdir():
+        os.replace(entry, folder / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
