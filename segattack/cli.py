@@ -76,7 +76,10 @@ def _attack(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .grid import ATTACK_ORDER, BACKBONE_ORDER, build_report, run_grid
 
-    status = run_grid(args.profile, args.out, dict(args.param or []), tuple(args.backbones or BACKBONE_ORDER),
+    overrides = dict(args.param or [])
+    if args.images:
+        overrides["images"] = args.images
+    status = run_grid(args.profile, args.out, overrides, tuple(args.backbones or BACKBONE_ORDER),
                       tuple(args.attacks or ATTACK_ORDER), args.studies, args.cluster)
     print("runs: " + ", ".join(f"{name} {state}" for name, state in status.items()))
     path = build_report(args.out, args.profile)
@@ -139,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-p", "--param", action="append", type=_override, metavar="KEY=VALUE",
                     help="override a run parameter for every run (e.g. -p steps=20 -p images=voc:PATH) or a studies "
                          "setting (-p studies=none, -p studies_num_images=4, -p studies_size=128)")
+    rp.add_argument("--images", help="the runs' image set, as -p images=...: scenes, photos, voc:PATH, pairs:PATH "
+                                     "or a folder")
     rp.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), help="subset of backbones")
     rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
     rp.add_argument("--studies", choices=["none", *LEVELS], help="the studies (default: the profile's)")

@@ -2,10 +2,10 @@
 
 A unit of work (one shard of a backbone x attack run, one studies cell) is a Dask task that calls
 :func:`segattack.runner.run_shard` or :func:`segattack.studies.run_cell` and returns its record to
-this process, which writes it atomically (workers need no shared file system for results). Once
-every task is in, the runs and the studies are assembled, papermill executes one notebook per run
-and the studies notebook (they read the saved records), and :func:`build_report` renders the
-report. A restarted grid submits only the shards and cells not on disk for the same parameters.
+this process, which writes it atomically (workers need no shared file system for results). As
+soon as a run's last shard is in, it is assembled and papermill executes its notebook (which
+reads the saved records) while the workers go on; the studies likewise; :func:`build_report`
+then renders the report. A restarted grid submits only the shards and cells not on disk for the same parameters.
 
 Clusters: ``"local"`` (a ``LocalCluster`` sized to this machine), ``"local-cuda"`` (dask-cuda's
 ``LocalCUDACluster``, one worker per GPU), a scheduler address such as ``"tcp://host:8786"`` (an
@@ -134,22 +134,42 @@ class Task:
 
 
 @contextmanager
-def dask_client(cluster: str) -> Iterator[Any]:
-    """A ``distributed.Client`` for ``cluster``, closed (and a local cluster shut down) on exit."""
+def local_cluster(workers: int | None = None, threads: int = 1, torch_threads: int = 1,
+                  cuda: bool = False) -> Iterator[Any]:
+    """A client of a new local cluster, shut down on exit: ``workers`` processes (default: one per
+    core) running ``threads`` tasks at once, each with ``torch_threads`` intra-op threads; with
+    ``cuda``, dask-cuda's one worker per GPU.
+
+    Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then hands freed memory
+    back to the system at once and torch's large activation buffers are faulted in again every
+    iteration (an attack shard ran 1.35x slower here), so the workers start without it."""
+    import dask
     from distributed import Client, LocalCluster
 
-    if cluster == "local":
-        # One single-threaded worker process per core: measured faster than threads here
-        # (benchmarks/cluster.py), and each process keeps its own models.
-        with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                          dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
-            yield client
-    elif cluster == "local-cuda":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise ParameterError("--cluster local-cuda needs dask-cuda: pip install dask-cuda") from None
-        with LocalCUDACluster(dashboard_address=":0", silence_logs=logging.ERROR) as local, Client(local) as client:
+    environ = {name: torch_threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        if cuda:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError:
+                raise ParameterError("--cluster local-cuda needs dask-cuda: pip install dask-cuda") from None
+            cluster = LocalCUDACluster(dashboard_address=":0", silence_logs=logging.ERROR)
+        else:
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads,
+                                   processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+@contextmanager
+def dask_client(cluster: str) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster``, closed (and a local cluster shut down) on exit."""
+    from distributed import Client
+
+    if cluster in ("local", "local-cuda"):
+        # local: one single-threaded worker process per core, measured faster than one process
+        # running tasks in threads here (benchmarks/cluster.py); each process keeps its own models.
+        with local_cluster(cuda=cluster == "local-cuda") as client:
             yield client
     else:
         with Client(check_cluster(cluster), timeout=30) as client:
@@ -205,8 +225,9 @@ def execute(tasks: list[Task], cluster: str, progress: bool = True) -> dict[str,
 def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
              backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] = ATTACK_ORDER,
              studies: str | None = None, cluster: str = "local", progress: bool = True) -> dict[str, str]:
-    """Compute every unfinished shard of the grid and every missing studies cell on ``cluster``,
-    assemble them, then execute the run notebooks and the studies notebook with papermill.
+    """Compute every unfinished shard of the grid and every missing studies cell on ``cluster``;
+    as soon as a run's (or the studies') last record is in, assemble it and execute its notebook
+    with papermill while the workers go on.
 
     ``studies`` (none | default | full) overrides the profile's level. Every parameter is checked
     before any folder is touched. Returns run name -> 'skipped' | 'done' | 'failed' (the studies
@@ -222,30 +243,55 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
         folders = {run_name(c.backbone, c.attack): RunFolder(out / "runs" / run_name(c.backbone, c.attack), c)
                    for c in configs}
         status = {name: "skipped" if f.complete() else "pending" for name, f in folders.items()}
-        tasks = [Task(f"{name}-{f.digest}-{k}", run_shard, (f.cfg, k), f.write_shard, name)
-                 for name, f in folders.items() if status[name] == "pending" for k in f.pending(totals[name])]
         study_folder = StudyFolder(out / "studies", study) if study else None
         if study_folder is not None:
             status["studies"] = "skipped" if study_folder.complete() else "pending"
-            if status["studies"] == "pending":
-                tasks += [Task(f"studies-{study_folder.digest}-{c}", run_cell, (study, c), study_folder.write_cell,
-                               "studies") for c in study_folder.pending()]
         started = time.perf_counter()
-        errors = execute(tasks, cluster, progress)
+
+        def finish(name: str, error: str | None = None) -> None:
+            if name == "studies":
+                status[name] = _finish_studies(study_folder, error, time.perf_counter() - started)
+            else:
+                status[name] = _finish(folders[name], error, profile)
+
+        # A run (or the studies) is assembled and its notebook executed as soon as its last record
+        # is in, while the workers go on with the rest.
+        tasks = []
         for name, folder in folders.items():
             if status[name] == "pending":
-                status[name] = _finish(name, folder, errors.get(name), profile, progress)
+                pending = folder.pending(totals[name])
+                done = _collect(folder.write_shard, len(pending), lambda n=name: finish(n))
+                tasks += [Task(f"{name}-{folder.digest}-{k}", run_shard, (folder.cfg, k), done, name) for k in pending]
         if study_folder is not None and status["studies"] == "pending":
-            status["studies"] = _finish_studies(study_folder, errors.get("studies"), time.perf_counter() - started)
+            cells = study_folder.pending()
+            done = _collect(study_folder.write_cell, len(cells), lambda: finish("studies"))
+            tasks += [Task(f"studies-{study_folder.digest}-{c}", run_cell, (study, c), done, "studies") for c in cells]
+        errors = execute(tasks, cluster, progress)
+        for name in [n for n, state in status.items() if state == "pending"]:  # failed, or nothing left to compute
+            finish(name, errors.get(name))
     return status
+
+
+def _collect(write: Callable[[Any], None], count: int, finish: Callable[[], None]) -> Callable[[Any], None]:
+    """A task's ``done``: ``write`` its record, and ``finish`` once ``count`` records are in."""
+    left = [count]
+
+    def done(record: Any) -> None:
+        write(record)
+        left[0] -= 1
+        if left[0] == 0:
+            finish()
+
+    return done
 
 
 def _record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
     claim(folder)
-    atomic_write_text(folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")}))
+    atomic_write_text(folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")},
+                                                         allow_nan=False))
 
 
-def _finish(name: str, folder: RunFolder, error: str | None, profile: str, progress: bool) -> str:
+def _finish(folder: RunFolder, error: str | None, profile: str) -> str:
     """Assemble a run whose shards are all in and execute its notebook; a failure keeps the
     earlier results (if any) and is recorded beside them."""
     if error is not None:

@@ -147,7 +147,22 @@ def cached_model(backbone: str, weights: str, device: str, channels_last: bool, 
 
 
 def model_for(cfg: RunConfig) -> SegmentationModel:
-    return cached_model(cfg.backbone, cfg.weights, cfg.device, cfg.channels_last, cfg.fold_bn)
+    return cached_model(*model_key(cfg))
+
+
+def model_key(cfg: RunConfig) -> tuple[str, str, str, bool, bool]:
+    return cfg.backbone, cfg.weights, cfg.device, cfg.channels_last, cfg.fold_bn
+
+
+@lru_cache(maxsize=256)
+def clean_prediction(model: tuple[str, str, str, bool, bool], images: tuple[str, int, str, int],
+                     index: int) -> torch.Tensor:
+    """The clean prediction (H,W) of image ``index`` of the set ``images`` = (source, size, resize,
+    seed) by the model ``model`` (:func:`cached_model`'s arguments), made alone so that it is the
+    same bits in every shard; kept per process, as the shards and cells a worker runs share images."""
+    x = image_set(*images).load([index]).images[0]
+    with torch.inference_mode():
+        return predict_classes(cached_model(*model)(x[None].to(model[2])))[0].to(torch.uint8)
 
 
 def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
@@ -195,23 +210,22 @@ def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None
               progress: bool = False) -> dict[str, Any]:
     """Attack shard ``shard`` of the run and measure it: a record of plain tensors and numbers.
 
-    Clean predictions are made one image at a time, so an image's prediction (and so every target
-    taken from it) is the same bits in every shard and on every worker."""
+    Clean predictions are made one image at a time (:func:`clean_prediction`), so an image's
+    prediction (and so every target taken from it) is the same bits in every shard and on every
+    worker."""
     model = model or model_for(cfg)
     size = image_size(cfg, model)
     images_set = image_set(cfg.images, size, cfg.resize, cfg.seed)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
     sources = target_sources(indices, total, cfg.target_scheme, cfg.target_index)
-    extra = sorted(set(sources) - set(indices))
-    loaded = images_set.load(indices + extra)
+    loaded = images_set.load(indices)
     device = torch.device(cfg.device)
-    with torch.inference_mode():
-        clean = [predict_classes(model(x[None].to(device)))[0] for x in loaded.images]
-    position = {idx: p for p, idx in enumerate(indices + extra)}
-    images = [x.to(device) for x in loaded.images[:len(indices)]]
-    targets = [_resize_mask(clean[position[s]], images[i].shape[1:]) for i, s in enumerate(sources)]
-    truth = None if loaded.truth is None else [t.to(device) for t in loaded.truth[:len(indices)]]
+    set_key = (cfg.images, size, cfg.resize, cfg.seed)
+    clean = {i: clean_prediction(model_key(cfg), set_key, i).long() for i in {*indices, *sources}}
+    images = [x.to(device) for x in loaded.images]
+    targets = [_resize_mask(clean[s], images[p].shape[1:]) for p, s in enumerate(sources)]
+    truth = None if loaded.truth is None else [t.to(device) for t in loaded.truth]
     params = {**default_attack_params(cfg.attack, cfg.backbone), **cfg.attack_params}
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + shard)
     if "generator" in typing.get_type_hints(ATTACKS[cfg.attack]):
@@ -225,7 +239,8 @@ def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None
         seconds += time.perf_counter() - started
         passes += max(result.params["iterations"])  # fewer than steps once every sample has stopped
         parts.append((group, x, t, result))
-    return _shard_record(cfg, shard, indices, loaded, clean, targets, truth, parts, seconds, passes, model)
+    return _shard_record(cfg, shard, indices, loaded, [clean[i] for i in indices], targets, truth, parts, seconds,
+                         passes, model)
 
 
 def _shard_record(cfg: RunConfig, shard: int, indices: list[int], loaded: Any, clean: list[torch.Tensor],
@@ -259,10 +274,9 @@ def _shard_record(cfg: RunConfig, shard: int, indices: list[int], loaded: Any, c
     attack_params = {k: v for k, v in parts[0][3].params.items() if k != "iterations"}
     return {
         "config_hash": config_hash(cfg), "shard": shard, "indices": indices, "size": image_size(cfg, model),
-        "names": loaded.names[:len(indices)],
-        "notes": loaded.notes, "sizes": [list(x.shape[1:]) for x in loaded.images[:len(indices)]],
+        "names": loaded.names, "notes": loaded.notes, "sizes": [list(x.shape[1:]) for x in loaded.images],
         "metrics": {k: torch.cat(v) for k, v in metrics.items()}, "conf": {k: torch.cat(v) for k, v in conf.items()},
-        "pixels": torch.tensor([x.shape[1] * x.shape[2] for x in loaded.images[:len(indices)]], dtype=torch.float64),
+        "pixels": torch.tensor([x.shape[1] * x.shape[2] for x in loaded.images], dtype=torch.float64),
         "history": {k: torch.cat(v, dim=1) for k, v in history.items()}, "iterations": iterations,
         "seconds": seconds, "passes": passes, "attack_params": attack_params, "weights": model.info.as_dict(),
         "saved": saved,

@@ -1,6 +1,8 @@
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from segattack.cli import main
 
@@ -47,3 +49,20 @@ def test_cli_output_dir_is_a_file(tmp_path, small_checkpoint, capsys):
     code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights",
                  str(small_checkpoint), "--out", str(tmp_path / "f"), "--num-images", "2", "--steps", "1"])
     assert code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_voc_run_reports_clean_miou_against_ground_truth_as_computed_by_hand(tmp_path, small_checkpoint, voc_folder):
+    out = tmp_path / "voc"
+    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
+                 "--images", f"voc:{voc_folder}", "--num-images", "0", "--batch", "2", "--steps", "1",
+                 "--out", str(out)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    saved = torch.load(out / "tensors.pt", weights_only=True)
+    assert doc["shards"] == 3 and saved["index"] == [0, 1, 2, 3, 4]
+    pred = np.concatenate([p.numpy().ravel() for p in saved["clean_pred"]])
+    truth = np.concatenate([t.numpy().ravel() for t in saved["truth"]])
+    keep = truth != 255
+    ious = [((pred == c) & (truth == c) & keep).sum() / (((pred == c) | (truth == c)) & keep).sum()
+            for c in range(21) if (((pred == c) | (truth == c)) & keep).any()]
+    assert doc["clean_truth"]["miou"] == pytest.approx(float(np.mean(ious)))
+    assert doc["clean_truth"]["pixel_accuracy"] == pytest.approx(float((pred == truth)[keep].mean()))

@@ -3,7 +3,6 @@ the client killed mid-grid ends in the same report. Workers run torch single-thr
 OMP_NUM_THREADS=1), so the in-process reference does too: float sums depend on the thread count."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.grid import run_grid
+from segattack.grid import local_cluster, run_grid
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,11 +25,8 @@ OVERRIDES = {"num_images": 4, "batch": 1, "studies_backbones": ["mobilenet_v3_la
 
 @pytest.fixture(scope="module")
 def cluster():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as local, Client(local) as client:
-        yield local, client
+    with local_cluster(2, 1) as client:  # what --cluster local starts
+        yield client.cluster, client
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +107,15 @@ def test_a_client_killed_mid_grid_resumes_with_only_the_unfinished_tasks(cluster
     assert set(status.values()) == {"done"}
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # kept, not recomputed
     assert records(tmp_path) == records(reference)
+
+
+def test_report_on_a_voc_folder_through_dask(cluster, voc_folder, tmp_path):
+    from segattack.cli import main
+
+    local, _ = cluster
+    assert main(["report", "--profile", "tiny", "--images", f"voc:{voc_folder}", "-p", "num_images=0", "-p",
+                 "batch=2", "--studies", "none", "--backbones", "mobilenet_v3_large", "--attacks", "pgd",
+                 "--cluster", local.scheduler_address, "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "runs" / "mobilenet_v3_large-pgd" / "results.json").read_text())
+    assert len(doc["names"]) == 5 and doc["shards"] == 3 and doc["clean_truth"]["images"] == 5
+    assert "one confusion matrix over 5 images" in (tmp_path / "index.html").read_text()

@@ -129,9 +129,16 @@ def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
         background.bias.fill_(-1.0)
         background.bias[0] = 1.0  # predicts class 0 everywhere
     models = {"mobilenet_v3_large": tiny_model, "resnet50": wrap_model(background, normalize=False)}
-    monkeypatch.setattr(studies, "cached_model", lambda backbone, *args: models[backbone])
+    import segattack.runner as runner
+
+    for module in (studies, runner):
+        monkeypatch.setattr(module, "cached_model", lambda backbone, *args: models[backbone])
+    runner.clean_prediction.cache_clear()  # cached per process: made by the real models elsewhere
     study = studies.StudyConfig(num_images=3, size=32, batch=3, steps=5, eps=16 / 255)
-    cell = studies.run_cell(study, "compare/mobilenet_v3_large/pgd/0")
+    try:
+        cell = studies.run_cell(study, "compare/mobilenet_v3_large/pgd/0")
+    finally:
+        runner.clean_prediction.cache_clear()
     images = torch.stack(studies.image_set("scenes", 32).load(range(3)).images)
     with torch.no_grad():
         targets = tiny_model(images).argmax(1).roll(-1, 0)  # roll: image i takes image i+1's prediction

@@ -210,3 +210,15 @@ def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
     assert "Dask dashboard: http" in run.stderr and "grid: 100%" in run.stderr
     noise = [line for line in run.stderr.splitlines() if "WARNING" in line or "Warning" in line]
     assert not noise and "without encryption" not in run.stderr, noise
+
+
+def test_a_bad_report_parameter_leaves_every_earlier_result_intact(tiny_study, tmp_path, capsys):
+    from segattack.cli import main
+
+    out, _ = tiny_study
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    assert main(["report", "--profile", "tiny", "--out", str(work), "-p", "steps=abc"]) == 2
+    assert "steps must be an integer, got 'abc'" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
