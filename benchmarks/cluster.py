@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from machine import describe
 
 # (worker processes, tasks at once per worker, torch threads per task)
 CONFIGS = {"loop": None, "2x1": (2, 1, 1), "1x2": (1, 2, 1), "1x1t2": (1, 1, 2), "1x1": (1, 1, 1)}
@@ -102,20 +102,23 @@ def main() -> None:
                                   capture_output=True, text=True, check=True)
             seconds[config].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
             print(f"round {round_ + 1}: {config} {seconds[config][-1]:.1f} s", flush=True)
+            write(Path(args.out), args.profile, images, round_ + 1, seconds)  # a stopped run keeps what it has
     median = {c: statistics.median(v) for c, v in seconds.items()}
-    result = {"profile": args.profile, "images": images, "rounds": args.rounds, "seconds": seconds,
-              "median_s": median, "images_per_s": {c: images / s for c, s in median.items()},
-              "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".strip(),
-              "date": time.strftime("%Y-%m-%d")}
-    if "loop" in median:
-        result["over_loop"] = {c: s / median["loop"] for c, s in median.items()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
     print("\n| configuration | seconds (median) | images / s | / plain loop |\n|---|---|---|---|")
     for c, s in median.items():
         ratio = f"{s / median['loop']:.2f}" if "loop" in median else "-"
         print(f"| {c} | {s:.1f} | {images / s:.2f} | {ratio} |")
 
+
+def write(out: Path, profile: str, images: int, rounds: int, seconds: dict[str, list[float]]) -> None:
+    median = {c: statistics.median(v) for c, v in seconds.items() if v}
+    result = {"profile": profile, "images": images, "rounds": rounds, "seconds": seconds, "median_s": median,
+              "images_per_s": {c: images / s for c, s in median.items()}, "machine": describe(),
+              "date": time.strftime("%Y-%m-%d")}
+    if "loop" in median:
+        result["over_loop"] = {c: s / median["loop"] for c, s in median.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
 
 if __name__ == "__main__":
     main()

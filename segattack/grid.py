@@ -5,7 +5,8 @@ A unit of work (one shard of a backbone x attack run, one studies cell) is a Das
 this process, which writes it atomically (workers need no shared file system for results). As
 soon as a run's last shard is in, it is assembled and papermill executes its notebook (which
 reads the saved records) while the workers go on; the studies likewise; :func:`build_report`
-then renders the report. A restarted grid submits only the shards and cells not on disk for the same parameters.
+then renders the report. A restarted grid submits only the shards and cells not on disk for the
+same parameters.
 
 Clusters: ``"local"`` (a ``LocalCluster`` sized to this machine), ``"local-cuda"`` (dask-cuda's
 ``LocalCUDACluster``, one worker per GPU), a scheduler address such as ``"tcp://host:8786"`` (an

@@ -211,6 +211,7 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
     return net, info
 
 
+@torch.inference_mode(False)  # tensors made under inference mode could never be differentiated through
 def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
                download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
     """Load a DeepLabV3 ``backbone`` ready for attacks: eval mode, frozen parameters.

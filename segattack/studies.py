@@ -34,7 +34,7 @@ from .data import MIN_SIDE, image_set, target_sources
 from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
 from .models import BACKBONES, WEIGHT_SOURCES
 from .params import ParameterError, coerce
-from .runner import cached_model, clean_prediction, shard_ranges
+from .runner import cached_model, clean_prediction, shard_ranges, warm_up
 from .store import atomic_write_text, claim, locked, replace_folder
 
 COMPARED = ("pgd", "segpgd", "cospgd", "dag", "asma")
@@ -188,19 +188,15 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
             "targets": torch.stack([clean[i] for i in sources]), "truth": truth, "model": cached_model(*model_key)}
 
 
-_WARM: set[tuple[int, tuple[int, ...]]] = set()  # (model, input shape) pairs this process has run
-
-
 def compare_attack(model: nn.Module, backbone: str, attack: str, images: torch.Tensor, targets: torch.Tensor,
                    clean_pred: torch.Tensor, eps: float, steps: int,
                    index: list[int] | None = None) -> tuple[list[dict[str, Any]], Any]:
     """One attack at the studies' budget: per-image rows (with iterations and the batch's wall time)
     and the attack's result (its images and prediction feed transfer and difficulty)."""
-    if (id(model), tuple(images.shape)) not in _WARM:  # the first calls on a shape pay one-off kernel set-up
-        ATTACKS[attack](model, images, targets, **budget_params(attack, backbone, eps, 1))
-        _WARM.add((id(model), tuple(images.shape)))
+    budget = budget_params(attack, backbone, eps, steps)
+    warm_up(model, attack, images, targets, {k: v for k, v in budget.items() if k != "steps"})
     started = time.perf_counter()
-    res = ATTACKS[attack](model, images, targets, **budget_params(attack, backbone, eps, steps))
+    res = ATTACKS[attack](model, images, targets, **budget)
     seconds = time.perf_counter() - started
     iterations = res.params.get("iterations", [steps] * len(images))
     rows = [dict(r, iterations=iterations[p], seconds=seconds)

@@ -9,15 +9,8 @@ from torchvision.models import segmentation as tvseg
 
 from segattack import checkpoints
 from segattack.checkpoints import CheckpointError
-from segattack.models import (
-    SegmentationModel,
-    WeightsUnavailable,
-    build_network,
-    fold_batchnorm,
-    load_model,
-    torchvision_weights_path,
-    wrap_model,
-)
+from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, fold_batchnorm, load_model,
+                              torchvision_weights_path, wrap_model)
 from segattack.store import atomic_save
 
 
@@ -184,3 +177,23 @@ def test_fold_batchnorm_refuses_a_training_module():
         fold_batchnorm(net)
     fold_batchnorm(net.eval())
     assert isinstance(net[1], nn.Identity)
+
+
+def test_a_model_loaded_under_inference_mode_can_still_be_attacked():
+    """The CI failure of a grid whose worker first met the model inside a clean prediction."""
+    with torch.inference_mode():
+        model = load_model("mobilenet_v3_large", "embedded")
+    assert not any(p.is_inference() for p in model.parameters())
+    x = torch.rand(1, 3, 48, 48, requires_grad=True)
+    (grad,) = torch.autograd.grad(model(x).sum(), x)
+    assert grad.abs().sum() > 0
+
+
+def test_the_cached_clean_prediction_leaves_a_differentiable_model():
+    from segattack import runner
+    runner.cached_model.cache_clear(), runner.clean_prediction.cache_clear()
+    key = ("mobilenet_v3_large", "embedded", "cpu", True, True)
+    runner.clean_prediction(key, ("scenes", 48, "crop", 0), 0)
+    x = torch.rand(1, 3, 48, 48, requires_grad=True)
+    (grad,) = torch.autograd.grad(runner.cached_model(*key)(x).sum(), x)
+    assert grad.abs().sum() > 0

@@ -1,6 +1,7 @@
 """The study end to end on the tiny profile: papermill runs, resume, nbconvert HTML."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -126,6 +128,22 @@ def test_committed_notebooks_carry_no_outputs():
         assert any("parameters" in c.metadata.get("tags", []) for c in book.cells), path
 
 
+def close(a: Any, b: Any) -> bool:
+    """Equal JSON documents, their floats up to a relative 1e-6."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(close, a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def test_close_tells_rounding_from_a_difference():
+    assert close({"m": [58.87208706974097, None]}, {"m": [58.87208098737396, None]})
+    assert not close({"m": [58.872, None]}, {"m": [58.873, None]}) and not close({"m": [1.0]}, {"n": [1.0]})
+
+
 def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_study, tmp_path):
     reference, _ = tiny_study
     runs = tmp_path / "runs"
@@ -138,14 +156,16 @@ def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_st
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in runs.glob("*/shards/*/*.pt")}
-    assert finished and not list(runs.glob("*/results.json"))
+    # a run is assembled as soon as its shards are in, so the kill may find some runs finished
+    finished = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/shards/*/*.pt"), *runs.glob("*/results.json")]}
     status = run_grid("tiny", tmp_path, studies="none", cluster="inprocess", progress=False)
+    assert finished and len(list(runs.glob("*/results.json"))) > sum(p.name == "results.json" for p in finished)
     assert set(status.values()) == {"done"}
-    for name in status:  # the same numbers as the uninterrupted grid
+    for name in status:  # the uninterrupted grid's numbers, up to float32 rounding: the killed command
+        # ran in another process, whose oneDNN kernels may sum in another order (1e-7 relative seen)
         ours = json.loads((runs / name / "results.json").read_text())
         theirs = json.loads((reference / "runs" / name / "results.json").read_text())
-        assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"], name
+        assert close(ours["per_image"], theirs["per_image"]) and close(ours["history"], theirs["history"]), name
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were kept, not recomputed
     assert "MobileNet PGD Attack" in build_report(tmp_path, "tiny").read_text()
 
