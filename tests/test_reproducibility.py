@@ -30,3 +30,14 @@ def test_time_per_iteration_counts_the_passes_an_early_stopped_run_made(small_ch
     res, _ = run(cfg, tmp_path / "run", progress=False)
     assert res["iterations"] == [1]
     assert res["seconds_per_iteration"] == res["seconds"]
+
+
+def test_save_images_keeps_the_first_images_only_and_changes_no_number(small_checkpoint, tmp_path):
+    base = dict(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint), num_images=5, batch=2,
+                steps=2, target_scheme="roll")
+    (few, few_saved), (all_, all_saved) = (run(RunConfig(**base, save_images=k), tmp_path / f"keep{k}",
+                                               progress=False) for k in (3, 8))
+    assert few_saved["index"] == [0, 1, 2] and all_saved["index"] == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "keep3").glob("??_adv.png")) == ["00_adv.png", "01_adv.png", "02_adv.png"]
+    assert all(torch.equal(a, b) for a, b in zip(few_saved["adv"], all_saved["adv"][:3]))  # image 2: the 2nd shard
+    assert len(few["per_image"]["l2_255"]) == 5 and few["per_image"] == all_["per_image"]
