@@ -243,17 +243,18 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
         claim(out)
         folders = {run_name(c.backbone, c.attack): RunFolder(out / "runs" / run_name(c.backbone, c.attack), c)
                    for c in configs}
-        status = {name: "skipped" if f.complete() else "pending" for name, f in folders.items()}
+        status = {name: _state(f.complete(), f.path / "attack.ipynb") for name, f in folders.items()}
         study_folder = StudyFolder(out / "studies", study) if study else None
         if study_folder is not None:
-            status["studies"] = "skipped" if study_folder.complete() else "pending"
+            status["studies"] = _state(study_folder.complete(), study_folder.path / "studies.ipynb")
         started = time.perf_counter()
 
         def finish(name: str, error: str | None = None) -> None:
+            assemble = status[name] == "pending"  # else the results are there, only the notebook is not
             if name == "studies":
-                status[name] = _finish_studies(study_folder, error, time.perf_counter() - started)
+                status[name] = _finish_studies(study_folder, error, time.perf_counter() - started, assemble)
             else:
-                status[name] = _finish(folders[name], error, profile)
+                status[name] = _finish(folders[name], error, profile, assemble)
 
         # A run (or the studies) is assembled and its notebook executed as soon as its last record
         # is in, while the workers go on with the rest.
@@ -268,9 +269,18 @@ def run_grid(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None
             done = _collect(study_folder.write_cell, len(cells), lambda: finish("studies"))
             tasks += [Task(f"studies-{study_folder.digest}-{c}", run_cell, (study, c), done, "studies") for c in cells]
         errors = execute(tasks, cluster, progress)
-        for name in [n for n, state in status.items() if state == "pending"]:  # failed, or nothing left to compute
-            finish(name, errors.get(name))
+        for name in [n for n, state in status.items() if state in ("pending", "render")]:  # failed, or nothing
+            finish(name, errors.get(name))                                                # left to compute
     return status
+
+
+def _state(complete: bool, notebook: Path) -> str:
+    """'skipped' (results and executed notebook there), 'render' (results there, notebook missing or
+    failed: a stop between the two) or 'pending'. A notebook is written only once it has run
+    (:func:`_execute`), and a failed one has ``failed.json`` beside it."""
+    if not complete:
+        return "pending"
+    return "skipped" if notebook.is_file() and not (notebook.parent / "failed.json").is_file() else "render"
 
 
 def _collect(write: Callable[[Any], None], count: int, finish: Callable[[], None]) -> Callable[[Any], None]:
@@ -292,33 +302,38 @@ def _record_failure(folder: Path, message: str, notebook: Path | None = None) ->
                                                          allow_nan=False))
 
 
-def _finish(folder: RunFolder, error: str | None, profile: str) -> str:
-    """Assemble a run whose shards are all in and execute its notebook; a failure keeps the
-    earlier results (if any) and is recorded beside them."""
+def _finish(folder: RunFolder, error: str | None, profile: str, assemble: bool = True) -> str:
+    """Assemble a run whose shards are all in (``assemble``) and execute its notebook; a failure
+    keeps the earlier results (if any) and is recorded beside them."""
     if error is not None:
         _record_failure(folder.path, error)
         return "failed"
-    folder.finish()
-    notebook = folder.path / "attack.ipynb"
-    try:
-        _execute("attack.ipynb", notebook, {**asdict(folder.cfg), "out_dir": str(folder.path), "profile": profile})
-    except Exception as exc:  # the kept notebook shows the failing cell
-        _record_failure(folder.path, _message(exc), notebook)
-        return "failed"
-    return "done"
+    if assemble:
+        folder.finish()
+    return _render("attack.ipynb", folder.path, {**asdict(folder.cfg), "out_dir": str(folder.path), "profile": profile})
 
 
-def _finish_studies(folder: StudyFolder, error: str | None, seconds: float) -> str:
+def _finish_studies(folder: StudyFolder, error: str | None, seconds: float, assemble: bool = True) -> str:
     if error is not None:
         _record_failure(folder.path, error)
         return "failed"
-    folder.finish(seconds)
-    notebook = folder.path / "studies.ipynb"
+    if assemble:
+        folder.finish(seconds)
+    return _render("studies.ipynb", folder.path, {"settings": asdict(folder.study), "out_dir": str(folder.path)})
+
+
+def _render(notebook: str, folder: Path, parameters: dict[str, Any]) -> str:
+    """Execute ``notebook`` into ``folder``: 'done', or 'failed' with the failure recorded (the kept
+    notebook shows the failing cell). A notebook of an earlier failure goes first, its record
+    last, so a stop in between leaves the folder to be rendered again."""
+    executed = folder / notebook
+    executed.unlink(missing_ok=True)
     try:
-        _execute("studies.ipynb", notebook, {"settings": asdict(folder.study), "out_dir": str(folder.path)})
+        _execute(notebook, executed, parameters)
     except Exception as exc:
-        _record_failure(folder.path, _message(exc), notebook)
+        _record_failure(folder, _message(exc), executed)
         return "failed"
+    (folder / "failed.json").unlink(missing_ok=True)
     return "done"
 
 
@@ -336,14 +351,22 @@ def notebooks_dir() -> Path:
 
 def _execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
     """Run one of the project's notebooks with papermill, from the notebooks folder, on a kernel
-    that talks over IPC and is always shut down (see :mod:`segattack.kernels`)."""
+    that talks over IPC and is always shut down (see :mod:`segattack.kernels`). Papermill writes
+    beside ``output`` as cells run; ``output`` appears only once the notebook has finished or failed
+    (a failed one shows its failing cell), so a stop mid-notebook never leaves it half-run."""
     import papermill as pm
 
     from .kernels import IPCKernelManager
 
-    pm.execute_notebook(str(notebooks_dir() / notebook), str(output), parameters=parameters,
-                        kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-                        kernel_manager_class=IPCKernelManager)
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    try:
+        pm.execute_notebook(str(notebooks_dir() / notebook), str(partial), parameters=parameters,
+                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+                            kernel_manager_class=IPCKernelManager)
+    except pm.PapermillExecutionError:
+        os.replace(partial, output)
+        raise
+    os.replace(partial, output)
 
 
 def build_report(out_dir: str | Path, profile: str) -> Path:

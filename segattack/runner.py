@@ -38,7 +38,7 @@ from .metrics import (attack_metrics, confusion_matrix, dataset_scores, finite_o
                       pooled_from_counts, predict_classes)
 from .models import BACKBONES, WEIGHT_SOURCES, SegmentationModel, load_model, wrap_model
 from .params import ParameterError, check_attack_params, coerce
-from .store import atomic_save, atomic_write_text, claim, locked, output_folder, replace_folder
+from .store import atomic_save, atomic_write_text, claim, json_matches, locked, output_folder, replace_folder
 
 RESULTS_VERSION = 3  # bumped when results.json gains or changes fields the report reads
 TARGET_SCHEMES = ("single", "roll")
@@ -375,11 +375,7 @@ class RunFolder:
 
     def complete(self) -> bool:
         """True when the folder holds finished results for exactly this configuration."""
-        try:
-            doc = json.loads((self.path / "results.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return doc.get("config_hash") == self.digest and doc.get("results_version") == RESULTS_VERSION
+        return json_matches(self.path / "results.json", config_hash=self.digest, results_version=RESULTS_VERSION)
 
     def pending(self, total: int) -> list[int]:
         """The shards without a record on disk."""

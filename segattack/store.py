@@ -9,6 +9,7 @@ keeps two processes from writing it at once.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -53,6 +54,16 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_matches(path: Path, **expected: Any) -> bool:
+    """True when ``path`` is a readable JSON object holding every ``key=value`` of ``expected``
+    (how a finished result is recognised as belonging to the current parameters)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and all(doc.get(key) == value for key, value in expected.items())
 
 
 def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:

@@ -35,7 +35,7 @@ from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_no
 from .models import BACKBONES, WEIGHT_SOURCES
 from .params import ParameterError, coerce
 from .runner import cached_model, clean_prediction, shard_ranges, warm_up
-from .store import atomic_write_text, claim, locked, replace_folder
+from .store import atomic_write_text, claim, json_matches, locked, replace_folder
 
 COMPARED = ("pgd", "segpgd", "cospgd", "dag", "asma")
 LEVELS: dict[str, dict[str, Any]] = {
@@ -249,11 +249,8 @@ class StudyFolder:
         return self.cell_dir / (cell.replace("/", "-") + ".json")
 
     def complete(self) -> bool:
-        try:
-            doc = json.loads((self.path / "studies.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return doc.get("settings_hash") == self.digest and doc.get("version") == STUDIES_VERSION
+        """True when the folder holds finished studies for exactly these settings."""
+        return json_matches(self.path / "studies.json", settings_hash=self.digest, version=STUDIES_VERSION)
 
     def pending(self) -> list[str]:
         return [c for c in study_cells(self.study) if not self._file(c).is_file()]

@@ -21,7 +21,7 @@ from segattack.attacks import AttackDiverged, asma, targeted_pgd
 from segattack.cli import main
 from segattack.data import ImageError, image_set, load_image
 from segattack.models import build_network, wrap_model
-from segattack.store import atomic_save
+from segattack.store import atomic_save, json_matches
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +461,15 @@ def test_a_diverging_attack_ends_in_one_line_and_exit_code_1(workspace, tmp_path
     assert err.splitlines()[-1].startswith("segattack attack: error: the attack diverged: the model produced "
                                            "non-finite logits at iteration 0") and "Traceback" not in err, err
     assert not (out / "results.json").exists()
+
+
+def test_a_result_is_recognised_only_when_its_file_is_whole_and_its_parameters_match(tmp_path):
+    path = tmp_path / "results.json"
+    assert not json_matches(path, config_hash="abc")  # missing
+    path.write_text('{"config_hash": "abc", "results_version": 3')  # cut short by a crash
+    assert not json_matches(path, config_hash="abc")
+    path.write_text('["abc"]')
+    assert not json_matches(path, config_hash="abc")
+    path.write_text('{"config_hash": "abc", "results_version": 3}')
+    assert json_matches(path, config_hash="abc", results_version=3)
+    assert not json_matches(path, config_hash="abc", results_version=2)

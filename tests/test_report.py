@@ -72,6 +72,27 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
     assert computed == [("mobilenet_v3_large", "pgd", 0)]
 
 
+def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study, tmp_path, monkeypatch):
+    import segattack.grid as grid
+
+    out, _ = tiny_study
+    work = tmp_path / "work"
+    shutil.copytree(out, work)
+    run, studies = work / "runs" / "mobilenet_v3_large-pgd", work / "studies"
+    (run / "attack.ipynb").unlink()  # stopped after its results were assembled, before its notebook ran
+    (studies / "failed.json").write_text('{"error": "KeyboardInterrupt", "notebook": ""}')  # or that failed
+    kept = {p: p.read_bytes() for p in [run / "results.json", studies / "studies.json"]}
+    monkeypatch.setattr(grid, "run_shard", lambda *a: pytest.fail("a finished shard was computed again"))
+    monkeypatch.setattr(grid, "run_cell", lambda *a: pytest.fail("a finished cell was computed again"))
+    status = run_grid("tiny", work, cluster="inprocess", progress=False)
+    assert status["mobilenet_v3_large-pgd"] == status["studies"] == "done"
+    assert sorted(status.values()).count("skipped") == 3
+    assert {p: p.read_bytes() for p in kept} == kept and not (studies / "failed.json").exists()
+    executed = nbformat.read(run / "attack.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
+    assert not list(work.rglob(".*.partial.ipynb"))
+
+
 def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp_path):
     out, _ = tiny_study
     work = tmp_path / "work"
@@ -160,7 +181,7 @@ def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_st
     finished = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/shards/*/*.pt"), *runs.glob("*/results.json")]}
     status = run_grid("tiny", tmp_path, studies="none", cluster="inprocess", progress=False)
     assert finished and len(list(runs.glob("*/results.json"))) > sum(p.name == "results.json" for p in finished)
-    assert set(status.values()) == {"done"}
+    assert set(status.values()) <= {"done", "skipped"}  # skipped: finished before the kill
     for name in status:  # the uninterrupted grid's numbers, up to float32 rounding: the killed command
         # ran in another process, whose oneDNN kernels may sum in another order (1e-7 relative seen)
         ours = json.loads((runs / name / "results.json").read_text())
