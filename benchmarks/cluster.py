@@ -9,7 +9,8 @@ start-up (cluster, worker processes, model loading) included:
 - ``loop``: the tasks one after another in this process (``--cluster inprocess``), torch using
   every core: the attack compute the report contains;
 - ``2x1``: a LocalCluster of 2 single-threaded worker processes (Dask's own default shape);
-- ``1x2``: one worker process running 2 tasks at once in threads, torch single-threaded;
+- ``1x2``: one worker process running 2 tasks at once in threads, torch single-threaded
+  (what ``--cluster local`` starts on 2 cores);
 - ``1x1t2``: one worker process running one task at a time with torch on 2 threads (the loop's
   shape behind the engine);
 - ``1x1``: one single-threaded worker (what one worker of many does).
