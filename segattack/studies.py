@@ -94,6 +94,10 @@ class StudyConfig:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
+    def model_key(self, backbone: str) -> tuple[str, str, str, bool, bool]:
+        """:func:`~segattack.runner.cached_model`'s arguments for ``backbone`` (NHWC, folded BN)."""
+        return backbone, self.weights, self.device, True, True
+
 
 def budget_params(attack: str, backbone: str, eps: float, steps: int) -> dict[str, Any]:
     """Hyperparameters giving ``attack`` the L-inf budget ``eps`` ([0,1] pixels) over ``steps``.
@@ -179,7 +183,7 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
     i+1 of the whole set (``roll``)."""
     sources = target_sources(indices, total, "roll", 0)
     loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)
-    model_key = (backbone, study.weights, study.device, True, True)
+    model_key = study.model_key(backbone)
     set_key = (study.images, study.size, "crop", study.seed)
     clean = {i: clean_prediction(model_key, set_key, i).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
@@ -226,7 +230,7 @@ def run_cell(study: StudyConfig, cell: str) -> dict[str, Any]:
     rows, res = compare_attack(model, backbone, attack, images, targets, clean, study.eps, study.steps, indices)
     transfer = []
     for other in (b for b in study.backbones if b != backbone):
-        other_model = cached_model(other, study.weights, study.device, True, True)
+        other_model = cached_model(*study.model_key(other))
         transfer += transfer_matrix(backbone, {attack: res.adv}, images, other_model, other, targets, indices,
                                     with_clean=attack == COMPARED[0])
     truth = inputs["truth"]
