@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,47 +35,42 @@ from machine import describe
 CONFIGS = {"loop": None, "2x1": (2, 1, 1), "1x2": (1, 2, 1), "1x1t2": (1, 1, 2), "1x1": (1, 1, 1)}
 
 
-def tasks_of(profile: str) -> tuple[list, int]:
-    """The grid's tasks for ``profile`` (records discarded) and the images they attack."""
-    from segattack.grid import Task, grid_configs, run_name, study_config
-    from segattack.runner import count_images, run_shard, shard_ranges
-    from segattack.studies import run_cell, study_cells
+def tasks_of(profile: str, out: str) -> tuple[list, int]:
+    """The grid's tasks for ``profile`` (jobs planned into ``out``; records discarded) and the images they attack."""
+    from segattack.grid import Task
+    from segattack.profiles import plan
+    from segattack.runner import RunJob, count_images, shard_ranges
+    from segattack.studies import StudiesJob
 
     tasks, images = [], 0
-    for cfg in grid_configs(profile):
-        shards = shard_ranges(count_images(cfg), cfg.batch)
-        images += sum(len(s) for s in shards)
-        tasks += [Task(f"{run_name(cfg.backbone, cfg.attack)}-{k}", run_shard, (cfg, k), _drop, "run")
-                  for k in range(len(shards))]
-    study = study_config(profile)
-    if study is not None:
-        for cell in study_cells(study):
-            shard = int(cell.split("/")[-1])
-            total = study.total if cell.startswith("compare/") else study.curve_total
-            images += len(shard_ranges(total, study.batch)[shard])
-            tasks.append(Task(f"studies-{cell}", run_cell, (study, cell), _drop, "studies"))
+    for job in plan(profile, out):
+        tasks += [Task(job, unit) for unit in job.units()]
+        if isinstance(job, RunJob):
+            images += count_images(job.cfg)
+        elif isinstance(job, StudiesJob):
+            study = job.study
+            for cell in job.units():
+                total = study.total if cell.startswith("compare/") else study.curve_total
+                images += len(shard_ranges(total, study.batch)[int(cell.split("/")[-1])])
     return tasks, images
-
-
-def _drop(record) -> None:
-    pass
 
 
 def timed(config: str, profile: str) -> float:
     """Seconds to run every task of ``profile`` under ``config``, from a fresh start."""
     from segattack.grid import execute
 
-    tasks, _ = tasks_of(profile)
-    started = time.perf_counter()
-    if CONFIGS[config] is None:
-        errors = execute(tasks, "inprocess", progress=False)
-    else:
-        from distributed import as_completed
+    with tempfile.TemporaryDirectory() as out:
+        tasks, _ = tasks_of(profile, out)
+        started = time.perf_counter()
+        if CONFIGS[config] is None:
+            errors = execute(tasks, "inprocess", lambda task, record: None, progress=False)
+        else:
+            from distributed import as_completed
 
-        from segattack.grid import local_cluster
+            from segattack.cluster import local_cluster
 
-        with local_cluster(*CONFIGS[config]) as client:
-            futures = [client.submit(t.fn, *t.args, key=t.key, pure=False) for t in tasks]
+            with local_cluster(*CONFIGS[config]) as client:
+                futures = [client.submit(t.job.compute, t.unit, key=t.key, pure=False) for t in tasks]
             errors = {f.key: str(f.exception()) for f in as_completed(futures) if f.status == "error"}
     if errors:
         raise RuntimeError(f"tasks failed: {errors}")
@@ -95,7 +91,8 @@ def main() -> None:
     import subprocess
     import sys
 
-    _, images = tasks_of(args.profile)
+    with tempfile.TemporaryDirectory() as out:
+        _, images = tasks_of(args.profile, out)
     seconds: dict[str, list[float]] = {c: [] for c in args.configs}
     for round_ in range(args.rounds):
         for config in args.configs:
@@ -120,6 +117,7 @@ def write(out: Path, profile: str, images: int, rounds: int, seconds: dict[str, 
         result["over_loop"] = {c: s / median["loop"] for c, s in median.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+
 
 if __name__ == "__main__":
     main()

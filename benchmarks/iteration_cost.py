@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from segattack.attacks import ATTACKS, PAPER_BETA
+from segattack.attacks import ATTACKS
 from segattack.models import SegmentationModel, load_model
 
 ATTACK_KWARGS = {"pgd": {}, "asma": {}, "dag": {"gamma": 1e-3, "adv_threshold": None}, "segpgd": {}, "cospgd": {}}
@@ -87,7 +87,8 @@ def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, att
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, size, size, generator=g)
     t = torch.randint(0, 21, (batch, size, size), generator=g)
-    kwargs = dict(ATTACK_KWARGS, asma={"beta": PAPER_BETA[backbone]})
+    beta = ATTACKS["asma"].paper_params(backbone)["beta"]
+    kwargs = dict(ATTACK_KWARGS, asma={"beta": beta})
 
     def ours(name: str, config: str) -> Callable[[], list[float]]:
         def run(n: int) -> None:
@@ -102,7 +103,7 @@ def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, att
     for config in ("plain", "fast") if peer else ():
         model = models[config]
         items[f"adv_lib_asma/{config}"] = lambda m=model: iteration_seconds(m, lambda n: ref_asma(
-            m, x, t, targeted=True, num_steps=n, β=PAPER_BETA[backbone], τ=1e-5, adv_threshold=1.01), repeats)
+            m, x, t, targeted=True, num_steps=n, β=beta, τ=1e-5, adv_threshold=1.01), repeats)
         items[f"adv_lib_dag/{config}"] = lambda m=model: iteration_seconds(m, lambda n: ref_dag(
             m, x, t, targeted=True, max_iter=n, γ=1e-3, adv_threshold=1.01), repeats)
     samples: dict[str, list[list[float]]] = {k: [] for k in items}

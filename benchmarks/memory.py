@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from segattack.grid import PROFILES
-from segattack.runner import RunConfig, run
+from segattack.config import RunConfig
+from segattack.profiles import PROFILES
+from segattack.runner import run
 
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}}
 
@@ -47,9 +48,9 @@ def child(backbone: str, attack: str, config: str, device: str, steps: int) -> d
     with tempfile.TemporaryDirectory() as folder:
         res, _ = run(RunConfig(backbone=backbone, attack=attack, device=device, **settings), folder, progress=False)
     peak = _peak_mib(cuda)
-    return {"backbone": backbone, "attack": attack, "config": config, "batch": len(res["names"]),
-            "size": res["image_size"], "device": device, "baseline_mib": baseline, "peak_mib": peak,
-            "run_mib": peak - baseline, "attack_seconds": res["seconds"], "steps": steps}
+    return {"backbone": backbone, "attack": attack, "config": config, "batch": len(res.names),
+            "size": res.image_size, "device": device, "baseline_mib": baseline, "peak_mib": peak,
+            "run_mib": peak - baseline, "attack_seconds": res.seconds, "steps": steps}
 
 
 def main() -> None:

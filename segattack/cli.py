@@ -11,12 +11,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from dataclasses import fields
+from typing import Any
+
 from .attacks import ATTACKS, AttackDiverged
-from .grid import CLUSTERS
+from .cluster import CLUSTERS
+from .config import RunConfig
 from .models import BACKBONES
 from .params import parse_override
 from .paths import cache_dir
 from .studies import LEVELS
+from .data import RESIZES
+from .targets import TARGET_SCHEMES
+
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}  # the one home of the run defaults
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -47,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .runner import RunConfig, run
+    from .runner import run
     from .store import output_folder
 
     params = {k: v for k, v in (("mode", args.mode), ("eps", args.eps), ("alpha", args.alpha),
@@ -64,27 +72,29 @@ def _attack(args: argparse.Namespace) -> int:
                     seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
                     fold_bn=args.fold_bn, save_images=args.save_images, attack_params=params)
     out = output_folder(args.out)
-    doc, _ = run(cfg, out)
-    m = {k: v["mean"] for k, v in doc["summary"].items()}
-    print(f"{args.backbone} {args.attack} ({doc['weights']['source']} weights, {doc['image_size']} px, "
-          f"{len(doc['names'])} images): IoU to original {100 * m['iou_original']:.2f}%, to target "
+    results, _ = run(cfg, out)
+    m = {k: v.mean or 0.0 for k, v in results.summary.items()}
+    print(f"{args.backbone} {args.attack} ({results.weights.source} weights, {results.image_size} px, "
+          f"{len(results.names)} images): IoU to original {100 * m['iou_original']:.2f}%, to target "
           f"{100 * m['iou_target']:.2f}%, pixel accuracy to original {100 * m['acc_original']:.2f}%, "
-          f"L2 (0-255) {m['l2_255']:.1f}; {doc['seconds_per_iteration']:.3f} s/iteration -> {out / 'results.json'}")
+          f"L2 (0-255) {m['l2_255']:.1f}; {results.seconds_per_iteration:.3f} s/iteration -> {out / 'results.json'}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .grid import ATTACK_ORDER, BACKBONE_ORDER, build_report, run_grid
+    from .jobs import TaskState
+    from .profiles import BACKBONE_ORDER, run_profile
+    from .render import build_report
 
     overrides = dict(args.param or [])
     if args.images:
         overrides["images"] = args.images
-    status = run_grid(args.profile, args.out, overrides, tuple(args.backbones or BACKBONE_ORDER),
-                      tuple(args.attacks or ATTACK_ORDER), args.studies, args.cluster)
-    print("runs: " + ", ".join(f"{name} {state}" for name, state in status.items()))
+    states = run_profile(args.profile, args.out, overrides, tuple(args.backbones or BACKBONE_ORDER),
+                         tuple(args.attacks) if args.attacks else None, args.studies, args.cluster)
+    print("runs: " + ", ".join(f"{name} {state}" for name, state in states.items()))
     path = build_report(args.out, args.profile)
     print(f"report: {path}")
-    return 1 if "failed" in status.values() else 0
+    return 1 if TaskState.FAILED in states.values() else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,37 +104,41 @@ def build_parser() -> argparse.ArgumentParser:
     at = sub.add_parser("attack", help="attack a set of images and write metrics, images and history")
     at.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
-    at.add_argument("--weights", default="auto",
+    at.add_argument("--weights", default=DEFAULTS["weights"],
                     help="auto (torchvision if cached, else embedded), torchvision, embedded, or a checkpoint path")
     at.add_argument("--out", required=True, help="output folder (new, empty, or one segattack wrote; replaced whole)")
-    at.add_argument("--images", default="scenes",
+    at.add_argument("--images", default=DEFAULTS["images"],
                     help="scenes, photos, voc:PATH (Pascal VOC 2012 val), pairs:PATH (images/ + masks/) or a folder")
-    at.add_argument("--num-images", type=int, default=8, help="images attacked (default 8; 0: all of a finite set)")
-    at.add_argument("--size", type=int, default=0,
+    at.add_argument("--num-images", type=int, default=DEFAULTS["num_images"],
+                    help="images attacked (default %(default)s; 0: all of a finite set)")
+    at.add_argument("--size", type=int, default=DEFAULTS["size"],
                     help="image side in px (default 0: the embedded model's training size, 520 otherwise)")
-    at.add_argument("--resize", default="crop", choices=["crop", "shorter"],
+    at.add_argument("--resize", default=DEFAULTS["resize"], choices=RESIZES,
                     help="crop: centre square (default); shorter: shorter side to --size (torchvision's transforms)")
-    at.add_argument("--batch", type=int, default=4, help="images per shard, attacked together (default 4, as [5])")
-    at.add_argument("--steps", type=int, default=50, help="attack iterations (default 50)")
-    at.add_argument("--target-scheme", default="single", choices=["single", "roll"],
+    at.add_argument("--batch", type=int, default=DEFAULTS["batch"],
+                    help="images per shard, attacked together (default %(default)s, as [5])")
+    at.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="attack iterations (default %(default)s)")
+    at.add_argument("--target-scheme", default=DEFAULTS["target_scheme"], choices=TARGET_SCHEMES,
                     help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1")
-    at.add_argument("--target-index", type=int, default=1, help="the target image for --target-scheme single")
-    at.add_argument("--seed", type=int, default=0)
-    at.add_argument("--device", default="cpu", help="cpu or cuda")
+    at.add_argument("--target-index", type=int, default=DEFAULTS["target_index"],
+                    help="the target image for --target-scheme single")
+    at.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    at.add_argument("--device", default=DEFAULTS["device"], help="cpu or cuda")
     at.add_argument("--amp", action="store_true", help="bf16 autocast for the attack (for GPUs)")
-    at.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+    at.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS["channels_last"],
                     help="run the network in NHWC memory layout (default on)")
-    at.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+    at.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=DEFAULTS["fold_bn"],
                     help="fold batch norms into the convolutions (default on)")
-    at.add_argument("--save-images", type=int, default=8, help="keep adversarial images of the first N (default 8)")
-    pgd = at.add_argument_group("pgd")
+    at.add_argument("--save-images", type=int, default=DEFAULTS["save_images"],
+                    help="keep adversarial images of the first N (default %(default)s)")
+    pgd = at.add_argument_group("PGD's keywords (-a KEY=VALUE sets any attack's)")
     pgd.add_argument("--mode", choices=["paper", "linf", "l2"],
                      help="paper: normalised-space eps, raw gradient (default)")
     pgd.add_argument("--reduction", choices=["batch", "image"],
                      help="loss over the batch: one mean ([5], paper default) or per-image means summed")
     pgd.add_argument("--eps", type=str, help="L-inf budget (paper 0.1 normalised; linf 8/255)")
     pgd.add_argument("--alpha", type=str, help="step size (paper 100; linf 2.5*eps/steps)")
-    asma = at.add_argument_group("asma")
+    asma = at.add_argument_group("ASMA's keywords")
     asma.add_argument("--beta", type=str, help="eq. (2) beta (paper: 3e-6 MobileNetV3, 1e-4 ResNet50)")
     asma.add_argument("--tau", type=str, help="eq. (2) tau (paper 1e-5)")
     asma.add_argument("--score", choices=["logits", "softmax"], help="g in eq. (1) (default logits)")

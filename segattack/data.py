@@ -1,4 +1,4 @@
-"""The study's inputs: image sets read a few images at a time, and the target masks built from them.
+"""The study's inputs: image sets, listed first and read a few images at a time.
 
 An image set (:func:`image_set`) is a named source of RGB images, with ground-truth masks where
 the source has them:
@@ -290,29 +290,3 @@ def study_images(source: str, count: int, size: int, seed: int = 0,
     loaded = images.load(range(images.select(count)))
     return (torch.stack(loaded.images), loaded.names,
             None if loaded.truth is None else torch.stack(loaded.truth))
-
-
-def target_masks(clean_pred: torch.Tensor, scheme: Literal["single", "roll"] = "single",
-                 target_index: int = 1) -> torch.Tensor:
-    """Target masks from the clean predictions (B,H,W) of a whole set.
-
-    ``"single"`` (the paper's figures): every image gets the prediction of image ``target_index``.
-    ``"roll"``: image i gets the prediction of image i+1 (mod B), so no image targets itself.
-    """
-    b = clean_pred.shape[0]
-    sources = target_sources(range(b), b, scheme, target_index)
-    return clean_pred[sources].clone()
-
-
-def target_sources(indices: Sequence[int], total: int, scheme: str, target_index: int) -> list[int]:
-    """For each image index, the index of the image whose clean prediction is its target, defined
-    over the whole set, so splitting a set into shards never changes an image's target."""
-    if scheme == "single":
-        if not 0 <= target_index < total:
-            raise ValueError(f"target_index {target_index} is outside the set of {total} images")
-        return [target_index for _ in indices]
-    if scheme == "roll":
-        if total < 2:
-            raise ValueError("the 'roll' target scheme needs at least 2 images")
-        return [(i + 1) % total for i in indices]
-    raise ValueError(f"target scheme must be 'single' or 'roll', got {scheme!r}")

@@ -35,6 +35,15 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
 WEIGHT_SOURCES = ("auto", "torchvision", "embedded")
 
 
+def check_weights(weights: str | os.PathLike, what: str = "weights") -> str:
+    """``weights`` as text if it names a weight source or a checkpoint file (``.pt``/``.pth`` or a path)."""
+    text = os.fspath(weights)
+    if text in WEIGHT_SOURCES or os.sep in text or text.endswith((".pt", ".pth")):
+        return text
+    raise ValueError(f"unknown {what} {text!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path "
+                     f"(.pt or .pth)")
+
+
 class WeightsUnavailable(RuntimeError):
     """The requested weights are neither on disk nor downloadable."""
 
@@ -223,7 +232,7 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
     keep the numbers up to float rounding and make attack iterations faster (``benchmarks/``).
     """
     _backbone_entry(backbone)
-    weights = os.fspath(weights)
+    weights = check_weights(weights)
     if weights == "auto":
         weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"
     if weights == "torchvision":
@@ -235,8 +244,6 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
                 f"no embedded {backbone} model at {weights_dir() / (backbone + '.pt')} or {path}; "
                 f"train one with: python -m segattack train --backbone {backbone}")
         net, info = _load_checkpoint(backbone, path, "embedded")
-    elif weights in WEIGHT_SOURCES or not (os.sep in weights or weights.endswith((".pt", ".pth"))):
-        raise ValueError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path")
     else:
         net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")
     return SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn).to(device)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,6 +10,9 @@ import torch
 from matplotlib.patches import Patch
 
 from .classes import VOC_CLASSES, voc_palette
+
+if TYPE_CHECKING:
+    from .records import Curve
 
 COLUMNS = ("original image", "adversarial image", "prediction on original", "prediction on adversarial")
 
@@ -58,13 +61,13 @@ def attack_figure(images: Sequence[torch.Tensor], adv: Sequence[torch.Tensor], c
     return fig
 
 
-def curve_figure(curves: dict[str, dict[str, list[float | None]]], quantity: str, title: str) -> plt.Figure:
+def curve_figure(curves: dict[str, Curve], quantity: str, title: str) -> plt.Figure:
     """Per iteration, the mean over images of ``quantity`` with its 95% interval shaded, one line
-    per run (``curves[run]`` = ``{"mean": [...], "ci95": [...]}`` as a run's results hold them)."""
+    per run (``curves[run]`` as a run's results hold it)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for label, curve in curves.items():
-        mean = np.asarray([np.nan if v is None else v for v in curve["mean"]], dtype=float)
-        half = np.asarray([0.0 if v is None else v for v in curve["ci95"]], dtype=float)
+        mean = np.asarray([np.nan if v is None else v for v in curve.mean], dtype=float)
+        half = np.asarray([0.0 if v is None else v for v in curve.ci95], dtype=float)
         steps = np.arange(1, len(mean) + 1)
         ax.plot(steps, mean, label=label)
         ax.fill_between(steps, mean - half, mean + half, alpha=0.2)

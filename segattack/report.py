@@ -9,72 +9,90 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+import typing
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from .attacks import ATTACKS
 from .metrics import IMAGENET_STD
 from .paths import data_dir
-from .runner import RESULTS_VERSION
+from .records import Pooled, RecordError, Results, SavedImages, Score, Stat, StudiesResults
 
 BACKBONE_LABEL = {"mobilenet_v3_large": "MobileNet", "resnet50": "ResNet"}
-ATTACK_LABEL = {"asma": "ASMA", "pgd": "PGD Attack"}
-PAPER_ORDER = (("resnet50", "asma"), ("resnet50", "pgd"), ("mobilenet_v3_large", "asma"),
-               ("mobilenet_v3_large", "pgd"))
 
 
 @dataclass
 class Run:
-    """One finished run: its ``results.json`` document and the folder it lives in."""
+    """One finished run: its results and the folder they live in."""
 
     name: str
     path: Path
-    doc: dict[str, Any]
+    results: Results
 
     @property
     def backbone(self) -> str:
-        return self.doc["config"]["backbone"]
+        return self.results.config.backbone
 
     @property
     def attack(self) -> str:
-        return self.doc["config"]["attack"]
+        return self.results.config.attack
 
     @property
     def label(self) -> str:
-        return f"{BACKBONE_LABEL.get(self.backbone, self.backbone)} {ATTACK_LABEL.get(self.attack, self.attack)}"
+        return f"{BACKBONE_LABEL.get(self.backbone, self.backbone)} {attack_label(self.attack)}"
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return torch.load(self.path / "tensors.pt", map_location="cpu", weights_only=True)
+    def tensors(self) -> SavedImages:
+        return SavedImages.read(self.path / "tensors.pt")
 
     def mean(self, metric: str) -> float:
-        return self.doc["summary"][metric]["mean"]
+        value = self.results.mean(metric)
+        return math.nan if value is None else value
 
 
-def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[dict[str, str]]]:
-    """Finished runs (in the paper's Table 1 order first) and failed ones (name, error, notebook).
+def attack_label(name: str) -> str:
+    """The report's name for an attack (its registered label; the name itself if it is not registered)."""
+    return ATTACKS[name].label if name in ATTACKS else name
+
+
+class Failure(typing.NamedTuple):
+    """A run that failed or did not finish: why, and the notebook that shows it."""
+
+    run: str
+    error: str
+    notebook: str
+    kept: str = ""
+
+
+def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[Failure]]:
+    """Finished runs (in the paper's Table 1 order first) and failed ones.
 
     A run whose latest attempt failed but whose earlier results are complete is listed in both:
-    its earlier results stay in the tables until a successor is complete."""
+    its earlier results stay in the tables until a successor is complete. A folder whose results
+    cannot be read is listed as failed with the reason, and the report goes on."""
     runs, failed = [], []
     folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()) if Path(runs_dir).is_dir() else []
     for folder in folders:
-        results, failure = folder / "results.json", folder / "failed.json"
-        doc = json.loads(results.read_text()) if results.is_file() else None
-        if doc is not None and doc.get("results_version") == RESULTS_VERSION:
-            runs.append(Run(folder.name, folder, doc))
-        elif doc is not None:
-            failed.append({"run": folder.name, "error": "results from an older segattack: run the grid again",
-                           "notebook": str(folder / "attack.ipynb")})
+        results, failure, notebook = folder / "results.json", folder / "failed.json", str(folder / "attack.ipynb")
+        finished = False
+        if results.is_file():
+            try:
+                runs.append(Run(folder.name, folder, Results.read(results)))
+                finished = True
+            except (RecordError, ValueError, TypeError, KeyError) as exc:
+                failed.append(Failure(folder.name, f"unreadable results: {exc}", notebook))
         if failure.is_file():
-            note = " (the tables show this run's earlier results)" if runs and runs[-1].path == folder else ""
-            failed.append({"run": folder.name, **json.loads(failure.read_text()), "kept": note.strip(" ()")})
-        elif doc is None:
-            failed.append({"run": folder.name, "error": "interrupted: no results were written",
-                           "notebook": str(folder / "attack.ipynb")})
-    order = {key: i for i, key in enumerate(PAPER_ORDER)}
+            try:
+                error = str(json.loads(failure.read_text())["error"])
+            except (ValueError, KeyError, TypeError):
+                error = "the run failed (its failed.json is unreadable)"
+            failed.append(Failure(folder.name, error, notebook, "earlier results shown" if finished else ""))
+        elif not results.is_file():
+            failed.append(Failure(folder.name, "interrupted: no results were written", notebook))
+    order = {key: i for i, key in enumerate(paper_table().index)}
     runs.sort(key=lambda r: (order.get((r.backbone, r.attack), len(order)), r.name))
     return runs, failed
 
@@ -84,32 +102,29 @@ def paper_table() -> pd.DataFrame:
     return pd.read_csv(data_dir() / "paper" / "table1.csv").set_index(["backbone", "attack"])
 
 
-def _fmt(summary: dict[str, float | None], scale: float = 1.0, digits: int = 2) -> str:
+def _fmt(summary: Stat, scale: float = 1.0, digits: int = 2) -> str:
     """'mean ± half-width' (the half-width left out where undefined: one image)."""
-    mean, ci = summary["mean"], summary["ci95"]
-    if mean is None:
+    if summary.mean is None:
         return "–"
-    return f"{mean * scale:,.{digits}f}" + (f" ± {ci * scale:,.{digits}f}" if ci is not None else "")
+    ci = f" ± {summary.ci95 * scale:,.{digits}f}" if summary.ci95 is not None else ""
+    return f"{summary.mean * scale:,.{digits}f}{ci}"
 
 
-def _fmt_pooled(score: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
+def _fmt_pooled(score: Score, scale: float = 100.0, digits: int = 2) -> str:
     """'value [low, high]' for a pooled score and its bootstrap interval."""
-    value, ci = score["value"], score["ci95"]
-    if value is None or not math.isfinite(value):
+    if score.value is None or not math.isfinite(score.value):
         return "–"
-    return f"{value * scale:.{digits}f}" + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else "")
+    ci = score.ci95
+    return f"{score.value * scale:.{digits}f}" + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
+                                                  if ci else "")
 
 
 def reading(run: Run) -> str:
     """The readings behind a run's row: the attack's iterations and the choices that move Table 1."""
-    p, n = run.doc["attack_params"], len(run.doc["attacked"])
-    if run.attack == "pgd":
-        what = f"mode {p['mode']}, {p.get('reduction', 'image')}-mean CE"
-    elif run.attack == "asma":
-        what = f"g = {p['score']}, IoU {p['iou_average']}, L2 term {'on' if p['l2_penalty'] else 'off'}"
-    else:
-        what = ", ".join(f"{k}={v}" for k, v in p.items() if k not in ("attack", "iterations", "steps"))
-    excluded = len(run.doc["names"]) - n
+    r = run.results
+    p, n = r.attack_params, len(r.attacked)
+    what = ATTACKS[run.attack].describe(p) if run.attack in ATTACKS else ""
+    excluded = len(r.names) - n
     return f"{p['steps']} it.; {what}; {n} images" + (" (target image left out)" if excluded else "")
 
 
@@ -122,16 +137,16 @@ def table1(runs: list[Run]) -> pd.DataFrame:
     paper = paper_table()
     rows = {}
     for run in runs:
-        s, pooled = run.doc["summary"], run.doc["pooled"]["attacked"]
+        s, pooled = run.results.summary, run.results.pooled["attacked"]
         p = paper.loc[(run.backbone, run.attack)] if (run.backbone, run.attack) in paper.index else None
         rows[run.label] = {
             ("IoU (%)", "paper"): f"{p['iou_percent']:.2f}" if p is not None else "–",
             ("IoU (%)", "vs original, per image"): _fmt(s["iou_original"], 100),
-            ("IoU (%)", "vs original, [5] pooled"): _fmt_pooled(pooled["original"]["iou"]),
+            ("IoU (%)", "vs original, [5] pooled"): _fmt_pooled(pooled["original"].iou),
             ("IoU (%)", "vs target, per image"): _fmt(s["iou_target"], 100),
             ("Pixel accuracy (%)", "paper"): f"{p['pixel_accuracy_percent']:.2f}" if p is not None else "–",
             ("Pixel accuracy (%)", "vs original, per image"): _fmt(s["acc_original"], 100),
-            ("Pixel accuracy (%)", "vs original, [5] pooled"): _fmt_pooled(pooled["original"]["acc"]),
+            ("Pixel accuracy (%)", "vs original, [5] pooled"): _fmt_pooled(pooled["original"].acc),
             ("Pixel accuracy (%)", "vs target, per image"): _fmt(s["acc_target"], 100),
             ("Perturbation L2", "paper"): f"{p['perturbation_l2']:,.2f}" if p is not None else "–",
             ("Perturbation L2", "ours, 0-255"): _fmt(s["l2_255"], 1, 1),
@@ -154,12 +169,13 @@ def readings_table(runs: list[Run]) -> pd.DataFrame:
     image included): per-image means ± interval (fractions) and [5]'s pooled scores."""
     rows = {}
     for run in runs:
-        for label, scope, summary in (("attacked", "attacked", run.doc["summary"]),
-                                      ("all images", "all", run.doc["summary_all"])):
+        for label, scope, summary in (("attacked", "attacked", run.results.summary),
+                                      ("all images", "all", run.results.summary_all)):
             row = {m: _fmt(summary[m], 1, 4) for m in READING_METRICS if m in summary}
-            for ref, scores in run.doc["pooled"][scope].items():
-                row[f"[5] iou_{ref}"] = _fmt_pooled(scores["iou"], 1, 4)
-                row[f"[5] acc_{ref}"] = _fmt_pooled(scores["acc"], 1, 4)
+            scores: Pooled
+            for ref, scores in run.results.pooled[scope].items():
+                row[f"[5] iou_{ref}"] = _fmt_pooled(scores.iou, 1, 4)
+                row[f"[5] acc_{ref}"] = _fmt_pooled(scores.acc, 1, 4)
             rows[(run.label, label)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -169,29 +185,30 @@ def provenance(runs: list[Run]) -> pd.DataFrame:
     model is on the run's own images (against ground truth, where they have it), and how long it took."""
     rows = {}
     for run in runs:
-        d, w, c = run.doc, run.doc["weights"], run.doc["config"]
-        truth = d.get("clean_truth")
+        r, w, c = run.results, run.results.weights, run.results.config
+        truth = r.clean_truth
         rows[run.label] = {
-            "weights": f"{w['source']}: {w['description']}",
-            "clean mIoU (weights' own)": f"{w['clean_miou']:.3f}" if w.get("clean_miou") is not None else "n/a",
+            "weights": f"{w.source}: {w.description}",
+            "clean mIoU (weights' own)": f"{w.clean_miou:.3f}" if w.clean_miou is not None else "n/a",
             "clean mIoU vs ground truth (these images)": (
-                f"{truth['miou']:.3f} (pixel acc. {truth['pixel_accuracy']:.3f}; one confusion matrix over "
-                f"{truth['images']} images, resize {truth['resize']})" if truth else "no ground truth"),
-            "images": (f"{len(d['names'])} × {c['images']} at {d['image_size']} px ({c['resize']}), "
-                       f"{d['shards']} shard(s) of {c['batch']}"),
-            "input notes": "; ".join(d["notes"] + [f"skipped {n}" for n in d["skipped"]]) or "none",
-            "hyperparameters": ", ".join(f"{k}={v}" for k, v in d["attack_params"].items() if k != "attack"),
-            "targets": f"{c['target_scheme']} (image {c['target_index']})",
-            "seed": c["seed"],
-            "wall time (s)": f"{d['seconds']:.1f} ({d['seconds_per_iteration']:.3f} s/iteration)",
-            "environment": ", ".join(f"{k} {v}" for k, v in d["environment"].items()),
-            "parameters hash": d.get("config_hash", ""),
+                f"{truth.miou:.3f} (pixel acc. {truth.pixel_accuracy:.3f}; one confusion matrix over "
+                f"{truth.images} images, resize {truth.resize})" if truth and truth.miou is not None
+                else "no ground truth"),
+            "images": (f"{len(r.names)} × {c.images} at {r.image_size} px ({c.resize}), "
+                       f"{r.shards} shard(s) of {c.batch}"),
+            "input notes": "; ".join(r.notes + [f"skipped {n}" for n in r.skipped]) or "none",
+            "hyperparameters": ", ".join(f"{k}={v}" for k, v in r.attack_params.items() if k != "attack"),
+            "targets": f"{c.target_scheme} (image {c.target_index})",
+            "seed": c.seed,
+            "wall time (s)": f"{r.seconds:.1f} ({r.seconds_per_iteration:.3f} s/iteration)",
+            "environment": ", ".join(f"{k} {v}" for k, v in r.environment.items()),
+            "parameters hash": r.config_hash,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def saturated_pgd_l2(size: int, eps: float = 0.1) -> float:
-    """L2 (0-255 units) of a paper-mode PGD perturbation at +-eps (normalised) on every pixel."""
+    """L2 (0-255 units) of a perturbation at +-eps in ImageNet-normalised space on every pixel."""
     return 255 * eps * math.sqrt(size * size * sum(s * s for s in IMAGENET_STD))
 
 
@@ -200,56 +217,103 @@ def max_l2(size: int) -> float:
     return 255 * math.sqrt(3 * size * size)
 
 
-def discussion(runs: list[Run]) -> str:
-    """Markdown: which of the paper's conclusions hold here, and where and why the numbers differ."""
+PAPER_SIZE = 520  # the paper attacks torchvision's DeepLabV3 at its 520 px evaluation size
+
+
+def _paper_claims(runs: list[Run]) -> list[str]:
+    """Per backbone, whether the orderings of the paper's Table 1 (data/paper/table1.csv) hold here."""
+    paper, lines = paper_table(), []
     by = {(r.backbone, r.attack): r for r in runs}
-    lines = []
-    for backbone in ("mobilenet_v3_large", "resnet50"):
-        a, p = by.get((backbone, "asma")), by.get((backbone, "pgd"))
-        if not (a and p):
+    for backbone in dict.fromkeys(b for b, _ in paper.index):
+        rows = paper.loc[backbone].sort_values("iou_percent")
+        ours = [(a, by[(backbone, a)]) for a in rows.index if (backbone, a) in by]
+        if len(ours) < 2:
             continue
-        name = BACKBONE_LABEL[backbone]
-        holds = p.mean("iou_original") < a.mean("iou_original")
-        lines.append(f"- **{name}: PGD lowers IoU to the original prediction more than ASMA** — "
-                     f"{'holds' if holds else 'does not hold'} here (PGD {100 * p.mean('iou_original'):.1f}% vs "
-                     f"ASMA {100 * a.mean('iou_original'):.1f}%; paper 15.75/14.88% vs 36.93/42.31%).")
-        holds = a.mean("l2_255") > p.mean("l2_255")
-        lines.append(f"- **{name}: ASMA's perturbation L2 is larger than PGD's** — "
-                     f"{'holds' if holds else 'does not hold'} here (ASMA {a.mean('l2_255'):,.1f} vs PGD "
-                     f"{p.mean('l2_255'):,.1f} in 0-255 units).")
-        lines.append(f"- **{name}: targeted success** (pixels at the target): PGD "
-                     f"{100 * p.mean('acc_target'):.1f}%, ASMA {100 * a.mean('acc_target'):.1f}% — the paper "
-                     f"reports no such number; its conclusion that PGD reaches the target more consistently "
-                     f"{'holds' if p.mean('acc_target') > a.mean('acc_target') else 'does not hold'} here.")
+        (strong, s), (weak, w) = ours[0], ours[-1]
+        name = BACKBONE_LABEL.get(backbone, backbone)
+        ls, lw = attack_label(strong), attack_label(weak)
+        holds = s.mean("iou_original") < w.mean("iou_original")
+        lines.append(f"- **{name}: {ls} lowers IoU to the original prediction more than {lw}** — "
+                     f"{'holds' if holds else 'does not hold'} here ({ls} {100 * s.mean('iou_original'):.1f}% vs "
+                     f"{lw} {100 * w.mean('iou_original'):.1f}%; paper {rows.loc[strong, 'iou_percent']:.2f}% vs "
+                     f"{rows.loc[weak, 'iou_percent']:.2f}%).")
+        big, small = sorted(ours, key=lambda item: -rows.loc[item[0], "perturbation_l2"])[:2]
+        holds = big[1].mean("l2_255") > small[1].mean("l2_255")
+        lines.append(f"- **{name}: {attack_label(big[0])}'s perturbation L2 is larger than "
+                     f"{attack_label(small[0])}'s** (paper {rows.loc[big[0], 'perturbation_l2']:,.2f} vs "
+                     f"{rows.loc[small[0], 'perturbation_l2']:,.2f}) — {'holds' if holds else 'does not hold'} "
+                     f"here ({big[1].mean('l2_255'):,.1f} vs {small[1].mean('l2_255'):,.1f} in 0-255 units).")
+        holds = s.mean("acc_target") > w.mean("acc_target")
+        lines.append(f"- **{name}: targeted success** (pixels at the target): {ls} {100 * s.mean('acc_target'):.1f}%, "
+                     f"{lw} {100 * w.mean('acc_target'):.1f}% — the paper reports no such number; its conclusion that "
+                     f"its stronger attack ({ls}) reaches the target more consistently "
+                     f"{'holds' if holds else 'does not hold'} here.")
     accs = [100 * r.mean("acc_original") for r in runs]
     if accs:
         spread = max(accs) - min(accs)
-        lines.append(f"- **Pixel accuracy is similar across runs** (paper: 53.4-58.9%) — here it spans "
+        low, high = paper["pixel_accuracy_percent"].min(), paper["pixel_accuracy_percent"].max()
+        lines.append(f"- **Pixel accuracy is similar across runs** (paper: {low:.1f}-{high:.1f}%) — here it spans "
                      f"{min(accs):.1f}-{max(accs):.1f}% ({spread:.1f} points): "
                      f"{'holds' if spread <= 10 else 'does not hold'} at a 10-point tolerance.")
-    if runs:
-        pgd_runs = [r for r in runs if r.attack == "pgd" and r.doc["attack_params"].get("mode") == "paper"]
-        reached = "; ".join(f"{r.label} reaches {r.mean('l2_255'):,.0f} of at most "
-                            f"{saturated_pgd_l2(r.doc['image_size']):,.0f} at {r.doc['image_size']} px" for r in pgd_runs)
+    return lines
+
+
+def _l2_space(runs: list[Run]) -> list[str]:
+    """Which pixel space the paper's L2 is in, from the bounds its numbers must obey."""
+    paper, lines = paper_table(), []
+    saturated = saturated_pgd_l2(PAPER_SIZE)
+    near = [f"{v:,.2f}" for v in paper["perturbation_l2"] if abs(v / saturated - 1) < 0.05]
+    normalised = [r for r in runs if r.results.attack_params.get("space") == "imagenet-normalised"]
+    reached = "; ".join(f"{r.label} reaches {r.mean('l2_255'):,.0f} of at most "
+                        f"{saturated_pgd_l2(r.results.image_size, r.results.attack_params['eps']):,.0f} at "
+                        f"{r.results.image_size} px" for r in normalised)
+    if near:
         lines.append(
-            f"- **Which space is the paper's L2 in?** A paper-mode PGD perturbation at ±0.1 in normalised space on "
-            f"every pixel has L2 = {saturated_pgd_l2(520):,.0f} in 0-255 units at 520 px, which matches the paper's "
-            f"5,171.84 and 5,020.88: the paper measured L2 per image in 0-255 pixel units at about 520 px."
+            f"- **Which space is the paper's L2 in?** A perturbation at ±0.1 in normalised space on every pixel has "
+            f"L2 = {saturated:,.0f} in 0-255 units at {PAPER_SIZE} px, which matches the paper's {' and '.join(near)}: "
+            f"the paper measured L2 per image in 0-255 pixel units at about {PAPER_SIZE} px."
             + (f" Here: {reached}." if reached else ""))
-        bounds = ", ".join(sorted({f"{max_l2(r.doc['image_size']):,.0f} at {r.doc['image_size']} px" for r in runs}))
+    beyond = paper[paper["perturbation_l2"] > max_l2(PAPER_SIZE)]
+    if len(beyond):
+        bounds = ", ".join(sorted({f"{max_l2(r.results.image_size):,.0f} at {r.results.image_size} px"
+                                   for r in runs}))
+        which = ", ".join(f"{BACKBONE_LABEL.get(b, b)} {attack_label(a)} {v:,.0f}"
+                          for (b, a), v in beyond["perturbation_l2"].items())
         lines.append(
-            f"- **The paper's ASMA L2 cannot come from [0,1] images.** No two 520 px RGB images in [0,1] differ by more "
-            f"than {max_l2(520):,.0f} (0-255 units); the paper's ResNet ASMA reports 3,534,895. Its ASMA images were "
-            f"therefore not clipped to the valid range (or L2 was taken elsewhere); ours are clipped (eq. (2) as "
-            f"specified), so our ASMA L2 is bounded by {bounds}. `clip=False` reproduces the unbounded reading.")
-    if any(r.attack == "asma" for r in runs):
-        lines.append(
-            "- **Where our ASMA deliberately differs from adv_lib's** (the field's reference): we follow the paper's "
-            "eqs. (1)-(2) — no L2 penalty, alpha_n from each image's own IoU over the classes present, alpha_0 from "
-            "eq. (2), the last iterate returned. adv_lib subtracts ||X_n - X||², uses one batch-level IoU over all 21 "
-            "classes, starts with alpha_0 = tau and returns its best iterate. Each of its readings is an option "
-            "(`l2_penalty`, `iou_average='adv_lib'`, `initial_step='tau'`); with them our steps equal adv_lib's "
-            "(tests/test_adv_lib.py).")
+            f"- **Some of the paper's L2 cannot come from [0,1] images.** No two {PAPER_SIZE} px RGB images in [0,1] "
+            f"differ by more than {max_l2(PAPER_SIZE):,.0f} (0-255 units); the paper reports {which}. Those images "
+            f"were therefore not clipped to the valid range (or L2 was taken elsewhere); ours are clipped, so our "
+            f"L2 is bounded by {bounds}.")
+    return lines
+
+
+def _convergence(run: Run) -> str | None:
+    """Whether targeted success still moved over the last tenth of the run's iterations."""
+    success = [v for v in run.results.history["success"].mean if v is not None] \
+        if "success" in run.results.history else []
+    n = len(success)
+    if n < 10:
+        return None
+    tail = n // 10
+    change = 100 * (success[-1] - success[-1 - tail])
+    return (f"- **{run.label}: did it converge?** Targeted success {100 * success[0]:.1f}% at iteration 1, "
+            f"{100 * success[-1]:.1f}% at iteration {n}; over the last {tail} iterations it moved {change:+.1f} "
+            f"points: " + ("converged at this budget." if abs(change) < 1 else
+                           "still moving: more iterations would change its row."))
+
+
+def discussion(runs: list[Run]) -> str:
+    """Markdown: which of the paper's conclusions hold here, and where and why the numbers differ."""
+    lines = _paper_claims(runs)
+    if runs:
+        lines += _l2_space(runs)
+    for attack in dict.fromkeys(r.attack for r in runs):
+        spec = ATTACKS[attack] if attack in ATTACKS else None
+        for run in (r for r in runs if r.attack == attack and spec is not None and spec.notes is not None):
+            assert spec is not None and spec.notes is not None
+            note = spec.notes(run.results.attack_params, run.results.image_size, len(run.results.names))
+            if note:
+                lines.append(f"- **{run.label}:** {note}")
     if runs:
         lines.append(
             "- **Which reading are the paper's IoU and pixel accuracy?** Its PGD code (reference [5]) calls "
@@ -261,31 +325,10 @@ def discussion(runs: list[Run]) -> str:
             "likely are the **vs original, [5] pooled** columns (with ground truth as reference where a data set has "
             "it: the every-reading table's `[5] iou_truth`). Per-image means over the classes in either mask are "
             "lower whenever the attack adds classes, so the two readings differ by design. Table 1 averages over the "
-            "attacked images: under the paper's target scheme the target image attacks its own prediction (ASMA "
-            "leaves it untouched, PGD perturbs it), and the every-reading table gives both sets.")
-    for run in (r for r in runs if r.attack == "pgd"):
-        p = run.doc["attack_params"]
-        if p.get("mode") == "paper":
-            lines.append(
-                f"- **{run.label}: [5]'s PGD protocol** — {p['steps']} raw-gradient steps of alpha={p['alpha']:g} "
-                f"on a batch of {len(run.doc['names'])}, loss reduction `{p.get('reduction')}` "
-                f"({'one cross-entropy mean over the batch, as [5]' if p.get('reduction') == 'batch' else 'per-image means summed: each image steps as if alone, B times [5] step'}), "
-                f"eps={p['eps']:g} in normalised space, no clip (its images leave [0,1] by up to "
-                f"{p['eps'] * max(IMAGENET_STD):.4f}; figures show them clamped, every number uses the unclamped "
-                f"tensor).")
-    for run in (r for r in runs if r.attack == "asma" and "l2" in r.doc["history"]):
-        success = run.doc["history"]["success"]["mean"]
-        n = len(success)
-        tail = max(1, n // 10)
-        change = 100 * (success[-1] - success[-1 - tail]) if n > tail else float("nan")
-        lines.append(
-            f"- **{run.label}: did ASMA converge?** Targeted success {100 * success[0]:.1f}% at iteration 1, "
-            f"{100 * success[-1]:.1f}% at iteration {n}; over the last {tail} iterations it moved "
-            f"{change:+.1f} points: " + ("converged at this budget." if abs(change) < 1 else
-                                         "still moving: more iterations would change its row.")
-            + " (The convergence figure shows success and L2 per iteration.)")
-    sources = {r.doc["weights"]["source"] for r in runs}
-    if "embedded" in sources:
+            "attacked images: under the paper's target scheme the target image attacks its own prediction, and the "
+            "every-reading table gives both sets.")
+    lines += [line for line in map(_convergence, runs) if line]
+    if any(r.results.weights.source == "embedded" for r in runs):
         lines.append(
             "- **Why our numbers differ from the paper's:** these runs attack segattack's *embedded* models, trained "
             "from scratch on synthetic scenes, not the paper's COCO-trained torchvision weights, on held-out scenes "
@@ -301,10 +344,15 @@ def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
-def load_studies(studies_dir: str | Path) -> dict[str, Any] | None:
-    """The studies notebook's saved results, or None when they are missing."""
+def load_studies(studies_dir: str | Path) -> StudiesResults | str | None:
+    """The studies' saved results; None when there are none, the reason when they cannot be read."""
     path = Path(studies_dir) / "studies.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return StudiesResults.read(path)
+    except RecordError as exc:
+        return str(exc)
 
 
 def _mean_ci(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
@@ -314,38 +362,67 @@ def _mean_ci(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataF
     return mean.round(3).astype(str) + " ± " + half.round(3).astype(str)
 
 
-def comparison_table(studies: dict[str, Any]) -> pd.DataFrame:
+def comparison_table(studies: StudiesResults) -> pd.DataFrame:
     """Per backbone x attack: targeted success, IoU/accuracy to target and original, norms,
     iterations and wall time (mean ± 95% interval over images)."""
-    frame = pd.DataFrame(studies["comparison"])
+    frame = pd.DataFrame(studies.comparison)
     table = _mean_ci(frame, ["backbone", "attack"], ["success", "iou_target", "iou_original", "acc_original",
                                                     "l2", "linf", "iterations"])
     table["seconds"] = frame.groupby(["backbone", "attack"])["seconds"].first().round(1)
     return table
 
 
-def transfer_table(studies: dict[str, Any]) -> pd.DataFrame:
+def transfer_table(studies: StudiesResults) -> pd.DataFrame:
     """Targeted success on the model that did *not* craft the images (rows: crafted on -> evaluated
     on; mean ± 95% interval over images; 'none (clean)' is the success of the unattacked images)."""
-    frame = pd.DataFrame(studies["transfer"])
+    frame = pd.DataFrame(studies.transfer)
     frame["pair"] = frame["source"] + " → " + frame["evaluated_on"]
     return _mean_ci(frame, ["pair", "attack"], ["success"])["success"].unstack("attack")
 
 
-def difficulty_table(studies: dict[str, Any]) -> pd.DataFrame:
+def difficulty_table(studies: StudiesResults) -> pd.DataFrame:
     """Per target class and attack: mean fraction of the class's pixels imposed over the images
     that asked for it (± 95% interval), hardest classes first."""
-    frame = pd.DataFrame(studies["difficulty"])
+    frame = pd.DataFrame(studies.difficulty)
     table = _mean_ci(frame, ["class", "attack"], ["imposed"])["imposed"].unstack("attack")
     order = frame.groupby("class")["imposed"].mean().sort_values().index
     return table.loc[order]
 
 
-def iteration_frame(studies: dict[str, Any]) -> pd.DataFrame:
+def iteration_frame(studies: StudiesResults) -> pd.DataFrame:
     """Long table of targeted success per iteration (attack, backbone, iteration, image)."""
     rows = []
-    for backbone, curves in studies["iteration_curves"].items():
+    for backbone, curves in studies.iteration_curves.items():
         for attack, history in curves.items():
             for it, values in enumerate(history):
                 rows += [{"backbone": backbone, "attack": attack, "iteration": it + 1, "success": v} for v in values]
     return pd.DataFrame(rows)
+
+
+def budget_rules(studies: StudiesResults) -> str:
+    """Each compared attack's keywords at the studies' budget (from its registered budget rule)."""
+    p = studies.params
+    parts = []
+    for attack in dict.fromkeys(r["attack"] for r in studies.comparison):
+        if attack in ATTACKS and studies.weights:
+            backbone = next(iter(studies.weights))
+            rule = ATTACKS[attack].budget_params(p["eps"], p["steps"], backbone)
+            parts.append(f"{attack_label(attack)} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                                for k, v in rule.items() if k != "steps"))
+    return "; ".join(parts)
+
+
+class PaperFigure(typing.NamedTuple):
+    """One of the paper's figures: its number, the run it shows, ``images`` or ``loss``, its caption."""
+
+    number: int
+    backbone: str
+    attack: str
+    kind: str
+    caption: str
+
+
+def paper_figures() -> list[PaperFigure]:
+    """The paper's figures 1-6 (``data/paper/figures.csv``)."""
+    frame = pd.read_csv(data_dir() / "paper" / "figures.csv")
+    return [PaperFigure(int(r.number), r.backbone, r.attack, r.kind, r.caption) for r in frame.itertuples()]

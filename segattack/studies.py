@@ -15,36 +15,36 @@ aggregate with intervals; nothing here re-implements an attack or a metric.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .attacks import ATTACKS, PAPER_BETA, PAPER_TAU
+from .attacks import ATTACKS, AttackResult
+from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .data import MIN_SIDE, image_set, target_sources
+from .config import ModelKey, coerce_fields, digest
+from .data import MIN_SIDE, image_set
+from .jobs import Job
 from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
-from .models import BACKBONES, WEIGHT_SOURCES
-from .params import ParameterError, coerce
-from .runner import cached_model, clean_prediction, shard_ranges, warm_up
-from .store import atomic_write_text, claim, json_matches, locked, replace_folder
+from .models import BACKBONES, check_weights
+from .params import ParameterError
+from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
+from .runner import shard_ranges
+from .store import atomic_write_text
+from .targets import target_sources
 
-COMPARED = ("pgd", "segpgd", "cospgd", "dag", "asma")
 LEVELS: dict[str, dict[str, Any]] = {
     "default": {"steps": 20, "curve_steps": 10, "curve_images": 8,
                 "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255]},
     "full": {"steps": 50, "curve_steps": 50, "curve_images": 0,
              "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255]},
 }
-STUDIES_VERSION = 2
 
 
 @dataclass
@@ -67,9 +67,7 @@ class StudyConfig:
     backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(StudyConfig)
-        for f in fields(self):
-            setattr(self, f.name, coerce(f"studies {f.name}", getattr(self, f.name), hints[f.name]))
+        coerce_fields(self, "studies ")
         for name in ("num_images", "batch", "steps", "curve_steps"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"studies {name} must be >= 1, got {getattr(self, name)}")
@@ -77,8 +75,10 @@ class StudyConfig:
             raise ParameterError(f"studies size must be >= {MIN_SIDE}, curve_images and seed >= 0")
         if not (self.eps > 0 and self.eps_values and all(e > 0 for e in self.eps_values)):
             raise ParameterError("studies eps and eps_values must be > 0")
-        if self.weights not in WEIGHT_SOURCES and not (os.sep in self.weights or self.weights.endswith(".pt")):
-            raise ParameterError(f"unknown studies weights {self.weights!r}")
+        try:
+            check_weights(self.weights, "studies weights")
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
         unknown = [b for b in self.backbones if b not in BACKBONES] or (not self.backbones and ["none"])
         if unknown:
             raise ParameterError(f"unknown studies backbone {unknown[0]!r}; choose from {', '.join(BACKBONES)}")
@@ -92,34 +92,16 @@ class StudyConfig:
         return min(self.curve_images or self.total, self.total)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return digest(self)
 
-    def model_key(self, backbone: str) -> tuple[str, str, str, bool, bool]:
-        """:func:`~segattack.runner.cached_model`'s arguments for ``backbone`` (NHWC, folded BN)."""
-        return backbone, self.weights, self.device, True, True
-
-
-def budget_params(attack: str, backbone: str, eps: float, steps: int) -> dict[str, Any]:
-    """Hyperparameters giving ``attack`` the L-inf budget ``eps`` ([0,1] pixels) over ``steps``.
-
-    PGD/SegPGD/CosPGD project onto the ball; ASMA keeps the paper's beta/tau and gets the ball as
-    its optional bound; DAG (unbounded by design) takes steps of L-inf size eps/4 and is reported
-    with the norms it reaches.
-    """
-    if attack == "pgd":
-        return {"mode": "linf", "eps": eps, "steps": steps}
-    if attack in ("segpgd", "cospgd"):
-        return {"eps": eps, "steps": steps}
-    if attack == "asma":
-        return {"beta": PAPER_BETA.get(backbone, 1e-4), "tau": PAPER_TAU, "eps": eps, "steps": steps}
-    if attack == "dag":
-        return {"gamma": eps / 4, "steps": steps}
-    raise ValueError(f"no budget rule for attack {attack!r}")
+    def model_key(self, backbone: str) -> ModelKey:
+        """The cache key of ``backbone``'s model (NHWC, folded BN)."""
+        return ModelKey(backbone, self.weights, self.device, True, True)
 
 
 def _rows(attack: str, backbone: str, clean: torch.Tensor, adv: torch.Tensor, pred: torch.Tensor,
           targets: torch.Tensor, clean_pred: torch.Tensor, index: list[int] | None = None,
-          **extra: Any) -> list[dict[str, Any]]:
+          **extra: Any) -> list[Row]:
     per_image = {
         "success": pixel_accuracy(pred, targets), "iou_target": mean_iou(pred, targets),
         "acc_original": pixel_accuracy(pred, clean_pred), "iou_original": mean_iou(pred, clean_pred),
@@ -132,7 +114,7 @@ def _rows(attack: str, backbone: str, clean: torch.Tensor, adv: torch.Tensor, pr
 
 def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Tensor, target_model: nn.Module,
                     target: str, targets: torch.Tensor, index: list[int] | None = None,
-                    with_clean: bool = True) -> list[dict[str, Any]]:
+                    with_clean: bool = True) -> list[Row]:
     """Adversarial images crafted on ``source`` evaluated on ``target``: per-image success and
     IoU to target, against the same targets, beside the clean images' scores (``with_clean``)."""
     rows = []
@@ -151,7 +133,7 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
 
 
 def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: torch.Tensor,
-                     clean_pred: torch.Tensor, index: list[int] | None = None) -> list[dict[str, Any]]:
+                     clean_pred: torch.Tensor, index: list[int] | None = None) -> list[Row]:
     """Per image and target class: the fraction of its target pixels imposed, counting only pixels
     whose clean prediction was another class (so classes already present do not look easy)."""
     rows = []
@@ -168,39 +150,51 @@ def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: to
 
 
 def study_cells(study: StudyConfig) -> list[str]:
-    """The names of every cell of the studies: ``compare/BACKBONE/ATTACK/SHARD`` and
-    ``curve/BACKBONE/ATTACK/EPS_INDEX/SHARD`` (DAG has no epsilon)."""
-    compare = [f"compare/{b}/{a}/{k}" for b in study.backbones for a in COMPARED
+    """The names of every cell of the studies: ``compare/BACKBONE/ATTACK/SHARD`` for every compared
+    attack, and ``curve/BACKBONE/ATTACK/EPS_INDEX/SHARD`` for those with a security curve."""
+    compared = ATTACKS.compared()
+    compare = [f"compare/{b}/{a.name}/{k}" for b in study.backbones for a in compared
                for k in range(len(shard_ranges(study.total, study.batch)))]
-    curve = [f"curve/{b}/{a}/{e}/{k}" for b in study.backbones for a in COMPARED if a != "dag"
+    curve = [f"curve/{b}/{a.name}/{e}/{k}" for b in study.backbones for a in compared if a.security_curve
              for e in range(len(study.eps_values)) for k in range(len(shard_ranges(study.curve_total, study.batch)))]
     return compare + curve
 
 
-def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int) -> dict[str, Any]:
-    """A shard's images, clean predictions (:func:`~segattack.runner.clean_prediction`: one image at
-    a time, the same bits in every cell) and targets: image i takes the clean prediction of image
-    i+1 of the whole set (``roll``)."""
+class _Inputs(typing.NamedTuple):
+    """A cell's images, clean predictions, targets (image i takes image i+1's prediction), ground
+    truth (or None) and model."""
+
+    images: torch.Tensor
+    clean: torch.Tensor
+    targets: torch.Tensor
+    truth: torch.Tensor | None
+    model: nn.Module
+
+
+def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int) -> _Inputs:
+    """A shard's inputs; clean predictions come from :func:`~segattack.cache.clean_prediction` (one
+    image at a time, the same bits in every cell)."""
     sources = target_sources(indices, total, "roll", 0)
     loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)
     model_key = study.model_key(backbone)
-    set_key = (study.images, study.size, "crop", study.seed)
+    set_key = ImageSetKey(study.images, study.size, "crop", study.seed)
     clean = {i: clean_prediction(model_key, set_key, i).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
     truth = None if loaded.truth is None else torch.stack(loaded.truth).to(device)
-    return {"images": torch.stack(loaded.images).to(device), "clean": torch.stack([clean[i] for i in indices]),
-            "targets": torch.stack([clean[i] for i in sources]), "truth": truth, "model": cached_model(*model_key)}
+    return _Inputs(torch.stack(loaded.images).to(device), torch.stack([clean[i] for i in indices]),
+                   torch.stack([clean[i] for i in sources]), truth, cached_model(model_key))
 
 
 def compare_attack(model: nn.Module, backbone: str, attack: str, images: torch.Tensor, targets: torch.Tensor,
                    clean_pred: torch.Tensor, eps: float, steps: int,
-                   index: list[int] | None = None) -> tuple[list[dict[str, Any]], Any]:
+                   index: list[int] | None = None) -> tuple[list[Row], AttackResult]:
     """One attack at the studies' budget: per-image rows (with iterations and the batch's wall time)
     and the attack's result (its images and prediction feed transfer and difficulty)."""
-    budget = budget_params(attack, backbone, eps, steps)
-    warm_up(model, attack, images, targets, {k: v for k, v in budget.items() if k != "steps"})
+    spec = ATTACKS[attack]
+    budget = spec.budget_params(eps, steps, backbone)
+    warm_up(model, spec, images, targets, budget)
     started = time.perf_counter()
-    res = ATTACKS[attack](model, images, targets, **budget)
+    res = spec(model, images, targets, **budget)
     seconds = time.perf_counter() - started
     iterations = res.params.get("iterations", [steps] * len(images))
     rows = [dict(r, iterations=iterations[p], seconds=seconds)
@@ -209,118 +203,116 @@ def compare_attack(model: nn.Module, backbone: str, attack: str, images: torch.T
 
 
 def curve_rows(model: nn.Module, backbone: str, attack: str, images: torch.Tensor, targets: torch.Tensor,
-               clean_pred: torch.Tensor, eps: float, steps: int,
-               index: list[int] | None = None) -> list[dict[str, Any]]:
+               clean_pred: torch.Tensor, eps: float, steps: int, index: list[int] | None = None) -> list[Row]:
     """Per-image success and IoU to target of ``attack`` at budget ``eps`` (one point of a security curve)."""
-    res = ATTACKS[attack](model, images, targets, **budget_params(attack, backbone, eps, steps))
+    res = ATTACKS[attack](model, images, targets, **ATTACKS[attack].budget_params(eps, steps, backbone))
     return _rows(attack, backbone, images, res.adv, res.pred, targets, clean_pred, index, eps=eps)
 
 
-def run_cell(study: StudyConfig, cell: str) -> dict[str, Any]:
-    """Compute one cell (see :func:`study_cells`); its rows are plain numbers for ``studies.json``."""
+def run_cell(study: StudyConfig, cell: str) -> CellRecord:
+    """Compute one cell (see :func:`study_cells`)."""
     kind, backbone, attack, *rest = cell.split("/")
     total = study.total if kind == "compare" else study.curve_total
     indices = list(shard_ranges(total, study.batch)[int(rest[-1])])
     inputs = _shard_inputs(study, backbone, indices, study.total)
-    images, clean, targets, model = inputs["images"], inputs["clean"], inputs["targets"], inputs["model"]
+    images, clean, targets, model = inputs.images, inputs.clean, inputs.targets, inputs.model
     if kind == "curve":
         eps = study.eps_values[int(rest[0])]
-        return {"cell": cell, "security": curve_rows(model, backbone, attack, images, targets, clean, eps,
-                                                     study.curve_steps, indices)}
+        return CellRecord(cell, security=curve_rows(model, backbone, attack, images, targets, clean, eps,
+                                                    study.curve_steps, indices))
     rows, res = compare_attack(model, backbone, attack, images, targets, clean, study.eps, study.steps, indices)
     transfer = []
+    first = ATTACKS.compared()[0].name  # its cells also carry the clean baselines, once per image
     for other in (b for b in study.backbones if b != backbone):
-        other_model = cached_model(*study.model_key(other))
+        other_model = cached_model(study.model_key(other))
         transfer += transfer_matrix(backbone, {attack: res.adv}, images, other_model, other, targets, indices,
-                                    with_clean=attack == COMPARED[0])
-    truth = inputs["truth"]
-    return {"cell": cell, "comparison": rows, "transfer": transfer,
-            "difficulty": class_difficulty(attack, backbone, res.pred, targets, clean, indices),
-            "success_history": res.history["success"].T.tolist(),
-            "clean_conf": None if truth is None else confusion_matrix(clean, truth).sum(0).tolist(),
-            "weights": model.info.as_dict()}
+                                    with_clean=attack == first)
+    truth = inputs.truth
+    return CellRecord(cell, comparison=rows, transfer=transfer,
+                      difficulty=class_difficulty(attack, backbone, res.pred, targets, clean, indices),
+                      success_history=res.history["success"].T.tolist(),
+                      clean_conf=None if truth is None else confusion_matrix(clean, truth).sum(0).tolist(),
+                      weights=model.info)
 
 
-class StudyFolder:
-    """The studies' folder: one JSON file per finished cell under ``cells/<settings hash>/``, then
-    ``studies.json`` assembled from them, replacing the folder's previous content whole."""
-
-    def __init__(self, path: str | os.PathLike, study: StudyConfig) -> None:
-        self.path, self.study, self.digest = Path(path).expanduser().resolve(), study, study.digest()
-        self.cell_dir = self.path / "cells" / self.digest
-
-    def _file(self, cell: str) -> Path:
-        return self.cell_dir / (cell.replace("/", "-") + ".json")
-
-    def complete(self) -> bool:
-        """True when the folder holds finished studies for exactly these settings."""
-        return json_matches(self.path / "studies.json", settings_hash=self.digest, version=STUDIES_VERSION)
-
-    def pending(self) -> list[str]:
-        return [c for c in study_cells(self.study) if not self._file(c).is_file()]
-
-    def write_cell(self, record: dict[str, Any]) -> None:
-        claim(self.path)
-        self.cell_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self._file(record["cell"]), json.dumps(record, allow_nan=False))
-
-    def finish(self, seconds: float | None = None) -> dict[str, Any]:
-        """Assemble every cell into ``studies.json`` and replace the folder with it whole."""
-        cells = [json.loads(self._file(c).read_text()) for c in study_cells(self.study)]
-        doc = assemble_studies(self.study, cells, self.digest, seconds)
-
-        def build(staging: Path) -> None:
-            atomic_write_text(staging / "studies.json", json.dumps(doc, indent=1, allow_nan=False))
-            (staging / "cells").mkdir()
-            os.replace(self.cell_dir, staging / "cells" / self.digest)
-
-        replace_folder(self.path, build)
-        return doc
-
-
-def assemble_studies(study: StudyConfig, cells: list[dict[str, Any]], digest: str,
-                     seconds: float | None = None) -> dict[str, Any]:
+def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResults:
     """``studies.json`` from the cells: rows in cell order, per-attack wall time summed over shards."""
-    comparison, security, transfer, difficulty, curves, weights, clean_conf = [], [], [], [], {}, {}, {}
+    comparison: list[Row] = []
+    security: list[Row] = []
+    transfer: list[Row] = []
+    difficulty: list[Row] = []
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    weights, clean_conf = {}, {}
     totals: dict[tuple[str, str], float] = {}
-    compare = [c for c in cells if c["cell"].startswith("compare/")]
-    for cell in compare:
-        _, backbone, attack, _ = cell["cell"].split("/")
-        totals[(backbone, attack)] = totals.get((backbone, attack), 0.0) + cell["comparison"][0]["seconds"]
+    first = ATTACKS.compared()[0].name
     for cell in cells:
-        security += cell.get("security", [])
-        if "comparison" not in cell:
+        if cell.comparison:
+            _, backbone, attack, _ = cell.cell.split("/")
+            totals[(backbone, attack)] = totals.get((backbone, attack), 0.0) + cell.comparison[0]["seconds"]
+    for cell in cells:
+        security += cell.security
+        if not cell.comparison:
             continue
-        _, backbone, attack, _ = cell["cell"].split("/")
-        comparison += [dict(r, seconds=totals[(backbone, attack)]) for r in cell["comparison"]]
-        transfer += cell["transfer"]
-        difficulty += cell["difficulty"]
-        curves.setdefault(backbone, {}).setdefault(attack, []).extend(cell["success_history"])
-        weights[backbone] = cell["weights"]
-        if attack == COMPARED[0] and cell["clean_conf"] is not None:
-            clean_conf.setdefault(backbone, []).append(torch.tensor(cell["clean_conf"]))
-    return {
-        "version": STUDIES_VERSION, "settings_hash": digest,
-        "params": {**asdict(study), "targets": "roll (image i -> prediction of image i+1)"},
-        "weights": weights,
-        "clean_iou_truth": {b: dataset_scores(torch.stack(clean_conf[b]))["miou"] if b in clean_conf else None
-                            for b in study.backbones},
-        "comparison": comparison, "security": security, "transfer": transfer, "difficulty": difficulty,
-        # per backbone and attack: success per iteration, one list per image (transposed to (steps, images))
-        "iteration_curves": {b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()}
-                             for b, per in curves.items()},
-        "seconds": seconds if seconds is not None else sum(totals.values()),
-    }
+        _, backbone, attack, _ = cell.cell.split("/")
+        comparison += [dict(r, seconds=totals[(backbone, attack)]) for r in cell.comparison]
+        transfer += cell.transfer
+        difficulty += cell.difficulty
+        curves.setdefault(backbone, {}).setdefault(attack, []).extend(cell.success_history)
+        if cell.weights is not None:
+            weights[backbone] = cell.weights
+        if attack == first and cell.clean_conf is not None:
+            clean_conf.setdefault(backbone, []).append(torch.tensor(cell.clean_conf))
+    return StudiesResults(
+        config_hash=study.digest(), results_version=RESULTS_VERSION,
+        params={**asdict(study), "targets": "roll (image i -> prediction of image i+1)"}, weights=weights,
+        clean_iou_truth={b: dataset_scores(torch.stack(clean_conf[b]))["miou"] if b in clean_conf else None
+                         for b in study.backbones},
+        comparison=comparison, security=security, transfer=transfer, difficulty=difficulty,
+        # per backbone and attack: success per iteration, one list per image, transposed to (steps, images)
+        iteration_curves={b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()}
+                          for b, per in curves.items()},
+        seconds=sum(totals.values()))
 
 
-def run_studies(study: StudyConfig, out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+class StudiesJob(Job):
+    """The studies as a job: its units are the cells, its document ``studies.json``."""
+
+    notebook = "studies.ipynb"
+    document = "studies.json"
+    unit_folder = "cells"
+
+    def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:
+        super().__init__("studies", path, study.digest())
+        self.study = study
+
+    def list_units(self) -> list[str]:
+        return study_cells(self.study)
+
+    def compute(self, unit: str) -> CellRecord:
+        return run_cell(self.study, unit)
+
+    def decode(self, stored: dict[str, Any]) -> CellRecord:
+        return CellRecord.from_dict(stored)
+
+    def write_outputs(self, records: list[CellRecord], staging: Path) -> None:
+        atomic_write_text(staging / self.document, assemble_studies(self.study, records).to_json())
+
+    def notebook_parameters(self) -> dict[str, Any]:
+        return {"settings": asdict(self.study), "out_dir": str(self.path), "compute": False}
+
+
+def run_studies(study: StudyConfig, out_dir: str | os.PathLike, progress: bool = True) -> StudiesResults:
     """Compute the missing cells in this process, assemble and save; return ``studies.json``'s content
     (finished studies for the same settings are read, not recomputed)."""
-    folder = StudyFolder(out_dir, study)
-    with locked(folder.path):
-        if not folder.complete():
-            started = time.perf_counter()
-            for cell in tqdm(folder.pending(), desc="studies", unit="cell", disable=not progress):
-                folder.write_cell(run_cell(study, cell))
-            folder.finish(time.perf_counter() - started)
-        return json.loads((folder.path / "studies.json").read_text())
+    job = StudiesJob(study, out_dir)
+    job.run_here(progress)
+    return read_studies(job.path, study)
+
+
+def read_studies(folder: str | os.PathLike, study: StudyConfig | None = None) -> StudiesResults:
+    """Finished studies; with ``study``, refused unless they were made with these settings."""
+    path = Path(folder).expanduser().resolve() / StudiesJob.document
+    results = StudiesResults.read(path)
+    if study is not None and results.config_hash != study.digest():
+        raise RecordError(f"{path} holds studies of other settings than those asked for")
+    return results

@@ -341,7 +341,7 @@ def test_report_parameters_are_checked_before_any_folder_is_touched(tmp_path, ca
 
 
 def test_duplicate_backbones_and_attacks_run_once():
-    from segattack.grid import grid_configs
+    from segattack.profiles import grid_configs
 
     configs = grid_configs("tiny", backbones=("resnet50", "resnet50"), attacks=("pgd", "asma", "pgd"))
     assert [(c.backbone, c.attack) for c in configs] == [("resnet50", "pgd"), ("resnet50", "asma")]

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.grid import local_cluster, run_grid
+from segattack.cluster import local_cluster
+from segattack.profiles import run_profile as run_grid
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -190,10 +190,12 @@ def test_a_model_loaded_under_inference_mode_can_still_be_attacked():
 
 
 def test_the_cached_clean_prediction_leaves_a_differentiable_model():
-    from segattack import runner
-    runner.cached_model.cache_clear(), runner.clean_prediction.cache_clear()
-    key = ("mobilenet_v3_large", "embedded", "cpu", True, True)
-    runner.clean_prediction(key, ("scenes", 48, "crop", 0), 0)
+    from segattack import cache
+    from segattack.config import ModelKey
+
+    cache.cached_model.cache_clear(), cache.clean_prediction.cache_clear()
+    key = ModelKey("mobilenet_v3_large", "embedded", "cpu", True, True)
+    cache.clean_prediction(key, cache.ImageSetKey("scenes", 48, "crop", 0), 0)
     x = torch.rand(1, 3, 48, 48, requires_grad=True)
-    (grad,) = torch.autograd.grad(runner.cached_model(*key)(x).sum(), x)
+    (grad,) = torch.autograd.grad(cache.cached_model(key)(x).sum(), x)
     assert grad.abs().sum() > 0

@@ -40,8 +40,8 @@ MUTATIONS = [
      "        if l2_penalty:\n", "        if False:\n",
      ["tests/test_adv_lib.py::test_asma_matches_adv_libs_images_where_the_l2_term_matters"]),
     ("transfer evaluated on the crafting model", "segattack/studies.py",
-     "other_model = cached_model(*study.model_key(other))",
-     "other_model = cached_model(*study.model_key(backbone))",
+     "other_model = cached_model(study.model_key(other))",
+     "other_model = cached_model(study.model_key(backbone))",
      ["tests/test_protocol.py::test_transfer_evaluates_the_other_backbone"]),
 ]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.models import segmentation as tvseg
 
-from segattack.grid import PROFILES, grid_configs
+from segattack.profiles import PROFILES, grid_configs
 from segattack.models import torchvision_weights_path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,8 @@ from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
 from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD, pooled_scores, reference_present_iou
 from segattack.models import wrap_model
-from segattack.runner import attacked_images, summarize
+from segattack.results import summarize
+from segattack.targets import attacked_images
 
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -129,23 +130,23 @@ def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
         background.bias.fill_(-1.0)
         background.bias[0] = 1.0  # predicts class 0 everywhere
     models = {"mobilenet_v3_large": tiny_model, "resnet50": wrap_model(background, normalize=False)}
-    import segattack.runner as runner
+    import segattack.cache as cache
 
-    for module in (studies, runner):
-        monkeypatch.setattr(module, "cached_model", lambda backbone, *args: models[backbone])
-    runner.clean_prediction.cache_clear()  # cached per process: made by the real models elsewhere
+    for module in (studies, cache):
+        monkeypatch.setattr(module, "cached_model", lambda key: models[key.backbone])
+    cache.clean_prediction.cache_clear()  # cached per process: made by the real models elsewhere
     study = studies.StudyConfig(num_images=3, size=32, batch=3, steps=5, eps=16 / 255)
     try:
         cell = studies.run_cell(study, "compare/mobilenet_v3_large/pgd/0")
     finally:
-        runner.clean_prediction.cache_clear()
+        cache.clean_prediction.cache_clear()
     images = torch.stack(studies.image_set("scenes", 32).load(range(3)).images)
     with torch.no_grad():
         targets = tiny_model(images).argmax(1).roll(-1, 0)  # roll: image i takes image i+1's prediction
-    transferred = [r["success"] for r in cell["transfer"] if r["attack"] == "pgd"]
-    assert {(r["source"], r["evaluated_on"]) for r in cell["transfer"]} == {("mobilenet_v3_large", "resnet50")}
+    transferred = [r["success"] for r in cell.transfer if r["attack"] == "pgd"]
+    assert {(r["source"], r["evaluated_on"]) for r in cell.transfer} == {("mobilenet_v3_large", "resnet50")}
     assert transferred == pytest.approx((targets == 0).flatten(1).double().mean(1).tolist())
-    crafted = [r["success"] for r in cell["comparison"]]
+    crafted = [r["success"] for r in cell.comparison]
     assert crafted != pytest.approx(transferred)  # on the crafting model the attack did more
 
 
@@ -211,6 +212,6 @@ def test_table1_means_leave_the_target_image_out():
     assert attacked_images(4, "single", 1) == [0, 2, 3]
     assert attacked_images(4, "roll", 1) == [0, 1, 2, 3]
     metrics = {"l2_255": torch.tensor([10.0, 0.0, 20.0, 30.0])}  # the target image (1) untouched
-    assert summarize(metrics, attacked_images(4, "single", 1))["l2_255"]["mean"] == pytest.approx(20.0)
-    assert summarize(metrics)["l2_255"]["mean"] == pytest.approx(15.0)
-    assert summarize({"x": torch.tensor([1.0])})["x"]["ci95"] is None  # undefined, not NaN
+    assert summarize(metrics, attacked_images(4, "single", 1))["l2_255"].mean == pytest.approx(20.0)
+    assert summarize(metrics)["l2_255"].mean == pytest.approx(15.0)
+    assert summarize({"x": torch.tensor([1.0])})["x"].ci95 is None  # undefined, not NaN

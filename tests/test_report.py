@@ -15,9 +15,11 @@ from typing import Any
 import nbformat
 import pytest
 
-from segattack.grid import build_report, grid_configs, run_grid
+from segattack.profiles import grid_configs
+from segattack.profiles import run_profile as run_grid
+from segattack.render import build_report
 from segattack.params import ParameterError
-from segattack.runner import RunFolder
+from segattack.runner import RunJob
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +41,13 @@ def test_grid_runs_every_backbone_and_attack(tiny_study):
     assert len({r["eps"] for r in studies["security"]}) >= 5
     for cfg in grid_configs("tiny"):
         run_dir = out / "runs" / f"{cfg.backbone}-{cfg.attack}"
-        assert RunFolder(run_dir, cfg).complete()
+        assert RunJob(cfg, run_dir).complete()
         executed = nbformat.read(run_dir / "attack.ipynb", as_version=4)
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
 
 
 def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, monkeypatch):
-    import segattack.grid as grid
+    import segattack.runner as runner
 
     out, _ = tiny_study
     work = tmp_path / "work"
@@ -55,8 +57,8 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
     (victim / "results.json").unlink()  # as if killed before its results were assembled
     next(victim.glob("shards/*/00000.pt")).unlink()  # ... and before its shard was written
     computed = []
-    real = grid.run_shard
-    monkeypatch.setattr(grid, "run_shard",
+    real = runner.run_shard
+    monkeypatch.setattr(runner, "run_shard",
                         lambda cfg, k: computed.append((cfg.backbone, cfg.attack, k)) or real(cfg, k))
     status = run_grid("tiny", work, cluster="inprocess", progress=False)
     assert status["resnet50-pgd"] == "done" and computed == [("resnet50", "pgd", 0)]
@@ -73,7 +75,8 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
 
 
 def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study, tmp_path, monkeypatch):
-    import segattack.grid as grid
+    import segattack.runner as runner
+    import segattack.studies as studies_module
 
     out, _ = tiny_study
     work = tmp_path / "work"
@@ -82,8 +85,8 @@ def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study
     (run / "attack.ipynb").unlink()  # stopped after its results were assembled, before its notebook ran
     (studies / "failed.json").write_text('{"error": "KeyboardInterrupt", "notebook": ""}')  # or that failed
     kept = {p: p.read_bytes() for p in [run / "results.json", studies / "studies.json"]}
-    monkeypatch.setattr(grid, "run_shard", lambda *a: pytest.fail("a finished shard was computed again"))
-    monkeypatch.setattr(grid, "run_cell", lambda *a: pytest.fail("a finished cell was computed again"))
+    monkeypatch.setattr(runner, "run_shard", lambda *a: pytest.fail("a finished shard was computed again"))
+    monkeypatch.setattr(studies_module, "run_cell", lambda *a: pytest.fail("a finished cell was computed again"))
     status = run_grid("tiny", work, cluster="inprocess", progress=False)
     assert status["mobilenet_v3_large-pgd"] == status["studies"] == "done"
     assert sorted(status.values()).count("skipped") == 3

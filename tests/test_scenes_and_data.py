@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack.data import ImageError, image_set, load_image, study_images, target_masks, target_sources
+from segattack.data import ImageError, image_set, load_image, study_images
+from segattack.targets import target_masks, target_sources
 from segattack.metrics import confusion_matrix, dataset_scores
 from segattack.scenes import class_recipe, render_scene, scene_batch
 

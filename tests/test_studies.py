@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from segattack.studies import COMPARED, budget_params, class_difficulty, compare_attack, curve_rows, transfer_matrix
+from segattack.attacks import ATTACKS, AttackSpec, targeted_pgd
+from segattack.studies import class_difficulty, compare_attack, curve_rows, transfer_matrix
+
+COMPARED = [spec.name for spec in ATTACKS.compared()]
 
 
 def test_class_difficulty_counts_only_pixels_that_must_change():
@@ -16,11 +19,13 @@ def test_class_difficulty_counts_only_pixels_that_must_change():
 
 
 def test_budget_rules():
-    assert budget_params("pgd", "resnet50", 0.03, 10) == {"mode": "linf", "eps": 0.03, "steps": 10}
-    assert budget_params("asma", "resnet50", 0.03, 10)["eps"] == 0.03
-    assert budget_params("dag", "resnet50", 0.04, 10)["gamma"] == pytest.approx(0.01)
+    assert ATTACKS["pgd"].budget_params(0.03, 10, "resnet50") == {"mode": "linf", "eps": 0.03, "steps": 10}
+    assert ATTACKS["asma"].budget_params(0.03, 10, "resnet50") == {"beta": 1e-4, "tau": 1e-5, "eps": 0.03, "steps": 10}
+    assert ATTACKS["dag"].budget_params(0.04, 10, "resnet50")["gamma"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="no budget rule"):
-        budget_params("fgsm", "resnet50", 0.03, 10)
+        AttackSpec("fgsm", targeted_pgd, "FGSM").budget_params(0.03, 10, "resnet50")
+    with pytest.raises(KeyError, match="unknown attack 'fgsm'"):
+        ATTACKS["fgsm"]
 
 
 def test_compare_curves_and_transfer_on_a_tiny_model(tiny_model, scene_inputs):

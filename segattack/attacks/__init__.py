@@ -2,18 +2,18 @@
 
 Images are (B,3,H,W) in [0,1]; labels are (B,H,W) class ids (255 = ignore): the target masks
 of a targeted attack, the true or clean labels of an untargeted one. Normalisation is the model
-wrapper's business (``segattack.models``), never an attack's. ``ATTACKS`` maps the names the CLI,
-the notebooks and the report accept to the functions.
+wrapper's business (``segattack.models``), never an attack's. Each module registers its attack's
+:class:`AttackSpec` in :data:`ATTACKS`, the registry every part of the study reads (the import
+order below is the order the studies compare them in).
 """
 
 from ._common import AttackDiverged, AttackResult
-from .asma import PAPER_BETA, PAPER_TAU, asma
+from .pgd import pgd, targeted_pgd  # noqa: I001 (registration order)
+from .segpgd import segpgd
 from .cospgd import cospgd
 from .dag import dag
-from .pgd import PAPER_ALPHA, PAPER_EPS, pgd, targeted_pgd
-from .segpgd import segpgd
+from .asma import asma
+from .registry import ATTACKS, ENTRY_POINT_GROUP, AttackSpec, register
 
-ATTACKS = {"pgd": pgd, "asma": asma, "dag": dag, "segpgd": segpgd, "cospgd": cospgd}
-
-__all__ = ["ATTACKS", "AttackDiverged", "AttackResult", "PAPER_ALPHA", "PAPER_BETA", "PAPER_EPS", "PAPER_TAU",
-           "asma", "cospgd", "dag", "pgd", "segpgd", "targeted_pgd"]
+__all__ = ["ATTACKS", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec", "asma", "cospgd", "dag",
+           "pgd", "register", "segpgd", "targeted_pgd"]

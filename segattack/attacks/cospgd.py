@@ -23,6 +23,7 @@ from torch import nn
 from ..classes import IGNORE_INDEX
 from ._common import AttackResult, check_inputs, check_positive
 from ._projected import projected_gradient
+from .registry import AttackSpec, register
 
 
 Cosine = Literal["softmax", "sigmoid"]
@@ -70,3 +71,7 @@ def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
                               targeted=targeted, steps=steps, eps=eps, alpha=alpha, norm=norm,
                               random_init=random_start, generator=generator, adv_threshold=adv_threshold,
                               progress=progress, params=params)
+
+
+SPEC = register(AttackSpec(name="cospgd", fn=cospgd, label="CosPGD", paper_steps=20,
+                           budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps}, compared=True))

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
+from .registry import AttackSpec, register
 
 PAPER_GAMMA = 0.5 / 255  # Xie et al.'s 0.5 on 0-255 inputs, in [0,1] pixel units
 
@@ -86,3 +87,9 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     if unsuccessful == "clean" and adv_threshold is not None:  # never reached the threshold: clean image
         adv = torch.where(tracker.active.view(-1, 1, 1, 1), images, adv)
     return finish(model, adv, labels, targeted, tracker, steps, params)
+
+
+# DAG is unbounded by design: the studies give it steps of L-inf size eps/4 and report the norms it reaches.
+SPEC = register(AttackSpec(name="dag", fn=dag, label="DAG", paper_steps=200,
+                           budget=lambda eps, steps, backbone: {"gamma": eps / 4, "steps": steps},
+                           compared=True, security_curve=False))

@@ -34,8 +34,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
+from ..metrics import IMAGENET_STD
 from ._common import AttackResult, check_inputs, check_positive, input_std
 from ._projected import projected_gradient
+from .registry import AttackSpec, register
 
 PAPER_EPS, PAPER_ALPHA, PAPER_STEPS = 0.1, 100.0, 15
 DEFAULT_EPS = {"paper": PAPER_EPS, "linf": 8 / 255, "l2": 0.5}
@@ -122,3 +124,23 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
 def targeted_pgd(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> AttackResult:
     """The paper's targeted PGD: :func:`pgd` with ``targeted=True`` (see its parameters)."""
     return pgd(model, images, targets, targeted=True, **kwargs)
+
+
+def _paper_notes(params: dict[str, Any], image_size: int, images: int) -> str | None:
+    """The discussion's paragraph on [5]'s protocol, for a paper-mode run."""
+    if params.get("mode") != "paper":
+        return None
+    reduction = params.get("reduction")
+    how = ("one cross-entropy mean over the batch, as [5]" if reduction == "batch"
+           else "per-image means summed: each image steps as if alone, B times [5] step")
+    return (f"[5]'s PGD protocol: {params['steps']} raw-gradient steps of alpha={params['alpha']:g} on a batch of "
+            f"{images}, loss reduction `{reduction}` ({how}), eps={params['eps']:g} in normalised space, no clip "
+            f"(its images leave [0,1] by up to {params['eps'] * max(IMAGENET_STD):.4f}; figures show them clamped, "
+            f"every number uses the unclamped tensor).")
+
+
+SPEC = register(AttackSpec(
+    name="pgd", fn=pgd, label="PGD Attack", paper_params=lambda backbone: {"mode": "paper"},
+    paper_steps=PAPER_STEPS, budget=lambda eps, steps, backbone: {"mode": "linf", "eps": eps, "steps": steps},
+    compared=True, in_paper=True,
+    describe=lambda p: f"mode {p['mode']}, {p.get('reduction', 'image')}-mean CE", notes=_paper_notes))

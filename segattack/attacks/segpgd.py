@@ -18,6 +18,7 @@ from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
 from ._common import AttackResult, check_inputs, check_positive
 from ._projected import projected_gradient
+from .registry import AttackSpec, register
 
 
 def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool,
@@ -52,3 +53,7 @@ def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
                               lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred), targeted=targeted,
                               steps=steps, eps=eps, alpha=alpha, random_init=random_start, generator=generator,
                               adv_threshold=adv_threshold, progress=progress, params=params)
+
+
+SPEC = register(AttackSpec(name="segpgd", fn=segpgd, label="SegPGD", paper_steps=20,
+                           budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps}, compared=True))

@@ -1,0 +1,59 @@
+"""Per-process caches: loaded models, clean predictions, and which input shapes are warmed up.
+
+Every shard and studies cell a worker runs reuses them, so no model is loaded twice and no clean
+forward pass is repeated within a process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import torch
+
+from .attacks import AttackSpec
+from .config import ModelKey
+from .data import image_set
+from .metrics import predict_classes
+from .models import SegmentationModel, load_model
+
+
+class ImageSetKey(NamedTuple):
+    """What identifies an image set: its source, side, resize protocol and seed."""
+
+    source: str
+    size: int
+    resize: str
+    seed: int
+
+
+@lru_cache(maxsize=4)
+def cached_model(key: ModelKey) -> SegmentationModel:
+    """A loaded model, kept per process."""
+    return load_model(key.backbone, key.weights, device=key.device, channels_last=key.channels_last,
+                      fold_bn=key.fold_bn)
+
+
+@lru_cache(maxsize=256)
+def clean_prediction(model: ModelKey, images: ImageSetKey, index: int) -> torch.Tensor:
+    """The clean prediction (H,W) of image ``index`` of ``images`` by ``model``, made alone so that it
+    is the same bits in every shard and cell that needs it."""
+    x = image_set(*images).load([index]).images[0]
+    net = cached_model(model)  # loaded outside inference mode: the attacks differentiate through it
+    with torch.inference_mode():
+        return predict_classes(net(x[None].to(model.device)))[0].to(torch.uint8)
+
+
+_WARM: set[tuple[int, tuple[int, ...], bool]] = set()  # (model, input shape, autocast) this process has run
+
+
+def warm_up(model: SegmentationModel, attack: AttackSpec, images: torch.Tensor, targets: torch.Tensor,
+            params: dict[str, Any]) -> None:
+    """One untimed iteration the first time this process runs ``model`` on this input shape: the
+    first calls on a shape pay one-off kernel set-up (seconds on a CPU) that would otherwise be
+    timed as attack iterations. It draws from a generator of its own, never the run's."""
+    key = (id(model), tuple(images.shape), torch.is_autocast_enabled(images.device.type))
+    if key not in _WARM:
+        own = {**params, "generator": torch.Generator()} if "generator" in params else params
+        attack(model, images, targets, **{**own, "steps": 1})
+        _WARM.add(key)

@@ -1,0 +1,128 @@
+"""A run's configuration: every setting that determines its numbers, checked on construction.
+
+:class:`RunConfig` is the one home of the run defaults: the CLI's options, the notebooks'
+parameters and the profiles start from its field defaults. A RunConfig that exists is valid (a bad
+value fails before any folder is touched), and :meth:`RunConfig.digest` names its results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+import torch
+
+from .attacks import ATTACKS, AttackSpec
+from .classes import NUM_CLASSES
+from .data import MIN_SIDE, RESIZES
+from .models import BACKBONES, check_weights, wrap_model
+from .params import ParameterError, check_attack_params, coerce
+from .targets import TARGET_SCHEMES
+
+
+class ModelKey(NamedTuple):
+    """What identifies a loaded model in a process's cache (:func:`segattack.cache.cached_model`)."""
+
+    backbone: str
+    weights: str
+    device: str
+    channels_last: bool
+    fold_bn: bool
+
+
+def digest(settings: Any) -> str:
+    """A stable 16-hex-digit hash of a config dataclass (how finished results are recognised)."""
+    blob = json.dumps(asdict(settings), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def coerce_fields(config: Any, prefix: str = "") -> None:
+    """Convert every field of the dataclass ``config`` to its type hint, strictly (:func:`params.coerce`)."""
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        setattr(config, f.name, coerce(f"{prefix}{f.name}", getattr(config, f.name), hints[f.name]))
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers (hashed to skip finished runs and shards)."""
+
+    backbone: str = "mobilenet_v3_large"
+    attack: str = "pgd"
+    weights: str = "auto"  # auto | torchvision | embedded | a checkpoint path
+    images: str = "scenes"
+    num_images: int = 8  # 0: every image of a finite set (a folder, voc:, pairs:)
+    size: int = 0  # 0: the embedded model's training size, else 520 (torchvision weights)
+    resize: str = "crop"  # crop: centre square | shorter: shorter side to size (torchvision's transforms)
+    batch: int = 4  # images per shard, attacked together ([5]'s batch of 4)
+    steps: int = 50
+    target_scheme: str = "single"
+    target_index: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False  # bf16 autocast for the attack's forward/backward passes (GPU path; CPU works too)
+    channels_last: bool = True  # NHWC memory layout for the network (same numbers, faster)
+    fold_bn: bool = True  # batch norms folded into the convolutions (same numbers, faster)
+    save_images: int = 8  # adversarial tensors and PNGs are kept for the first this many images
+    attack_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        for name, allowed in (("backbone", tuple(BACKBONES)), ("attack", tuple(ATTACKS)), ("resize", RESIZES),
+                              ("target_scheme", TARGET_SCHEMES)):
+            if getattr(self, name) not in allowed:
+                raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        for name, low in (("num_images", 0), ("batch", 1), ("steps", 1), ("target_index", 0), ("seed", 0),
+                          ("save_images", 0)):
+            if getattr(self, name) < low:
+                raise ParameterError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.size and self.size < MIN_SIDE:
+            raise ParameterError(f"size must be 0 (the weights' own) or >= {MIN_SIDE} px, got {self.size}")
+        if self.seed >= 2**63:
+            raise ParameterError(f"seed must be < 2**63, got {self.seed}")
+        try:
+            check_weights(self.weights)
+            torch.device(self.device)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
+        except RuntimeError:
+            raise ParameterError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
+        self.attack_params = check_attack_params(self.attack, self.spec.fn, self.attack_params)
+        _probe(self)
+
+    @property
+    def spec(self) -> AttackSpec:
+        return ATTACKS[self.attack]
+
+    @property
+    def name(self) -> str:
+        """The run's folder name in a report: ``BACKBONE-ATTACK``."""
+        return f"{self.backbone}-{self.attack}"
+
+    @property
+    def model_key(self) -> ModelKey:
+        return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn)
+
+    def attack_kwargs(self) -> dict[str, Any]:
+        """The attack's keywords: its paper values for this backbone, then the run's own."""
+        return {**self.spec.paper_params(self.backbone), **self.attack_params}
+
+    def digest(self) -> str:
+        return digest(self)
+
+
+def _probe(cfg: RunConfig) -> None:
+    """One step of the attack on a tiny dummy batch: the attack's own checks (eps > 0, known modes,
+    ...) refuse a bad value here, before any model or image is loaded."""
+    probe = wrap_model(torch.nn.Conv2d(3, NUM_CLASSES, 1), "probe")
+    try:
+        with torch.no_grad(), torch.enable_grad():
+            cfg.spec(probe, torch.full((1, 3, MIN_SIDE, MIN_SIDE), 0.5),
+                     torch.zeros(1, MIN_SIDE, MIN_SIDE, dtype=torch.long), steps=1, **cfg.attack_kwargs())
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(str(exc)) from None
+    except ArithmeticError:  # diverging on a dummy model says nothing about the real one
+        pass

@@ -1,0 +1,122 @@
+"""The report's profiles, and the jobs a profile plans: its backbone x attack runs and its studies.
+
+A profile sets run parameters (any :class:`~segattack.config.RunConfig` field, the rest keeping
+the config's defaults) and the studies' (``studies``: none | default | full; ``studies_*``: any
+:class:`~segattack.studies.StudyConfig` field). ``steps`` may name an iteration plan instead of a
+number: ``"paper"`` gives every attack its registered ``paper_steps`` ([5]'s 15 for PGD, adv_lib's
+1,000 for ASMA), ``"default"`` its ``default_steps`` (ASMA 300).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .attacks import ATTACKS
+from .config import RunConfig
+from .grid import run_grid
+from .jobs import Job, TaskState
+from .models import BACKBONES
+from .params import ParameterError
+from .runner import RunJob
+from .studies import LEVELS, StudiesJob, StudyConfig
+
+BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Embedded weights on their held-out scenes at their training size: CPU-friendly.
+    "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": "default",
+                "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
+    # The paper: torchvision's COCO weights, the shipped photos at 520 px, [5]'s batch of 4 (a GPU or a
+    # patient CPU: -p studies=none or -p studies_size=128 trims the studies there).
+    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": "paper",
+              "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
+    # Smoke test for CI: two small images, two iterations.
+    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2,
+             "studies": "default", "studies_images": "scenes", "studies_num_images": 2, "studies_size": 48,
+             "studies_steps": 2, "studies_curve_steps": 1, "studies_curve_images": 2},
+}
+
+
+def paper_attacks() -> tuple[str, ...]:
+    """The grid's default attacks: the paper's Table 1 attacks in the registry."""
+    return ATTACKS.in_paper()
+
+
+def _settings(profile: str, overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run parameters, studies settings) of ``profile`` with ``overrides``, unknown names refused."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    merged = {**PROFILES[profile], **(overrides or {})}
+    run = {k: v for k, v in merged.items() if not k.startswith("studies")}
+    study = {k.removeprefix("studies_"): v for k, v in merged.items() if k.startswith("studies_")}
+    study["level"] = merged.get("studies", "none")
+    for name in ("backbone", "attack"):  # names become folder names: they come from --backbones/--attacks
+        if name in run:
+            raise ParameterError(f"-p {name}=... is not a grid parameter; use --{name}s")
+    unknown = sorted(set(run) - set(RunConfig.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(f"unknown run parameters: {', '.join(unknown)}")
+    return run, study
+
+
+def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
+                 backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None
+                 ) -> list[RunConfig]:
+    """The runs of ``profile`` (with ``overrides`` applied to every run), in report order, each
+    checked on construction; duplicate names run once. ``attacks`` defaults to the paper's."""
+    settings, _ = _settings(profile, overrides)
+    attacks = paper_attacks() if attacks is None else attacks
+    for name, chosen, allowed in (("backbone", backbones, tuple(BACKBONES)), ("attack", attacks, tuple(ATTACKS))):
+        bad = [n for n in chosen if n not in allowed]
+        if bad:
+            raise ParameterError(f"unknown {name} {bad[0]!r}; choose from {', '.join(allowed)}")
+    steps = settings.pop("steps", RunConfig.steps)
+
+    def steps_of(attack: str) -> Any:
+        return ATTACKS[attack].steps_for(steps) if steps in ("paper", "default") else steps
+
+    return [RunConfig(backbone=b, attack=a, **settings, steps=steps_of(a))
+            for b in dict.fromkeys(backbones) for a in dict.fromkeys(attacks)]
+
+
+def study_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig | None:
+    """The studies' settings of ``profile`` (None when its ``studies`` level is ``none``; the
+    settings are checked all the same); the run parameters ``weights``, ``device`` and ``seed``
+    apply to the studies too."""
+    run, study = _settings(profile, overrides)
+    level = study.pop("level")
+    if level not in (*LEVELS, "none"):
+        raise ParameterError(f"unknown studies {level!r}; choose one of none, {', '.join(LEVELS)}")
+    shared = {k: run[k] for k in ("weights", "device", "seed") if k in run}
+    unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
+    if unknown:
+        raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")
+    config = StudyConfig(**{**LEVELS[level if level in LEVELS else "default"], **shared, **study})
+    return None if level == "none" else config
+
+
+def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+         backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None,
+         studies: str | None = None) -> list[Job]:
+    """The jobs of a report in ``out_dir``: ``runs/BACKBONE-ATTACK`` per run, then ``studies`` (whose
+    level ``studies`` overrides the profile's). Every parameter and input is checked here, before
+    any folder is written."""
+    overrides = {**(overrides or {}), **({"studies": studies} if studies else {})}
+    configs = grid_configs(profile, overrides, backbones, attacks)
+    study = study_config(profile, overrides)
+    out = Path(out_dir).expanduser().resolve()
+    jobs: list[Job] = [RunJob(cfg, out / "runs" / cfg.name, profile) for cfg in configs]
+    if study is not None:
+        jobs.append(StudiesJob(study, out / "studies"))
+    for job in jobs:
+        job.units()  # lists every image set and checks its files' headers
+    return jobs
+
+
+def run_profile(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
+                backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None,
+                studies: str | None = None, cluster: str = "local", progress: bool = True) -> dict[str, TaskState]:
+    """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.grid.run_grid`)."""
+    jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
+    return run_grid(jobs, out_dir, cluster, progress)

@@ -1,0 +1,115 @@
+"""A run's results from its shard records: statistics over images, [5]'s pooled scores, files.
+
+:func:`assemble` turns the shard records into :class:`~segattack.records.Results` and the saved
+images; :func:`write_run` writes them into a (staging) folder; :func:`read_run` reads a finished
+run back and refuses one made with other parameters. Every entry point (CLI, notebooks, grid,
+API) goes through these functions, so they all report the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from . import __version__
+from .classes import voc_palette
+from .config import RunConfig
+from .metrics import dataset_scores, finite_or_none, pooled_from_counts
+from .records import (RESULTS_VERSION, CleanTruth, Curve, Pooled, RecordError, Results, SavedImages, Score,
+                      ShardRecord, Stat, shallow_dict)
+from .store import atomic_write_text
+from .targets import attacked_images
+
+
+def summarize(metrics: dict[str, torch.Tensor], rows: list[int] | None = None) -> dict[str, Stat]:
+    """Mean and 95% normal interval half-width over images (``rows``: a subset) for each metric;
+    the half-width is None for one image."""
+    out = {}
+    for name, values in metrics.items():
+        v = values.double() if rows is None else values.double()[rows]
+        half = 1.96 * v.std(unbiased=True).item() / len(v) ** 0.5 if len(v) > 1 else float("nan")
+        out[name] = Stat(finite_or_none(v.mean().item()), finite_or_none(half))
+    return out
+
+
+def curve(history: torch.Tensor, rows: list[int]) -> Curve:
+    """Per iteration: mean and 95% normal half-width over ``rows`` of a (steps, images) history."""
+    values = history.double()[:, rows]
+    half = 1.96 * values.std(1, unbiased=True) / math.sqrt(len(rows)) if len(rows) > 1 else values[:, 0] * math.nan
+    return Curve([finite_or_none(v) for v in values.mean(1).tolist()], [finite_or_none(v) for v in half.tolist()])
+
+
+def pooled(conf: torch.Tensor, pixels: torch.Tensor) -> Pooled:
+    """Reference [5]'s pooled IoU and accuracy of a set of images (:func:`metrics.pooled_from_counts`)."""
+    scores = pooled_from_counts(conf, pixels)
+    return Pooled(**{k: Score(v["value"], v["ci95"]) for k, v in scores.items()})  # type: ignore[arg-type]
+
+
+def environment(device: str) -> dict[str, str]:
+    return {"segattack": __version__, "torch": str(torch.__version__), "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "device": device if device != "cpu" else f"cpu ({os.cpu_count()} cores)"}
+
+
+def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | None = None
+             ) -> tuple[Results, SavedImages]:
+    """The run's results document and its saved images, from its shard records."""
+    records = sorted(records, key=lambda r: r.shard)
+    total = sum(len(r.indices) for r in records)
+    metrics = {k: torch.cat([r.metrics[k] for r in records]) for k in records[0].metrics}
+    conf = {k: torch.cat([r.conf[k] for r in records]) for k in records[0].conf}
+    pixels = torch.cat([r.pixels for r in records])
+    history = {k: torch.cat([r.history[k] for r in records], dim=1) for k in records[0].history}
+    attacked = attacked_images(total, cfg.target_scheme, cfg.target_index)
+    seconds, passes = sum(r.seconds for r in records), sum(r.passes for r in records)
+    scopes = (("attacked", attacked), ("all", list(range(total))))
+    pooled_scores = {scope: {ref: pooled(counts[rows], pixels[rows]) for ref, counts in conf.items()
+                             if ref != "clean_truth"} for scope, rows in scopes}
+    clean_truth = None
+    if "clean_truth" in conf:
+        scores = dataset_scores(conf["clean_truth"])
+        clean_truth = CleanTruth(finite_or_none(scores["miou"]), finite_or_none(scores["pixel_accuracy"]), total,
+                                 cfg.resize, [finite_or_none(v) for v in scores["class_iou"]])
+    results = Results(
+        config=cfg, config_hash=cfg.digest(), results_version=RESULTS_VERSION, image_size=records[0].size,
+        names=[n for r in records for n in r.names], notes=[n for r in records for n in r.notes],
+        skipped=skipped or [], weights=records[0].weights, attack_params=records[0].attack_params,
+        iterations=[i for r in records for i in r.iterations], shards=len(records),
+        seconds=seconds, seconds_per_iteration=seconds / max(passes, 1),
+        attacked=attacked, summary=summarize(metrics, attacked), summary_all=summarize(metrics),
+        pooled=pooled_scores, clean_truth=clean_truth,
+        per_image={k: [finite_or_none(x) for x in v.tolist()] for k, v in metrics.items()},
+        history={k: curve(v, attacked) for k, v in history.items()},
+        environment=environment(cfg.device))
+    return results, SavedImages.join([r.saved for r in records])
+
+
+def write_run(results: Results, saved: SavedImages, folder: Path) -> None:
+    """PNGs of the saved images (clamped to [0,1] for display), tensors, then ``results.json``."""
+    palette = voc_palette()
+    for i, idx in enumerate(saved.index):
+        adv = (saved.adv[i].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(adv).save(folder / f"{idx:02d}_adv.png")
+        Image.fromarray(palette[saved.clean_pred[i].numpy()]).save(folder / f"{idx:02d}_pred_clean.png")
+        Image.fromarray(palette[saved.adv_pred[i].numpy()]).save(folder / f"{idx:02d}_pred_adv.png")
+    torch.save(shallow_dict(saved), folder / "tensors.pt")
+    atomic_write_text(folder / "results.json", results.to_json())
+
+
+def read_run(folder: str | os.PathLike, cfg: RunConfig | None = None) -> tuple[Results, SavedImages]:
+    """A finished run's results and saved images; with ``cfg``, refused unless they were made with it."""
+    folder = Path(folder).expanduser().resolve()
+    results = Results.read(folder / "results.json")
+    if cfg is not None and results.config_hash != cfg.digest():
+        theirs, ours = asdict(results.config), asdict(cfg)
+        diff = [f"{k}={theirs.get(k)!r} (asked {ours[k]!r})" for k in ours if theirs.get(k) != ours[k]]
+        raise RecordError(f"{folder} holds results of other parameters: {'; '.join(diff) or 'hash differs'}")
+    return results, SavedImages.read(folder / "tensors.pt")

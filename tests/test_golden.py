@@ -1,0 +1,44 @@
+"""The registry refactor changed no number: two small runs and one studies cell equal the records kept
+before it (tests/golden/before_registry.json, made on the code of 43662a6 with one intra-op thread)."""
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from segattack.config import RunConfig
+from segattack.runner import run
+from segattack.studies import StudyConfig, run_cell
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "before_registry.json").read_text())
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "asma"])
+def test_a_small_run_gives_the_recorded_numbers(attack, one_thread):
+    golden = GOLDEN[attack]
+    cfg = RunConfig(**golden["config"])
+    with tempfile.TemporaryDirectory() as tmp:
+        results, _ = run(cfg, Path(tmp) / "r", progress=False)
+    ours = json.loads(results.to_json())
+    for key, value in golden.items():
+        assert ours[key] == value, key
+
+
+def test_a_studies_cell_gives_the_recorded_rows(one_thread):
+    golden = GOLDEN["studies_cell"]
+    record = asdict(run_cell(StudyConfig(**golden["settings"]), golden["cell"]))
+    for row in record["comparison"]:
+        row.pop("seconds")
+    for key, value in golden["record"].items():
+        assert json.loads(json.dumps(record[key])) == value, key
