@@ -45,9 +45,9 @@ def test_a_torchvision_file_whose_hash_does_not_match_its_name_is_loaded_as_unve
     assert info.label() == "mobilenet_v3_large / torchvision (unverified) weights"
     assert model.net.aux_classifier is None and not model.training
     x = torch.rand(1, 3, 64, 64)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225])
     with torch.no_grad():
-        assert torch.allclose(model(x), reference((x - mean) / std)["out"], atol=1e-5)
+        assert torch.allclose(model(x), reference((x - mean) / std.view(1, 3, 1, 1))["out"], atol=1e-5)
     # "auto" prefers the cached file, and says just as plainly that it is unverified
     with pytest.warns(UserWarning, match="not the published network"):
         assert load_model("mobilenet_v3_large").info.source == UNVERIFIED_SOURCE

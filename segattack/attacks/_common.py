@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import types
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -261,6 +263,26 @@ def as_labels(labels: Any, name: str) -> torch.Tensor:
     return labels.long()
 
 
+def _number_arguments(function: Callable[..., Any]) -> dict[str, tuple[type, bool]]:
+    """Parameters annotated ``int`` or ``float`` (or either ``| None``): name -> (type, None allowed)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(function).items():
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        numbers_only = [t for t in options if t is not type(None)]
+        if numbers_only in ([int], [float]):
+            kinds[name] = (numbers_only[0], type(None) in options)
+    return kinds
+
+
+def check_number(name: str, value: Any, kind: type, optional: bool) -> None:
+    """A number parameter that is no number (a string from a config file, a bool) named in one message."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        what = "an integer" if kind is int else "a number"
+        raise TypeError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r} ({_type_name(value)})")
+
+
 Attack = TypeVar("Attack", bound=Callable[..., AttackResult])
 
 
@@ -268,14 +290,19 @@ def guarded(attack: Attack) -> Attack:
     """Decorate a public attack ``attack(model, images, labels, ...)``: it runs under
     :func:`attack_mode` (eval mode, frozen parameters, everything restored), with autograd on even
     inside ``torch.no_grad()`` or ``torch.inference_mode()`` (inputs made there are cloned into
-    ordinary tensors), labels as int64 (:func:`as_labels`) and the model's outputs checked
+    ordinary tensors), labels as int64 (:func:`as_labels`), its ``int``/``float`` parameters
+    checked to be numbers (:func:`check_number`) and the model's outputs checked
     (:class:`_CheckedModel`); so an evaluation loop can call it as it is."""
     signature = inspect.signature(attack)
     model_arg, images_arg, labels_arg = list(signature.parameters)[:3]
+    number_arguments = _number_arguments(attack)
 
     @functools.wraps(attack)
     def run(*args: Any, **kwargs: Any) -> AttackResult:
         bound = signature.bind(*args, **kwargs)
+        for name, (kind, optional) in number_arguments.items():
+            if name in bound.arguments:
+                check_number(name, bound.arguments[name], kind, optional)
         model, images = bound.arguments[model_arg], bound.arguments[images_arg]
         with torch.inference_mode(False), torch.enable_grad(), attack_mode(model):
             if isinstance(images, torch.Tensor) and images.is_inference():
