@@ -72,14 +72,8 @@ def check_inputs(images: torch.Tensor, targets: torch.Tensor) -> None:
 
 def check_positive(**values: float) -> None:
     for name, value in values.items():
-        if not _is_real(value):
-            raise TypeError(f"{name} must be a number, got {value!r} ({_type_name(value)})")
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _type_name(value: Any) -> str:
@@ -107,9 +101,6 @@ class SampleTracker:
     """
 
     def __init__(self, batch: int, device: torch.device, keys: Iterable[str], stop_at: float | None) -> None:
-        if stop_at is not None and not _is_real(stop_at):
-            raise TypeError(f"adv_threshold must be a number in (0, 1] or None, "
-                            f"got {stop_at!r} ({_type_name(stop_at)})")
         if stop_at is not None and not 0 < stop_at <= 1:
             raise ValueError(f"adv_threshold must be in (0, 1] or None, got {stop_at}")
         self.stop_at = stop_at
