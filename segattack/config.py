@@ -17,8 +17,8 @@ import torch
 
 from .attacks import ATTACKS, AttackSpec
 from .classes import NUM_CLASSES
-from .data import MIN_SIDE, RESIZES
-from .models import BACKBONES, check_weights, wrap_model
+from .data import MIN_SIDE, RESIZES, resolve_source
+from .models import BACKBONES, resolve_weights, wrap_model
 from .params import ParameterError, check_attack_params, coerce
 from .targets import TARGET_SCHEMES
 
@@ -83,8 +83,9 @@ class RunConfig:
             raise ParameterError(f"size must be 0 (the weights' own) or >= {MIN_SIDE} px, got {self.size}")
         if self.seed >= 2**63:
             raise ParameterError(f"seed must be < 2**63, got {self.seed}")
-        try:
-            check_weights(self.weights)
+        try:  # paths are made absolute before hashing and before any worker sees them
+            self.weights = resolve_weights(self.weights)
+            self.images = resolve_source(self.images)
             torch.device(self.device)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None

@@ -11,6 +11,12 @@ the source has them:
   class ids 0..20, 255 = ignore);
 - a folder of images (no ground truth).
 
+:func:`resolve_source` makes a spec's path absolute: the form to hash into a run's identity and
+to send to a worker, whose working directory may differ. A listing refuses what would corrupt
+the set (two images with one name, a ``val.txt`` id repeated or reaching outside the dataset)
+and lists what it leaves out, with the reason (other files, sub-folders, broken or looping
+symbolic links, images without a mask, masks without an image).
+
 Files are checked from their header before decoding (format against extension, size, mode, bit
 depth, frames) and refused with a message naming the file; EXIF orientation is applied as every
 viewer does and noted. ``resize`` is the named resize protocol: ``"crop"`` (centre square crop,
@@ -21,6 +27,7 @@ with nearest-neighbour resampling.
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -147,6 +154,8 @@ def _load_pair(path: Path, mask_path: Path | None, size: int,
 
 def _load_mask(path: Path, image_size: tuple[int, int], box: tuple[int, int, int, int],
                out: tuple[int, int]) -> torch.Tensor:
+    """The mask's class ids under the image's crop and resize; every pixel of the whole file is
+    checked (a bad id outside the crop, or one that resampling drops, still marks a bad mask)."""
     img = _open(path)
     if img.mode not in ("P", "L"):
         img.close()
@@ -154,11 +163,17 @@ def _load_mask(path: Path, image_size: tuple[int, int], box: tuple[int, int, int
     if img.size != image_size:
         img.close()
         raise ImageError(f"mask {path} is {img.size[0]}x{img.size[1]}, its image {image_size[0]}x{image_size[1]}")
-    ids = np.asarray(img.crop(box).resize(out, Image.NEAREST), dtype=np.uint8)
-    bad = np.setdiff1d(np.unique(ids), [*range(NUM_CLASSES), IGNORE_INDEX])
+    try:
+        full = np.asarray(img, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"mask {path} is not a readable image: {exc}") from None
+    counts = np.bincount(full.ravel(), minlength=256)
+    counts[[*range(NUM_CLASSES), IGNORE_INDEX]] = 0
+    bad = np.flatnonzero(counts)
     if bad.size:
-        raise ImageError(f"mask {path} holds class ids {bad[:5].tolist()}; expected 0..{NUM_CLASSES - 1} "
-                         f"and {IGNORE_INDEX} (ignore)")
+        raise ImageError(f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
+                         f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)")
+    ids = np.asarray(img.crop(box).resize(out, Image.NEAREST), dtype=np.uint8)
     return torch.from_numpy(ids.astype(np.int64))
 
 
@@ -216,10 +231,41 @@ class ImageSet:
         return out
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[str]]:
-    entries = sorted(p for p in folder.iterdir() if p.is_file())
-    files = [p for p in entries if p.suffix.lower() in FORMATS]
-    return files, [p.name for p in entries if p not in files]
+def _link_problem(entry: Path) -> str | None:
+    """Why a symbolic link cannot be read (None: not a link, or a working one)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        entry.stat()
+    except OSError as exc:
+        return "symlink loop" if exc.errno == errno.ELOOP else f"broken symlink to {os.readlink(entry)}"
+    return None
+
+
+def _folder_files(folder: Path, suffixes: Sequence[str] = tuple(FORMATS)) -> tuple[list[Path], list[str]]:
+    """The regular files of ``folder`` with one of ``suffixes``, sorted, and every other entry
+    with the reason it is left out; two files with one name (``a.png``, ``a.jpg``) are refused,
+    as results name images by file stem."""
+    files, skipped = [], []
+    for entry in sorted(folder.iterdir()):
+        problem = _link_problem(entry)
+        if problem:
+            skipped.append(f"{entry.name} ({problem})")
+        elif entry.is_dir():
+            skipped.append(f"{entry.name}/ (a folder: not searched)")
+        elif entry.suffix.lower() not in suffixes:
+            skipped.append(entry.name)
+        elif not entry.is_file():
+            skipped.append(f"{entry.name} (not a regular file)")
+        else:
+            files.append(entry)
+    seen: dict[str, Path] = {}
+    for file in files:
+        if file.stem in seen:
+            raise ImageError(f"{folder} holds {seen[file.stem].name} and {file.name}, both named {file.stem!r}: "
+                             f"results name images by file name without extension; rename or remove one")
+        seen[file.stem] = file
+    return files, skipped
 
 
 def _voc_root(path: Path) -> Path:
@@ -227,6 +273,25 @@ def _voc_root(path: Path) -> Path:
         if (root / "VOCdevkit" / "VOC2012").is_dir():
             return root
     raise ImageError(f"{path} is not {VOC_LAYOUT}")
+
+
+def _voc_ids(split: Path) -> list[str]:
+    """The ids of ``val.txt``, one a line as torchvision reads them; blank lines name nothing and
+    are passed over, while a repeated id or one that is not a plain file name is refused."""
+    with open(split) as f:
+        ids = [line.strip() for line in f.readlines()]
+    first: dict[str, int] = {}
+    for number, name in enumerate(ids, 1):
+        if not name:
+            continue
+        if name in (".", "..") or Path(name).name != name or "\\" in name:
+            raise ImageError(f"{split} line {number}: id {name!r} is not a plain file name; ids name files inside "
+                             f"JPEGImages/ and SegmentationClass/, never elsewhere")
+        if name in first:
+            raise ImageError(f"{split} lists {name!r} twice (lines {first[name]} and {number}): the image would be "
+                             f"attacked and averaged twice; remove the repeat")
+        first[name] = number
+    return ids
 
 
 def _voc(path: Path) -> tuple[list[Path], list[Path]]:
@@ -237,7 +302,11 @@ def _voc(path: Path) -> tuple[list[Path], list[Path]]:
         voc = VOCSegmentation(str(root), year="2012", image_set="val", download=False)
     except (RuntimeError, OSError, ValueError) as exc:
         raise ImageError(f"{path} is not {VOC_LAYOUT} ({exc})") from None
-    files, masks = [Path(p) for p in voc.images], [Path(p) for p in voc.masks]
+    ids = _voc_ids(root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt")
+    if len(ids) != len(voc.images):  # torchvision read the file differently: do not guess which line is which
+        raise ImageError(f"{path}: val.txt lists {len(ids)} lines but torchvision read {len(voc.images)} images")
+    files = [Path(p) for p, name in zip(voc.images, ids) if name]
+    masks = [Path(p) for p, name in zip(voc.masks, ids) if name]
     missing = [str(p) for p in files + masks if not p.is_file()]
     if missing or not files:
         raise ImageError(f"{path} is not {VOC_LAYOUT}: " + (f"{len(missing)} listed files are missing, e.g. "
@@ -248,13 +317,38 @@ def _voc(path: Path) -> tuple[list[Path], list[Path]]:
 def _pairs(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     if not (path / "images").is_dir() or not (path / "masks").is_dir():
         raise ImageError(f"{path} must hold images/NAME.(jpg|png) and masks/NAME.png")
-    images, skipped = _folder_files(path / "images")
-    masks = {p.stem: p for p in (path / "masks").iterdir() if p.suffix.lower() == ".png"}
+    images, image_skips = _folder_files(path / "images")
+    mask_files, mask_skips = _folder_files(path / "masks", (".png",))
+    masks = {p.stem: p for p in mask_files}
     paired = [p for p in images if p.stem in masks]
-    skipped += [f"images/{p.name} (no masks/{p.stem}.png)" for p in images if p.stem not in masks]
+    named = {p.stem for p in images}
+    skipped = ([f"images/{entry}" for entry in image_skips] + [f"masks/{entry}" for entry in mask_skips]
+               + [f"images/{p.name} (no masks/{p.stem}.png)" for p in images if p.stem not in masks]
+               + [f"masks/{p.name} (no image)" for p in mask_files if p.stem not in named])
     if not paired:
         raise ImageError(f"{path}/images holds no image with a mask in {path}/masks")
     return paired, [masks[p.stem] for p in paired], skipped
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def resolve_source(source: str) -> str:
+    """The image-set spec ``source`` with its path made absolute (``~`` expanded, symbolic links
+    followed): ``voc:rel`` -> ``voc:/abs``, ``pairs:rel`` -> ``pairs:/abs``, a folder -> its absolute
+    path; ``scenes`` and ``photos`` unchanged. A relative spec names different images from another
+    working directory (a later run, a Dask worker): hash and send this form instead."""
+    if source in ("scenes", "photos"):
+        return source
+    for prefix in ("voc:", "pairs:"):
+        if source.startswith(prefix):
+            if not source[len(prefix):].strip():
+                raise ImageError(f"{prefix}PATH needs a folder after {prefix!r}, got {source!r}")
+            return prefix + _absolute(source[len(prefix):])
+    if not source.strip():
+        raise ImageError("image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; got ''")
+    return _absolute(source)
 
 
 def image_set(source: str, size: int, resize: Resize = "crop", seed: int = 0) -> ImageSet:
@@ -267,13 +361,14 @@ def image_set(source: str, size: int, resize: Resize = "crop", seed: int = 0) ->
         return ImageSet(source, size, "crop", seed=seed)
     if source == "photos":
         return ImageSet(source, size, resize, [photos_dir() / name for name in STUDY_PHOTOS])
+    resolved = resolve_source(source)  # listed files stay valid if the working directory changes
     if source.startswith("voc:"):
-        files, masks = _voc(Path(source[4:]).expanduser())
+        files, masks = _voc(Path(resolved[4:]))
         return ImageSet(source, size, resize, files, masks)
     if source.startswith("pairs:"):
-        files, masks, skipped = _pairs(Path(source[6:]).expanduser())
+        files, masks, skipped = _pairs(Path(resolved[6:]))
         return ImageSet(source, size, resize, files, masks, skipped=skipped)
-    folder = Path(source).expanduser()
+    folder = Path(resolved)
     if not folder.is_dir():
         raise ImageError(f"image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; "
                          f"{folder} is none of them")

@@ -4,7 +4,10 @@ ImageNet normalisation lives here, in the wrapper, so every attack works in [0,1
 Weight sources:
 
 - ``"torchvision"``: the COCO_WITH_VOC_LABELS_V1 weights through torchvision's weights API
-  (from ``$TORCH_HOME/hub/checkpoints`` or downloaded on an online machine);
+  (from ``$TORCH_HOME/hub/checkpoints`` or downloaded on an online machine). The file's SHA-256
+  must start with the prefix in its name, as torch.hub checks a download; a cached file that does
+  not is loaded, with a warning, as source ``"torchvision (unverified)"``: no published mIoU, and
+  a description saying why (it is not the published network, whatever its name says);
 - ``"embedded"``: the project's own models, trained on its synthetic scenes (not the paper's
   COCO weights; see ``segattack.train``);
 - ``"auto"`` (default): torchvision's when they are cached, else the embedded ones;
@@ -13,7 +16,10 @@ Weight sources:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,15 +39,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "resnet50": (tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights),
 }
 WEIGHT_SOURCES = ("auto", "torchvision", "embedded")
-
-
-def check_weights(weights: str | os.PathLike, what: str = "weights") -> str:
-    """``weights`` as text if it names a weight source or a checkpoint file (``.pt``/``.pth`` or a path)."""
-    text = os.fspath(weights)
-    if text in WEIGHT_SOURCES or os.sep in text or text.endswith((".pt", ".pth")):
-        return text
-    raise ValueError(f"unknown {what} {text!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path "
-                     f"(.pt or .pth)")
+UNVERIFIED_SOURCE = "torchvision (unverified)"  # a file under torchvision's name whose hash does not match it
 
 
 class WeightsUnavailable(RuntimeError):
@@ -95,26 +93,37 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
 
 class SegmentationModel(nn.Module):
-    """Eval-mode wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits.
+    """Wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits.
 
-    ``channels_last`` runs the network in NHWC layout (oneDNN on CPU, tensor cores on GPU);
-    ``fold_bn`` folds its batch norms into the convolutions (:func:`fold_batchnorm`). Both keep
-    the numbers up to float rounding and make an attack iteration cheaper.
+    The network is used as it is: its mode and ``requires_grad`` flags are left alone (the wrapper
+    reports the network's mode as its own), since the attacks run it in eval mode with frozen
+    parameters and put everything back (``segattack.attacks._common.attack_mode``); a network
+    :func:`load_model` builds is frozen in eval mode there. ``channels_last`` runs the network in
+    NHWC layout (oneDNN on CPU, tensor cores on GPU); ``fold_bn`` puts it in eval mode and folds
+    its batch norms into the convolutions (:func:`fold_batchnorm`). Both change ``net`` in place,
+    keep the numbers up to float rounding and make an attack iteration cheaper. A module that
+    holds a SegmentationModel is refused: its images would be normalised twice.
     """
 
     def __init__(self, net: nn.Module, info: WeightsInfo | None = None,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
                  channels_last: bool = False, fold_bn: bool = False) -> None:
         super().__init__()
-        net.eval()
-        net = fold_batchnorm(net) if fold_bn else net
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"the model must be a torch.nn.Module, got {type(net).__name__}")
+        inner = next((name for name, m in net.named_modules() if isinstance(m, SegmentationModel)), None)
+        if inner is not None:
+            where = "the model is" if inner == "" else f"the model's submodule {inner!r} is"
+            raise ValueError(f"{where} already a SegmentationModel (from load_model or wrap_model), which normalises "
+                             f"its input: wrapping it would normalise twice; pass it to the attacks as it is, or "
+                             f"wrap its .net")
+        net = fold_batchnorm(net.eval()) if fold_bn else net
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last, self.fold_bn = channels_last, fold_bn
         self.info = info or WeightsInfo("user", type(net).__name__, "user-supplied module")
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-        self.eval()
-        self.requires_grad_(False)  # attacks differentiate w.r.t. the input only
+        self.training = net.training  # this module's own flag only: nothing of ``net`` changes
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
@@ -143,10 +152,36 @@ def _backbone_entry(backbone: str) -> tuple[Callable[..., nn.Module], Any]:
 
 
 def torchvision_weights_path(backbone: str) -> Path:
-    """Where torchvision keeps the COCO_WITH_VOC_LABELS_V1 file: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    """Where torchvision keeps the COCO_WITH_VOC_LABELS_V1 file: ``$TORCH_HOME/hub/checkpoints/<name>``
+    (absolute, so a relative ``TORCH_HOME`` names the same file from any working directory)."""
     _, enum = _backbone_entry(backbone)
     url = enum.COCO_WITH_VOC_LABELS_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(os.path.abspath(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)))
+
+
+def torchvision_hash_prefix(path: Path) -> str:
+    """The SHA-256 prefix torch.hub reads from a weights file name (``name-<prefix>.pth``)."""
+    found = torch.hub.HASH_REGEX.search(path.name)
+    if not found or not found.group(1):
+        raise ValueError(f"{path.name} carries no hash prefix (torch.hub names files NAME-<sha256 prefix>.pth)")
+    return found.group(1)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file, computed once per (path, size, mtime) in a process: a
+    160 MB weights file costs about half a second to hash, not once per load."""
+    path = Path(os.path.abspath(path))
+    stat = path.stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def embedded_weights_path(backbone: str) -> Path:
@@ -177,11 +212,27 @@ def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, Weights
     net = constructor(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=True)
     _load_state(net, state, path)
     net.aux_classifier = None
+    return net, _torchvision_info(backbone, path)
+
+
+def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
+    """The published weights' record when the file's SHA-256 starts with the prefix in its name;
+    else an unverified record, without the published mIoU, and a warning naming the file."""
+    _, enum = _backbone_entry(backbone)
+    weights = enum.COCO_WITH_VOC_LABELS_V1
+    digest, prefix = file_sha256(path), torchvision_hash_prefix(path)
+    if not digest.startswith(prefix):
+        why = (f"{path} has torchvision's name for {weights} but its SHA-256 {digest[:16]}... does not start with "
+               f"{prefix}: it is not the published network")
+        warnings.warn(f"{why}; loaded as {UNVERIFIED_SOURCE!r}, without the published mIoU (delete the file to "
+                      f"download the real one)")
+        return WeightsInfo(UNVERIFIED_SOURCE, backbone, f"UNVERIFIED weights: {why}",
+                           extra={"file": str(path), "sha256": digest, "expected_sha256_prefix": prefix})
     metrics = weights.meta.get("_metrics", {}).get("COCO-val2017-VOC-labels", {})
-    info = WeightsInfo("torchvision", backbone, f"torchvision {weights} (COCO train2017, 20 VOC classes)",
+    return WeightsInfo("torchvision", backbone, f"torchvision {weights} (COCO train2017, 20 VOC classes)",
                        clean_miou=metrics.get("miou", None) and metrics["miou"] / 100.0,
-                       extra={"file": str(path), "miou_reported_on": "COCO val2017 (torchvision docs)"})
-    return net, info
+                       extra={"file": str(path), "sha256": digest,
+                              "miou_reported_on": "COCO val2017 (torchvision docs)"})
 
 
 def _missing_tv_message(backbone: str, path: Path, why: str) -> str:
@@ -220,6 +271,24 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
     return net, info
 
 
+def is_checkpoint_path(weights: str) -> bool:
+    """Whether a ``weights`` value names a checkpoint file rather than a source (a path separator or .pt/.pth)."""
+    return weights not in WEIGHT_SOURCES and (os.sep in weights or weights.endswith((".pt", ".pth")))
+
+
+def resolve_weights(weights: str | os.PathLike, what: str = "weights") -> str:
+    """``weights`` with a checkpoint path made absolute (``~`` expanded, symlinks followed) and the
+    sources (``auto``, ``torchvision``, ``embedded``) unchanged: the form to hash into a run's
+    identity and to send to another process, whose working directory may differ."""
+    weights = os.fspath(weights)
+    if weights in WEIGHT_SOURCES:
+        return weights
+    if not is_checkpoint_path(weights):
+        raise ValueError(f"unknown {what} {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path "
+                         f"(.pt or .pth)")
+    return str(Path(weights).expanduser().resolve())
+
+
 @torch.inference_mode(False)  # tensors made under inference mode could never be differentiated through
 def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
                download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
@@ -232,7 +301,7 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
     keep the numbers up to float rounding and make attack iterations faster (``benchmarks/``).
     """
     _backbone_entry(backbone)
-    weights = check_weights(weights)
+    weights = resolve_weights(weights)
     if weights == "auto":
         weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"
     if weights == "torchvision":
@@ -246,13 +315,17 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
         net, info = _load_checkpoint(backbone, path, "embedded")
     else:
         net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")
-    return SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn).to(device)
+    model = SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn)
+    # the network is ours: frozen in eval mode for good (attacks differentiate w.r.t. the input only)
+    return model.eval().requires_grad_(False).to(device)
 
 
 def wrap_model(module: nn.Module, name: str = "user model", normalize: bool = True) -> SegmentationModel:
     """Wrap a user's segmentation ``nn.Module`` (tensor or ``{'out': ...}`` output) for the attacks.
 
-    With ``normalize=False`` the module receives [0,1] images unchanged.
+    With ``normalize=False`` the module receives [0,1] images unchanged. The module is not
+    changed: its mode and ``requires_grad`` flags stay the user's (the attacks run it in eval mode
+    and restore them). Wrapping a wrapped model is refused (it would normalise twice).
     """
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     return SegmentationModel(module, WeightsInfo("user", name, "user-supplied module"), mean, std)

@@ -19,6 +19,7 @@ import torch
 
 from .attacks import ATTACKS
 from .metrics import IMAGENET_STD
+from .models import UNVERIFIED_SOURCE
 from .paths import data_dir
 from .records import Pooled, RecordError, Results, SavedImages, Score, Stat, StudiesResults
 
@@ -328,6 +329,12 @@ def discussion(runs: list[Run]) -> str:
             "attacked images: under the paper's target scheme the target image attacks its own prediction, and the "
             "every-reading table gives both sets.")
     lines += [line for line in map(_convergence, runs) if line]
+    unverified = [r.label for r in runs if r.results.weights.source == UNVERIFIED_SOURCE]
+    if unverified:
+        lines.append(
+            f"- **Unverified weights:** {', '.join(unverified)} ran on a file under torchvision's weights name whose "
+            f"SHA-256 does not match the prefix in that name: it is not the published network, so no published "
+            f"figure is quoted for it and its numbers say nothing about the paper's weights.")
     if any(r.results.weights.source == "embedded" for r in runs):
         lines.append(
             "- **Why our numbers differ from the paper's:** these runs attack segattack's *embedded* models, trained "

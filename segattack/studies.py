@@ -29,10 +29,10 @@ from .attacks import ATTACKS, AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .config import ModelKey, coerce_fields, digest
-from .data import MIN_SIDE, image_set
+from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
 from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
-from .models import BACKBONES, check_weights
+from .models import BACKBONES, resolve_weights
 from .params import ParameterError
 from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
 from .runner import shard_ranges
@@ -75,8 +75,9 @@ class StudyConfig:
             raise ParameterError(f"studies size must be >= {MIN_SIDE}, curve_images and seed >= 0")
         if not (self.eps > 0 and self.eps_values and all(e > 0 for e in self.eps_values)):
             raise ParameterError("studies eps and eps_values must be > 0")
-        try:
-            check_weights(self.weights, "studies weights")
+        try:  # paths are made absolute before hashing and before any worker sees them
+            self.weights = resolve_weights(self.weights, "studies weights")
+            self.images = resolve_source(self.images)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         unknown = [b for b in self.backbones if b not in BACKBONES] or (not self.backbones and ["none"])

@@ -100,6 +100,8 @@ def _normalize(images: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model: nn.Module, seed: int, count: int, size: int, batch: int = 16) -> dict[str, Any]:
     """Held-out mIoU and pixel accuracy of an eval-mode [0,1]-input model on ``count`` scenes."""
+    if any(m.training for m in model.modules()):  # batch statistics would score (and change) the model
+        raise ValueError("evaluate needs a model in eval mode")
     conf = torch.zeros(21, 21, dtype=torch.long)
     for start in range(0, count, batch):
         images, masks = scene_batch(seed, "heldout", start, min(batch, count - start), size)
@@ -197,7 +199,7 @@ def finalize(net: nn.Module, cfg: TrainConfig, steps_done: int, elapsed: float, 
     packed = checkpoints.pack(net.state_dict(), cfg.backbone, meta, int8=int8)
     stored = build_network(cfg.backbone)
     stored.load_state_dict(checkpoints.read_packed(packed)["state"])
-    scores = evaluate(SegmentationModel(stored), cfg.seed, cfg.heldout_images, cfg.size)
+    scores = evaluate(SegmentationModel(stored.eval()), cfg.seed, cfg.heldout_images, cfg.size)
     meta.update(heldout_miou=scores["miou"], heldout_pixel_accuracy=scores["pixel_accuracy"],
                 heldout_class_iou=[finite_or_none(v) for v in scores["class_iou"]])
     atomic_save(packed, out)

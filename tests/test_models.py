@@ -1,4 +1,5 @@
 import copy
+import hashlib
 import os
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from torchvision.models import segmentation as tvseg
 
 from segattack import checkpoints
 from segattack.checkpoints import CheckpointError
-from segattack.models import (SegmentationModel, WeightsUnavailable, build_network, fold_batchnorm, load_model,
-                              torchvision_weights_path, wrap_model)
+from segattack.models import (UNVERIFIED_SOURCE, SegmentationModel, WeightsUnavailable, build_network, file_sha256,
+                              fold_batchnorm, load_model, resolve_weights, torchvision_weights_path, wrap_model)
 from segattack.store import atomic_save
 
 
@@ -20,24 +21,88 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch"
 
 
-def test_torchvision_weights_load_from_the_exact_cache_path(torch_home):
-    path = torchvision_weights_path("mobilenet_v3_large")
-    assert path == torch_home / "hub" / "checkpoints" / "deeplabv3_mobilenet_v3_large-fc3c493d.pth"
-    # torchvision's file holds the auxiliary head too: build as torchvision does, save its state.
+def _torchvision_file(path: Path) -> nn.Module:
+    """Random weights in torchvision's format (with the auxiliary head, as its file has) at ``path``."""
     torch.manual_seed(0)
     reference = tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21,
                                                    aux_loss=True).eval()
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(reference.state_dict(), path)
-    model = load_model("mobilenet_v3_large", "torchvision")
-    assert model.info.source == "torchvision" and model.info.clean_miou == pytest.approx(0.603)
+    return reference
+
+
+def test_a_torchvision_file_whose_hash_does_not_match_its_name_is_loaded_as_unverified(torch_home):
+    path = torchvision_weights_path("mobilenet_v3_large")
+    assert path == torch_home / "hub" / "checkpoints" / "deeplabv3_mobilenet_v3_large-fc3c493d.pth"
+    reference = _torchvision_file(path)  # random weights under the published file's exact name
+    with pytest.warns(UserWarning, match="does not start with fc3c493d: it is not the published network"):
+        model = load_model("mobilenet_v3_large", "torchvision")
+    info = model.info
+    assert info.source == UNVERIFIED_SOURCE and info.clean_miou is None  # never the published 0.603
+    assert info.description.startswith("UNVERIFIED weights: ") and str(path) in info.description
+    assert info.extra["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info.extra["expected_sha256_prefix"] == "fc3c493d"
+    assert info.label() == "mobilenet_v3_large / torchvision (unverified) weights"
     assert model.net.aux_classifier is None and not model.training
     x = torch.rand(1, 3, 64, 64)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225])
     with torch.no_grad():
-        assert torch.allclose(model(x), reference((x - mean) / std)["out"], atol=1e-5)
-    # "auto" prefers the cached torchvision weights
-    assert load_model("mobilenet_v3_large").info.source == "torchvision"
+        assert torch.allclose(model(x), reference((x - mean) / std.view(1, 3, 1, 1))["out"], atol=1e-5)
+    # "auto" prefers the cached file, and says just as plainly that it is unverified
+    with pytest.warns(UserWarning, match="not the published network"):
+        assert load_model("mobilenet_v3_large").info.source == UNVERIFIED_SOURCE
+
+
+def test_a_torchvision_file_whose_hash_matches_its_name_is_the_published_weights(torch_home, monkeypatch):
+    """No random file can match the real prefix, so the file is named after its own hash, as
+    torch.hub names a published one; the loader then reads the prefix from that name."""
+    scratch = torch_home / "scratch.pth"
+    _torchvision_file(scratch)
+    digest = hashlib.sha256(scratch.read_bytes()).hexdigest()
+    named = torch_home / "hub" / "checkpoints" / f"deeplabv3_mobilenet_v3_large-{digest[:8]}.pth"
+    named.parent.mkdir(parents=True)
+    scratch.rename(named)
+    monkeypatch.setattr("segattack.models.torchvision_weights_path", lambda backbone: named)
+    model = load_model("mobilenet_v3_large", "torchvision")
+    assert model.info.source == "torchvision" and model.info.clean_miou == pytest.approx(0.603)
+    assert model.info.extra["sha256"] == digest and model.info.extra["file"] == str(named)
+
+
+def test_a_file_is_hashed_once_per_version(tmp_path):
+    from segattack.models import _sha256
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"a" * 1000)
+    _sha256.cache_clear()
+    assert file_sha256(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert file_sha256(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert (_sha256.cache_info().misses, _sha256.cache_info().hits) == (1, 1)
+    # same size, new contents and modification time: hashed again, never the stale digest
+    stat = path.stat()
+    path.write_bytes(b"b" * 1000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert _sha256.cache_info().misses == 2
+
+
+def test_resolve_weights_makes_checkpoint_paths_absolute(tmp_path, monkeypatch, mobilenet_state):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path.resolve()
+    for source in ("auto", "torchvision", "embedded"):
+        assert resolve_weights(source) == source
+    assert resolve_weights("w/model.pt") == str(root / "w" / "model.pt")
+    assert resolve_weights(Path("model.pth")) == str(root / "model.pth")
+    assert resolve_weights("./w/../w/model.pt") == str(root / "w" / "model.pt")
+    assert resolve_weights("~/m.pt") == str(root / "home" / "m.pt")
+    (tmp_path / "real.pt").touch()
+    (tmp_path / "latest.pt").symlink_to(tmp_path / "real.pt")
+    assert resolve_weights("latest.pt") == str(root / "real.pt")  # the file itself, not the link's name
+    with pytest.raises(ValueError, match="unknown weights 'coco'"):
+        resolve_weights("coco")
+    # a run loaded from a relative path records the absolute file
+    torch.save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {}), tmp_path / "w.pt")
+    assert load_model("mobilenet_v3_large", "w.pt").info.extra["file"] == str(root / "w.pt")
 
 
 def test_missing_torchvision_weights_name_file_and_path(torch_home, monkeypatch):
@@ -135,15 +200,40 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, monkeypatch):
     assert marker.exists()
 
 
-def test_segmentation_model_is_frozen_eval():
-    model = SegmentationModel(build_network("mobilenet_v3_large"))
-    assert not model.training and not any(p.requires_grad for p in model.parameters())
+def test_a_loaded_model_is_frozen_eval():
+    model = load_model("mobilenet_v3_large", "embedded")
+    assert not model.training and not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_wrapping_leaves_the_users_module_as_it_was():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(), nn.Conv2d(4, 21, 1))
+    net[1].eval()  # a mixed state, as a user may leave it (frozen batch norm, the rest training)
+    net[0].weight.requires_grad_(False)
+    modes, flags = [m.training for m in net.modules()], [p.requires_grad for p in net.parameters()]
+    model = wrap_model(net)
+    assert [m.training for m in net.modules()] == modes and [p.requires_grad for p in net.parameters()] == flags
+    assert model.training  # the wrapper reports its network's mode
+    assert not wrap_model(net.eval()).training
+
+
+def test_wrapping_twice_is_refused():
+    model = wrap_model(nn.Conv2d(3, 21, 1))
+    with pytest.raises(ValueError, match="the model is already a SegmentationModel .* would normalise twice"):
+        wrap_model(model)
+    with pytest.raises(ValueError, match="the model's submodule '0' is already a SegmentationModel"):
+        wrap_model(nn.Sequential(model, nn.Identity()))
+    with pytest.raises(ValueError, match="already a SegmentationModel"):
+        SegmentationModel(model)
+    with pytest.raises(TypeError, match="must be a torch.nn.Module, got function"):
+        wrap_model(lambda x: x)
 
 
 def test_channels_last_gives_the_same_logits_and_input_gradients():
     torch.manual_seed(0)
-    net = build_network("mobilenet_v3_large")
-    plain, nhwc = SegmentationModel(net), SegmentationModel(build_network("mobilenet_v3_large"), channels_last=True)
+    net = build_network("mobilenet_v3_large").eval()  # the wrapper keeps its network's mode
+    plain = SegmentationModel(net)
+    nhwc = SegmentationModel(build_network("mobilenet_v3_large").eval(), channels_last=True)
     nhwc.net.load_state_dict(net.state_dict())
     x = torch.rand(2, 3, 48, 48, requires_grad=True)
     y = x.detach().clone().requires_grad_(True)
@@ -160,8 +250,8 @@ def test_folded_batchnorm_gives_the_same_logits_and_input_gradients(backbone):
     for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
         bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
         bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
-    plain = SegmentationModel(net)
-    folded = SegmentationModel(copy.deepcopy(net), fold_bn=True, channels_last=True)
+    plain = SegmentationModel(net.eval())  # the wrapper keeps its network's mode; fold_bn sets eval itself
+    folded = SegmentationModel(copy.deepcopy(net).train(), fold_bn=True, channels_last=True)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     x = torch.rand(2, 3, 40, 40, requires_grad=True)
     y = x.detach().clone().requires_grad_(True)

@@ -1,4 +1,7 @@
-"""The ``paper`` profile end to end on torchvision-format weights placed in a temporary TORCH_HOME."""
+"""The ``paper`` profile end to end on torchvision-format weights placed in a temporary TORCH_HOME.
+
+The weights are random, so their SHA-256 cannot match the prefix in torchvision's file name: the
+run goes through, and every record says the weights are unverified and drops the published mIoU."""
 
 import json
 import os
@@ -10,8 +13,8 @@ import pytest
 import torch
 from torchvision.models import segmentation as tvseg
 
+from segattack.models import UNVERIFIED_SOURCE, torchvision_weights_path
 from segattack.profiles import PROFILES, grid_configs
-from segattack.models import torchvision_weights_path
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -42,10 +45,13 @@ def test_paper_profile_runs_on_torchvision_weights(tmp_path, monkeypatch):
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("mobilenet_v3_large-pgd", "mobilenet_v3_large-asma", "resnet50-pgd", "resnet50-asma"):
         doc = json.loads((out / "runs" / name / "results.json").read_text())
-        assert doc["weights"]["source"] == "torchvision" and doc["image_size"] == 520
+        assert doc["weights"]["source"] == UNVERIFIED_SOURCE and doc["weights"]["clean_miou"] is None
+        assert doc["weights"]["description"].startswith("UNVERIFIED weights: ") and doc["image_size"] == 520
         assert doc["attacked"] == [0] and doc["attack_params"]["steps"] == 2  # image 1 is the target
     pgd = json.loads((out / "runs" / "resnet50-pgd" / "results.json").read_text())["attack_params"]
     assert pgd["mode"] == "paper" and pgd["reduction"] == "batch" and pgd["alpha"] == 100
     html = (out / "index.html").read_text()
-    assert "resnet50 / torchvision weights" in html and "mobilenet_v3_large / torchvision weights" in html
+    assert "resnet50 / torchvision (unverified) weights" in html
+    assert "mobilenet_v3_large / torchvision (unverified) weights" in html
+    assert "COCO val2017 mIoU" not in html  # no published figure for these weights
     assert "NOT the paper" not in html and "[5] pooled" in html

@@ -1,8 +1,10 @@
 import json
 
+import pytest
 import torch
+from torch import nn
 
-from segattack.models import build_network, load_model
+from segattack.models import build_network, load_model, wrap_model
 from segattack.scenes import scene_batch
 from segattack.train import TrainConfig, evaluate, train, train_step
 
@@ -32,3 +34,14 @@ def test_train_writes_a_resumable_run_and_a_safe_checkpoint(tmp_path):
     again = train(cfg, tmp_path / "work", out)
     assert again["train_seconds"] == meta["train_seconds"]
     assert len((tmp_path / "work" / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_evaluate_refuses_a_model_in_train_mode():
+    """Wrapping no longer puts a network in eval mode: scoring one in train mode would use (and
+    update) batch statistics, so evaluate refuses it rather than report a wrong mIoU."""
+    net = nn.Sequential(nn.Conv2d(3, 21, 1), nn.BatchNorm2d(21))
+    before = net[1].running_mean.clone()
+    with pytest.raises(ValueError, match="evaluate needs a model in eval mode"):
+        evaluate(wrap_model(net), 0, 2, 32)
+    assert torch.equal(net[1].running_mean, before)
+    assert set(evaluate(wrap_model(net.eval()), 0, 2, 32)) >= {"miou", "pixel_accuracy"}

@@ -1,9 +1,15 @@
-"""What every attack shares: the result record, input checks and the NaN guard."""
+"""What every attack shares: the result record, the model guard, input checks and the NaN guard."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import numbers
+import types
+import typing
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -45,8 +51,10 @@ class AttackDiverged(FloatingPointError):
 
 def check_inputs(images: torch.Tensor, targets: torch.Tensor) -> None:
     """One clear error for each way a batch can be malformed."""
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a (B,3,H,W) tensor, got {getattr(images, 'shape', type(images))}")
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a (B,3,H,W) torch tensor in [0,1], got {_type_name(images)}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B,3,H,W) tensor, got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0,1], got dtype {images.dtype}")
     if not torch.isfinite(images).all():
@@ -66,6 +74,11 @@ def check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def input_std(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
@@ -158,3 +171,140 @@ def finish(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, targeted: 
     params["iterations"] = tracker.iterations.tolist()
     return AttackResult(adv.detach(), tracker.stacked(steps), params, pred.clone(),
                         success_rate(pred, labels, targeted).clone())
+
+
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Run the body with ``model`` in eval mode and its parameters frozen, then put back exactly what
+    was there: every submodule's ``training`` flag, every parameter's ``requires_grad`` and every
+    buffer (object and values), also when the body raises.
+
+    Eval mode is what an attack on a deployed model means (batch norm on its running statistics,
+    no dropout); frozen parameters keep autograd to the input gradient. A model that is not an
+    ``nn.Module`` (a plain function) has no state to keep.
+    """
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
+    if inference:
+        raise ValueError(f"the model holds tensors made under torch.inference_mode() ({', '.join(inference[:3])}), "
+                         f"which autograd cannot differentiate through; build or load it outside inference mode")
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    buffers = [(module, name, buf, buf.detach().clone()) for module in model.modules()
+               for name, buf in module.named_buffers(recurse=False)]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
+        with torch.no_grad():
+            for module, name, buf, saved in buffers:
+                setattr(module, name, buf)  # the very object, should the body have replaced it
+                if not torch.equal(buf, saved):
+                    buf.copy_(saved)
+
+
+class _CheckedModel(nn.Module):
+    """The model as an attack sees it: each output must be (B,C,H,W) logits at the input's
+    resolution, with a channel for every class id in the labels. Attributes (``std``) read through."""
+
+    def __init__(self, model: nn.Module, labels_name: str, max_label: int) -> None:
+        super().__init__()
+        self.inner = model
+        self.labels_name, self.max_label = labels_name, max_label
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.inner(images)
+        if not isinstance(out, torch.Tensor):
+            hint = (f"a dict with keys {list(out)[:5]}: wrap the module with segattack.models.wrap_model, which "
+                    f"takes its 'out' entry" if isinstance(out, dict) else _type_name(out))
+            raise TypeError(f"the model returned {hint}; attacks need a (B,C,H,W) tensor of logits")
+        want = (images.shape[0], *images.shape[2:])
+        if out.dim() != 4 or (out.shape[0], *out.shape[2:]) != want:
+            raise ValueError(f"the model's output has shape {tuple(out.shape)} for images {tuple(images.shape)}; "
+                             f"attacks need logits (B,C,H,W) = ({want[0]},C,{want[1]},{want[2]}) at the images' "
+                             f"resolution (upsample inside the model, as torchvision's DeepLabV3 does)")
+        if out.shape[1] <= self.max_label:
+            raise ValueError(f"{self.labels_name} hold class id {self.max_label} but the model outputs "
+                             f"{out.shape[1]} classes (ids 0..{out.shape[1] - 1})")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+
+def as_labels(labels: Any, name: str) -> torch.Tensor:
+    """``labels`` as an int64 tensor of class ids: other integer dtypes (uint8 masks from PIL) are
+    widened; anything else (numpy arrays, floats, booleans) is refused with a message naming it."""
+    if not isinstance(labels, torch.Tensor):
+        hint = " (convert with torch.from_numpy(array).long())" if type(labels).__module__ == "numpy" else ""
+        raise TypeError(f"{name} must be a (B,H,W) torch tensor of integer class ids, got {_type_name(labels)}{hint}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class ids, got dtype {str(labels.dtype).replace('torch.', '')}")
+    return labels.long()
+
+
+def _number_arguments(function: Callable[..., Any]) -> dict[str, tuple[type, bool]]:
+    """Parameters annotated ``int`` or ``float`` (or either ``| None``): name -> (type, None allowed)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(function).items():
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        numbers_only = [t for t in options if t is not type(None)]
+        if numbers_only in ([int], [float]):
+            kinds[name] = (numbers_only[0], type(None) in options)
+    return kinds
+
+
+def check_number(name: str, value: Any, kind: type, optional: bool) -> None:
+    """A number parameter that is no number (a string from a config file, a bool) named in one message."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        what = "an integer" if kind is int else "a number"
+        raise TypeError(f"{name} must be {what}{' or None' if optional else ''}, got {value!r} ({_type_name(value)})")
+
+
+Attack = TypeVar("Attack", bound=Callable[..., AttackResult])
+
+
+def guarded(attack: Attack) -> Attack:
+    """Decorate a public attack ``attack(model, images, labels, ...)``: it runs under
+    :func:`attack_mode` (eval mode, frozen parameters, everything restored), with autograd on even
+    inside ``torch.no_grad()`` or ``torch.inference_mode()`` (inputs made there are cloned into
+    ordinary tensors), labels as int64 (:func:`as_labels`), its ``int``/``float`` parameters
+    checked to be numbers (:func:`check_number`) and the model's outputs checked
+    (:class:`_CheckedModel`); so an evaluation loop can call it as it is."""
+    signature = inspect.signature(attack)
+    model_arg, images_arg, labels_arg = list(signature.parameters)[:3]
+    number_arguments = _number_arguments(attack)
+
+    @functools.wraps(attack)
+    def run(*args: Any, **kwargs: Any) -> AttackResult:
+        bound = signature.bind(*args, **kwargs)
+        for name, (kind, optional) in number_arguments.items():
+            if name in bound.arguments:
+                check_number(name, bound.arguments[name], kind, optional)
+        model, images = bound.arguments[model_arg], bound.arguments[images_arg]
+        with torch.inference_mode(False), torch.enable_grad(), attack_mode(model):
+            if isinstance(images, torch.Tensor) and images.is_inference():
+                images = images.clone()
+            labels = as_labels(bound.arguments[labels_arg], labels_arg)
+            labels = labels.clone() if labels.is_inference() else labels
+            known = labels[labels != IGNORE_INDEX]
+            max_label = int(known.max()) if known.numel() else -1
+            bound.arguments[images_arg], bound.arguments[labels_arg] = images, labels
+            if isinstance(model, nn.Module) and not isinstance(model, _CheckedModel):
+                bound.arguments[model_arg] = _CheckedModel(model, labels_arg, max_label)
+            return attack(*bound.args, **bound.kwargs)
+
+    return run  # type: ignore[return-value]

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
-from ._common import (AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite,
+from ._common import (AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded,
                       success_rate)
 from .registry import AttackSpec, register
 
@@ -85,6 +85,7 @@ def asma_objective(logits: torch.Tensor, targets: torch.Tensor, score: Literal["
     return (target_score * wrong).flatten(1).sum(1)
 
 
+@guarded
 def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta: float,
          tau: float = PAPER_TAU, steps: int = 100, score: Literal["logits", "softmax"] = "logits",
          iou_average: IouAverage = "present", l2_penalty: bool = False, clip: bool = True,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX
-from ._common import AttackResult, check_inputs, check_positive
+from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
 from .registry import AttackSpec, register
 
@@ -47,6 +47,7 @@ def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool,
     return (ce * weights).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 
 
+@guarded
 def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
            norm: Literal["linf", "l2"] = "linf", eps: float | None = None, alpha: float | None = None,
            cosine: Cosine = "softmax", random_start: bool = False, adv_threshold: float | None = None,

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded
 from .registry import AttackSpec, register
 
 PAPER_GAMMA = 0.5 / 255  # Xie et al.'s 0.5 on 0-255 inputs, in [0,1] pixel units
@@ -43,6 +43,7 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
     return other - own if targeted else own - other
 
 
+@guarded
 def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, targeted: bool = True,
         gamma: float = PAPER_GAMMA, norm: Literal["linf", "l2"] = "linf", adv_threshold: float | None = 0.99,
         unsuccessful: Literal["last", "clean"] = "last", progress: bool = False) -> AttackResult:

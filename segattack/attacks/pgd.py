@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
 from ..metrics import IMAGENET_STD
-from ._common import AttackResult, check_inputs, check_positive, input_std
+from ._common import AttackResult, check_inputs, check_positive, guarded, input_std
 from ._projected import projected_gradient
 from .registry import AttackSpec, register
 
@@ -73,6 +73,7 @@ def best_of(results: list[AttackResult]) -> AttackResult:
     return best
 
 
+@guarded
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int | None = None,
         mode: Literal["paper", "linf", "l2"] = "paper", targeted: bool = True, eps: float | None = None,
         alpha: float | None = None, clip: bool | None = None, reduction: Reduction | None = None,
@@ -121,6 +122,7 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     return best_of(runs)
 
 
+@guarded
 def targeted_pgd(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> AttackResult:
     """The paper's targeted PGD: :func:`pgd` with ``targeted=True`` (see its parameters)."""
     return pgd(model, images, targets, targeted=True, **kwargs)

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
-from ._common import AttackResult, check_inputs, check_positive
+from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
 from .registry import AttackSpec, register
 
@@ -34,6 +34,7 @@ def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: in
     return (ce * weights).flatten(1).sum(1) / valid
 
 
+@guarded
 def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
            eps: float = 8 / 255, alpha: float | None = None, random_start: bool = False,
            adv_threshold: float | None = None, generator: torch.Generator | None = None,
