@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .attacks import ATTACKS, AttackSpec
+from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
@@ -51,7 +51,7 @@ class RunConfig:
     """Everything that determines a run's numbers (hashed to skip finished runs and shards)."""
 
     backbone: str = "mobilenet_v3_large"
-    attack: str = "pgd"
+    attack: str = DEFAULT_ATTACK
     weights: str = "auto"  # auto | torchvision | embedded | a checkpoint path
     images: str = "scenes"
     num_images: int = 8  # 0: every image of a finite set (a folder, voc:, pairs:)

@@ -13,7 +13,7 @@ from .segpgd import segpgd
 from .cospgd import cospgd
 from .dag import dag
 from .asma import asma
-from .registry import ATTACKS, ENTRY_POINT_GROUP, AttackSpec, register
+from .registry import ATTACKS, DEFAULT_ATTACK, ENTRY_POINT_GROUP, AttackSpec, register
 
-__all__ = ["ATTACKS", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec", "asma", "cospgd", "dag",
+__all__ = ["ATTACKS", "DEFAULT_ATTACK", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec", "asma", "cospgd", "dag",
            "pgd", "register", "segpgd", "targeted_pgd"]

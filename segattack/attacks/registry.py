@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal
 from ._common import AttackResult
 
 ENTRY_POINT_GROUP = "segattack.attacks"
+DEFAULT_ATTACK = "pgd"  # a run's attack when none is named (RunConfig, the CLI, the notebooks)
 Params = dict[str, Any]
 
 
