@@ -11,7 +11,8 @@ from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import PAPER_GAMMA
 from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
-from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD, pooled_scores, reference_present_iou
+from segattack.metrics import (IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, pooled_from_counts, pooled_scores,
+                               reference_present_iou, void_prediction_counts)
 from segattack.models import wrap_model
 from segattack.runner import attacked_images, summarize
 
@@ -205,6 +206,58 @@ def test_ref5_accuracy_counts_ignore_pixels_as_misses_and_interval_brackets():
     assert scores["acc"]["value"] == pytest.approx(9 / 12)  # the 255 pixel is a miss, as sklearn counts it
     lo, hi = scores["acc"]["ci95"]
     assert lo <= scores["acc"]["value"] <= hi and lo >= 0.5 and hi <= 1.0
+
+
+def test_ref5_iou_counts_a_prediction_at_a_void_pixel_in_the_union():
+    ref = torch.tensor([[[0, 255, 1, 1]]])
+    pred = torch.tensor([[[0, 0, 1, 2]]])  # class 0 predicted at the void pixel
+    assert void_prediction_counts(pred, ref)[0, :3].tolist() == [1, 0, 0]
+    # [5]: class 0 inter 1, union {p0, p1} = 2 -> 1/2; class 1 inter 1, union {p2, p3} = 2 -> 1/2
+    scores = pooled_scores(pred, ref)
+    assert scores["iou"]["value"] == pytest.approx(0.5) and scores["acc"]["value"] == pytest.approx(0.5)
+    # torchvision's convention drops the void pixel first: class 0 reads 1/1, so the mean reads 3/4
+    conf, pixels = confusion_matrix(pred, ref), torch.tensor([4.0])
+    assert pooled_from_counts(conf, pixels)["iou"]["value"] == pytest.approx(0.75)
+    assert pooled_from_counts(conf, pixels, void_prediction_counts(pred, ref))["iou"]["value"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="void_pred must count each image's unlabelled pixels once"):
+        pooled_from_counts(conf, pixels, torch.zeros(1, 21))
+
+
+def ref5_iou_acc(truth, pred):
+    """Reference [5]'s ``IoUAcc``, re-typed: per class over the flattened batch, intersection at
+    labelled pixels, union = every pixel predicted c plus every pixel labelled c minus the
+    intersection; mean over classes in the reference; sklearn accuracy over every pixel."""
+    truth, pred = truth.flatten(), pred.flatten()
+    ious = []
+    for c in range(21):
+        labelled, predicted = truth == c, pred == c
+        if labelled.sum() == 0:
+            continue
+        inter = predicted[labelled].sum().item()
+        ious.append(inter / (predicted.sum().item() + labelled.sum().item() - inter))
+    return sum(ious) / len(ious), (truth == pred).double().mean().item()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pooled_scores_equal_ref5s_iou_acc_on_masks_with_void(seed):
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randint(0, 6, (4, 12, 12), generator=g)
+    truth[torch.rand(truth.shape, generator=g) < 0.15] = 255  # void scattered over the image
+    truth[:, 0] = 255  # and a void border, as VOC draws around objects
+    pred = torch.where(torch.rand(truth.shape, generator=g) < 0.6, truth.clamp(max=5),
+                       torch.randint(0, 8, truth.shape, generator=g))
+    iou, acc = ref5_iou_acc(truth, pred)
+    scores = pooled_scores(pred, truth)
+    assert scores["iou"]["value"] == pytest.approx(iou, abs=1e-12)
+    assert scores["acc"]["value"] == pytest.approx(acc, abs=1e-12)
+    # from counts a shard record can store: the confusion matrix plus the void predictions per image
+    halves = [slice(0, 2), slice(2, 4)]
+    conf = torch.cat([confusion_matrix(pred[h], truth[h]) for h in halves])
+    void = torch.cat([void_prediction_counts(pred[h], truth[h]) for h in halves])
+    pooled = pooled_from_counts(conf, torch.full((4,), 144.0), void)
+    assert pooled["iou"]["value"] == pytest.approx(iou, abs=1e-12)
+    # dropping the void pixels (torchvision's convention) reads high
+    assert pooled_from_counts(conf, torch.full((4,), 144.0))["iou"]["value"] > iou + 0.01
 
 
 def test_table1_means_leave_the_target_image_out():
