@@ -69,6 +69,24 @@ def test_per_image_reduction_steps_batch_size_times_further(normalising, scene_i
     assert torch.equal(batch.loss, image.loss)  # the recorded loss is each image's mean CE under both
 
 
+def test_paper_pgd_keeps_the_batch_denominator_when_a_sample_stops(normalising, scene_inputs):
+    """[5]'s mean is over the whole batch's labelled pixels: a sample that stops early leaves the
+    batch, but the others keep their weights (their steps do not grow by the batch's share it had)."""
+    images, _ = scene_inputs
+    with torch.no_grad():
+        clean = normalising(images).argmax(1)
+    targets = clean.roll(1, 0)
+    targets[0] = clean[0]  # image 0 is at its target from the start: it stops after its first pass
+    one_step = ref5_steps(normalising.net, images, targets, eps=10.0, alpha=1.0, steps=1)
+    alpha = 0.01 / one_step.abs().max().item()  # small enough that no step reaches the ball's edge
+    stopping = targeted_pgd(normalising, images, targets, steps=3, alpha=alpha, adv_threshold=0.99)
+    every = targeted_pgd(normalising, images, targets, steps=3, alpha=alpha)
+    assert stopping.params["iterations"] == [1, 3, 3, 3] and torch.equal(stopping.adv[0], images[0])
+    # images 1-3 never see image 0's gradient; their weights are the same with or without it
+    assert torch.allclose(stopping.adv[1:], every.adv[1:], atol=1e-7)
+    assert (every.adv[1:] - images[1:]).abs().amax() > 100 * 1e-7  # the steps are far above the tolerance
+
+
 def test_paper_pgd_runs_ref5s_fifteen_iterations(normalising, scene_inputs):
     images, _ = scene_inputs
     res = targeted_pgd(normalising, images, targets_with_ignore(normalising, images))
@@ -117,6 +135,20 @@ def test_asma_l2_penalty_step_by_hand(linear_model):
     assert res.loss[1].item() == pytest.approx(0.4 - 0.09)  # logit_1 at (0,0) minus ||X_1 - X||^2
     plain = asma(linear_model, x, target, beta=0.3, tau=0.1, steps=2)
     assert plain.adv[0, 1, 0, 0].item() == pytest.approx(0.7)  # without the penalty: 0.1 + 0.3 + 0.3
+
+
+def test_asma_steps_each_image_by_its_own_iou(tiny_model, scene_inputs):
+    """Eq. (2)'s alpha_n is each image's own: a batch takes the steps its images take alone."""
+    images, _ = scene_inputs
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    kwargs = {"beta": 5e-2, "tau": 1e-3, "steps": 3}
+    batch = asma(tiny_model, images, targets, **kwargs)
+    alone = torch.cat([asma(tiny_model, images[i:i + 1], targets[i:i + 1], **kwargs).adv for i in range(4)])
+    step_sizes = batch.history["step_size"][0]
+    assert step_sizes.max() > 1.2 * step_sizes.min()  # the images' IoUs, hence their steps, differ
+    assert torch.allclose(batch.adv, alone, atol=1e-5)
+    assert (batch.adv - images).abs().amax() > 1e-2
 
 
 def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
