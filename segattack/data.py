@@ -20,9 +20,10 @@ symbolic links, images without a mask, masks without an image).
 Files are checked from their header before decoding (format against extension, size, mode, bit
 depth, frames) and refused with a message naming the file; EXIF orientation is applied as every
 viewer does and noted. ``resize`` is the named resize protocol: ``"crop"`` (centre square crop,
-then ``size`` x ``size``) or ``"shorter"`` (shorter side to ``size``, aspect kept: the transforms
-of torchvision's segmentation weights and of its reference evaluation). Masks follow the image
-with nearest-neighbour resampling.
+then ``size`` x ``size``), ``"shorter"`` (shorter side to ``size``, aspect kept: the transforms
+of torchvision's segmentation weights and of its reference evaluation) or ``"squash"`` (the whole
+image to ``size`` x ``size``, aspect not kept: reference [5]'s ``T.Resize((520, 520))``). Masks
+follow the image with nearest-neighbour resampling.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ from .scenes import render_scene
 STUDY_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
 MAX_SIDE, MIN_SIDE = 8192, 16
-Resize = Literal["crop", "shorter"]
-RESIZES = ("crop", "shorter")
+Resize = Literal["crop", "shorter", "squash"]
+RESIZES = ("crop", "shorter", "squash")
 VOC_LAYOUT = ("a Pascal VOC 2012 folder: PATH/VOCdevkit/VOC2012/ with JPEGImages/, SegmentationClass/ and "
               "ImageSets/Segmentation/val.txt (torchvision's VOCSegmentation layout; PATH may also be the "
               "VOCdevkit or VOC2012 folder itself)")
@@ -127,6 +128,8 @@ def _geometry(w: int, h: int, size: int, resize: Resize) -> tuple[tuple[int, int
     if resize == "shorter":  # as torchvision's resize to an int: the longer side truncated
         out = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         return (0, 0, w, h), out
+    if resize == "squash":  # both sides to size, as torchvision's resize to a (size, size) pair
+        return (0, 0, w, h), (size, size)
     raise ValueError(f"resize must be one of {', '.join(RESIZES)}, got {resize!r}")
 
 

@@ -98,40 +98,73 @@ def dataset_scores(conf: torch.Tensor) -> dict[str, float]:
     }
 
 
-def reference_present_iou(conf: torch.Tensor) -> torch.Tensor:
+def void_prediction_counts(pred: torch.Tensor, ref: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(B, C) per image, how many of the reference's void (255) pixels are predicted as each class.
+
+    :func:`confusion_matrix` drops void pixels (torchvision's convention); reference [5]'s ``IoUAcc``
+    counts a prediction of class c at a void pixel in class c's union. These counts, stored beside
+    the confusion matrix, let :func:`pooled_from_counts` read the IoU as [5] does."""
+    _check_masks(pred, ref)
+    b = pred.shape[0]
+    index = pred.long().clamp(0, num_classes - 1) + torch.arange(b, device=pred.device).view(b, 1, 1) * num_classes
+    counts = torch.bincount(index[ref == IGNORE_INDEX], minlength=b * num_classes)
+    return counts.view(b, num_classes)
+
+
+def reference_present_iou(conf: torch.Tensor, void_pred: torch.Tensor | None = None) -> torch.Tensor:
     """Reference [5]'s ``IoUAcc`` IoU from confusion counts (..., C, C), rows = reference class:
-    the mean over the classes present in the *reference* of intersection / union (NaN if none)."""
+    the mean over the classes present in the *reference* of intersection / union (NaN if none).
+
+    ``void_pred`` (..., C): predictions of each class at the reference's void pixels
+    (:func:`void_prediction_counts`), which [5] counts in the union (its union is every pixel
+    predicted c or labelled c). None counts none: [5]'s number only where the reference has no
+    void pixel (a clean prediction or a target mask), the torchvision convention otherwise."""
     conf = conf.double()
     inter = conf.diagonal(dim1=-2, dim2=-1)
     ref_count = conf.sum(-1)
     union = ref_count + conf.sum(-2) - inter
+    if void_pred is not None:
+        union = union + void_pred.double()
     iou = torch.where(ref_count > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
     return iou.nanmean(-1)
 
 
 def pooled_scores(pred: torch.Tensor, ref: torch.Tensor, resamples: int = 2000,
                   seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
-    """Reference [5]'s Table 1 reading of a batch of masks: see :func:`pooled_from_counts`."""
+    """Reference [5]'s Table 1 reading of a batch of masks, void predictions counted as [5] does:
+    see :func:`pooled_from_counts`."""
     pixels = torch.full((len(pred),), float(pred[0].numel()), dtype=torch.float64)
-    return pooled_from_counts(confusion_matrix(pred, ref), pixels, resamples, seed)
+    return pooled_from_counts(confusion_matrix(pred, ref), pixels, void_prediction_counts(pred, ref),
+                              resamples=resamples, seed=seed)
 
 
-def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, resamples: int = 2000,
-                       seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
+def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, void_pred: torch.Tensor | None = None,
+                       resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
     """Reference [5]'s Table 1 reading: one confusion matrix pooled over the images.
 
-    ``conf`` (B,C,C) per-image confusion counts, ``pixels`` (B,) each image's pixel count.
-    ``iou``: mean over the classes present in the reference (:func:`reference_present_iou`);
-    ``acc``: hits over *every* pixel, ignore pixels of the reference counting as misses (sklearn's
-    ``accuracy_score`` on the flattened masks, as [5]). Each comes with a 95% percentile interval
-    from a bootstrap over images (None for a single image).
+    ``conf`` (B,C,C) per-image confusion counts over labelled pixels, ``pixels`` (B,) each image's
+    pixel count, ``void_pred`` (B,C) each image's predictions at void pixels
+    (:func:`void_prediction_counts`; None: no void prediction is counted, see
+    :func:`reference_present_iou`). ``iou``: mean over the classes present in the reference, each
+    class's union including its predictions at void pixels, as [5]'s ``IoUAcc``; ``acc``: hits over
+    *every* pixel, void pixels of the reference counting as misses (sklearn's ``accuracy_score`` on
+    the flattened masks, as [5]). Each comes with a 95% percentile interval from a bootstrap over
+    images (None for a single image).
     """
     conf, pixels = conf.double(), pixels.double()
+    if void_pred is not None:
+        void_pred = void_pred.double()
+        if void_pred.shape != conf.shape[:2]:
+            raise ValueError(f"void_pred must be (B,C) = {tuple(conf.shape[:2])}, got {tuple(void_pred.shape)}")
+        if not torch.equal(void_pred.sum(1), pixels - conf.sum((1, 2))):
+            raise ValueError("void_pred must count each image's unlabelled pixels once: its rows must sum to "
+                             "pixels minus the confusion matrix's total")
     hits = conf.diagonal(dim1=1, dim2=2).sum(1)
 
     def stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # weights (R,B): image multiplicities
         pooled = torch.einsum("rb,bij->rij", weights, conf)
-        return reference_present_iou(pooled), (weights @ hits) / (weights @ pixels)
+        void = None if void_pred is None else weights @ void_pred
+        return reference_present_iou(pooled, void), (weights @ hits) / (weights @ pixels)
 
     iou, acc = (finite_or_none(float(v[0])) for v in stats(torch.ones(1, len(conf), dtype=torch.float64)))
     out: dict[str, dict[str, float | list[float] | None]] = {"iou": {"value": iou, "ci95": None},

@@ -3,6 +3,7 @@ under adv_lib's readings our attacks return adv_lib's images."""
 
 import pytest
 import torch
+from torch import nn
 
 from segattack.attacks import asma, dag
 from segattack.metrics import pixel_accuracy
@@ -12,7 +13,8 @@ segmentation = pytest.importorskip("adv_lib.attacks.segmentation")
 # adv_lib-compatible ASMA: its L2 penalty, its batch-level IoU over all classes, alpha_0 = tau.
 # adv_lib sums the logit term over the batch *before* subtracting each sample's L2 and summing
 # again, which multiplies the logit gradient by the batch size; one image at a time, the two
-# implementations mean the same step, so the comparisons run per image.
+# implementations mean the same step, so the comparisons run per image, and at batch 4 ours equals
+# adv_lib's only with its logit term divided by 4 (test_asma_at_batch_4_is_adv_libs_with_its_logit_term_over_4).
 ADV_LIB_ASMA = {"l2_penalty": True, "iou_average": "adv_lib", "initial_step": "tau"}
 
 
@@ -73,6 +75,39 @@ def test_asma_matches_adv_libs_images_where_the_l2_term_matters(tiny_model, batc
         assert (theirs - x).norm() > 1.0  # far from the clean image: the readings do differ here
         assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
         assert (without - theirs).abs().max() > 1e-2
+
+
+class Scaled(nn.Module):
+    """The model's logits times ``factor``: the same predictions, every logit term scaled."""
+
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.factor
+
+
+def test_asma_at_batch_4_is_adv_libs_with_its_logit_term_over_4(tiny_model, batch):
+    """adv_lib's ``(logit_loss - l2_squared).sum()`` takes the batch-summed logit term once per
+    sample: at batch B its logit gradient is B times ours. On logits scaled by 1/B (a power of two,
+    so exactly; the argmax, hence its masks, IoU and step size, unchanged) its steps are ours."""
+    images, targets = batch
+    beta = tau = 2e-2
+    steps = 8
+    ours = asma(tiny_model, images, targets, beta=beta, tau=tau, steps=steps, **ADV_LIB_ASMA).adv
+
+    def theirs(model):
+        return adv_lib_iterate(model, lambda: segmentation.asma(
+            model, images, targets, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta), steps)
+
+    assert len(images) == 4
+    assert torch.allclose(ours, theirs(Scaled(tiny_model, 1 / 4)), atol=1e-6, rtol=0)  # measured 1.8e-7
+    as_is = theirs(tiny_model)
+    assert (ours - as_is).abs().max() > 0.1  # adv_lib as it is (measured 0.8): its logit term weighs 4x ours
+    # what adv_lib as it is computes: ours on logits scaled by 4
+    assert torch.allclose(asma(Scaled(tiny_model, 4), images, targets, beta=beta, tau=tau, steps=steps,
+                               **ADV_LIB_ASMA).adv, as_is, atol=1e-5, rtol=0)
 
 
 def test_dag_returns_adv_libs_images(tiny_model, batch):

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from segattack.attacks import ATTACKS, cospgd, dag, segpgd
+from segattack.attacks import ATTACKS, cospgd, dag, pgd, segpgd
+from segattack.attacks._projected import project
 from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import logit_margin
 from segattack.attacks.segpgd import segpgd_loss
@@ -129,6 +130,68 @@ def test_cospgd_weights_are_the_cosine_to_the_one_hot_label():
         assert torch.allclose(ours, expected, atol=1e-6)
         (g1,), (g2,) = torch.autograd.grad(ours.sum(), logits), torch.autograd.grad(expected.sum(), logits)
         assert torch.allclose(g1, g2, atol=1e-7)
+
+
+def authors_cospgd_loss(logits, labels):
+    """CosPGD's targeted loss as its authors write it: each pixel's CE times one minus the cosine of
+    the *softmax* scores to the one-hot target (a constant of the step), mean per image."""
+    one_hot = nn.functional.one_hot(labels, 21).permute(0, 3, 1, 2).float()
+    cos = nn.functional.cosine_similarity(logits.softmax(1), one_hot, dim=1).detach()
+    return (nn.functional.cross_entropy(logits, labels, reduction="none") * (1 - cos)).flatten(1).mean(1)
+
+
+def gradient_at_clean(model, images, loss_fn):
+    """(B,3,H,W) gradient of the summed per-image losses at the clean images."""
+    delta = torch.zeros_like(images, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss_fn(model(images + delta)).sum(), delta)
+    return grad
+
+
+def test_cospgd_default_is_the_authors_softmax_cosine(tiny_model, scene_inputs):
+    images, _ = scene_inputs
+    targets = targets_for(tiny_model, images)
+    alpha = 1 / 255
+    res = cospgd(tiny_model, images, targets, steps=1, alpha=alpha)
+    assert res.params["cosine"] == "softmax"
+    with torch.no_grad():
+        expected_loss = authors_cospgd_loss(tiny_model(images), targets)
+    assert torch.allclose(res.history["loss"][0], expected_loss, rtol=1e-5, atol=0)
+    grad = gradient_at_clean(tiny_model, images, lambda z: authors_cospgd_loss(z, targets))
+    clear = grad.abs() > 1e-9 * grad.abs().max()  # where no float rounding can flip the sign (flips seen: 3e-12)
+    expected = (images - alpha * grad.sign()).clamp(0, 1)
+    assert clear.float().mean() > 0.75 and torch.allclose(res.adv[clear], expected[clear], atol=1e-7)
+
+
+def test_l2_projection_leaves_the_balls_interior_alone():
+    torch.manual_seed(0)
+    delta = torch.randn(3, 3, 4, 4)
+    norms = torch.tensor([0.5, 2.0, 4.0])
+    delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * norms.view(-1, 1, 1, 1)
+    projected = project(delta, 1.0, "l2")
+    assert torch.equal(projected[0], delta[0])  # inside the ball: unchanged
+    assert torch.allclose(projected.flatten(1).norm(dim=1), torch.tensor([0.5, 1.0, 1.0]))  # outside: to the sphere
+    assert torch.allclose(projected[1:], delta[1:] / norms[1:].view(-1, 1, 1, 1))  # along its own direction
+
+
+@pytest.mark.parametrize("attack", ["pgd", "cospgd"])
+def test_l2_step_is_the_normalised_gradient(tiny_model, scene_inputs, attack):
+    """L2 mode: X_1 = X - alpha * g / ||g||_2 per image (targeted), g the gradient of the image's
+    loss; a step shorter than eps stays inside the ball, where the projection leaves it alone."""
+    images, _ = scene_inputs
+    images = images * 0.6 + 0.2  # away from 0 and 1, so no clip acts
+    targets = targets_for(tiny_model, images)
+    alpha = 0.05
+    if attack == "pgd":
+        res = pgd(tiny_model, images, targets, steps=1, mode="l2", alpha=alpha)
+        loss_fn = lambda z: nn.functional.cross_entropy(z, targets, reduction="none").flatten(1).mean(1)  # noqa: E731
+    else:
+        res = cospgd(tiny_model, images, targets, steps=1, norm="l2", alpha=alpha)
+        loss_fn = lambda z: authors_cospgd_loss(z, targets)  # noqa: E731
+    assert res.params["eps"] == 0.5  # the default ball, ten steps wide
+    grad = gradient_at_clean(tiny_model, images, loss_fn)
+    expected = images - alpha * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.allclose(res.adv, expected, atol=1e-6)
+    assert torch.allclose((res.adv - images).flatten(1).norm(dim=1), torch.full((4,), alpha), atol=1e-5)
 
 
 def test_dag_margin_and_segpgd_weights_by_hand():

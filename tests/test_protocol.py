@@ -11,7 +11,8 @@ from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import PAPER_GAMMA
 from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
-from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD, pooled_scores, reference_present_iou
+from segattack.metrics import (IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, pooled_from_counts, pooled_scores,
+                               reference_present_iou, void_prediction_counts)
 from segattack.models import wrap_model
 from segattack.results import summarize
 from segattack.targets import attacked_images
@@ -69,6 +70,24 @@ def test_per_image_reduction_steps_batch_size_times_further(normalising, scene_i
     assert torch.equal(batch.loss, image.loss)  # the recorded loss is each image's mean CE under both
 
 
+def test_paper_pgd_keeps_the_batch_denominator_when_a_sample_stops(normalising, scene_inputs):
+    """[5]'s mean is over the whole batch's labelled pixels: a sample that stops early leaves the
+    batch, but the others keep their weights (their steps do not grow by the batch's share it had)."""
+    images, _ = scene_inputs
+    with torch.no_grad():
+        clean = normalising(images).argmax(1)
+    targets = clean.roll(1, 0)
+    targets[0] = clean[0]  # image 0 is at its target from the start: it stops after its first pass
+    one_step = ref5_steps(normalising.net, images, targets, eps=10.0, alpha=1.0, steps=1)
+    alpha = 0.01 / one_step.abs().max().item()  # small enough that no step reaches the ball's edge
+    stopping = targeted_pgd(normalising, images, targets, steps=3, alpha=alpha, adv_threshold=0.99)
+    every = targeted_pgd(normalising, images, targets, steps=3, alpha=alpha)
+    assert stopping.params["iterations"] == [1, 3, 3, 3] and torch.equal(stopping.adv[0], images[0])
+    # images 1-3 never see image 0's gradient; their weights are the same with or without it
+    assert torch.allclose(stopping.adv[1:], every.adv[1:], atol=1e-7)
+    assert (every.adv[1:] - images[1:]).abs().amax() > 100 * 1e-7  # the steps are far above the tolerance
+
+
 def test_paper_pgd_runs_ref5s_fifteen_iterations(normalising, scene_inputs):
     images, _ = scene_inputs
     res = targeted_pgd(normalising, images, targets_with_ignore(normalising, images))
@@ -117,6 +136,20 @@ def test_asma_l2_penalty_step_by_hand(linear_model):
     assert res.loss[1].item() == pytest.approx(0.4 - 0.09)  # logit_1 at (0,0) minus ||X_1 - X||^2
     plain = asma(linear_model, x, target, beta=0.3, tau=0.1, steps=2)
     assert plain.adv[0, 1, 0, 0].item() == pytest.approx(0.7)  # without the penalty: 0.1 + 0.3 + 0.3
+
+
+def test_asma_steps_each_image_by_its_own_iou(tiny_model, scene_inputs):
+    """Eq. (2)'s alpha_n is each image's own: a batch takes the steps its images take alone."""
+    images, _ = scene_inputs
+    with torch.no_grad():
+        targets = tiny_model(images).argmax(1).roll(1, 0)
+    kwargs = {"beta": 5e-2, "tau": 1e-3, "steps": 3}
+    batch = asma(tiny_model, images, targets, **kwargs)
+    alone = torch.cat([asma(tiny_model, images[i:i + 1], targets[i:i + 1], **kwargs).adv for i in range(4)])
+    step_sizes = batch.history["step_size"][0]
+    assert step_sizes.max() > 1.2 * step_sizes.min()  # the images' IoUs, hence their steps, differ
+    assert torch.allclose(batch.adv, alone, atol=1e-5)
+    assert (batch.adv - images).abs().amax() > 1e-2
 
 
 def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
@@ -206,6 +239,58 @@ def test_ref5_accuracy_counts_ignore_pixels_as_misses_and_interval_brackets():
     assert scores["acc"]["value"] == pytest.approx(9 / 12)  # the 255 pixel is a miss, as sklearn counts it
     lo, hi = scores["acc"]["ci95"]
     assert lo <= scores["acc"]["value"] <= hi and lo >= 0.5 and hi <= 1.0
+
+
+def test_ref5_iou_counts_a_prediction_at_a_void_pixel_in_the_union():
+    ref = torch.tensor([[[0, 255, 1, 1]]])
+    pred = torch.tensor([[[0, 0, 1, 2]]])  # class 0 predicted at the void pixel
+    assert void_prediction_counts(pred, ref)[0, :3].tolist() == [1, 0, 0]
+    # [5]: class 0 inter 1, union {p0, p1} = 2 -> 1/2; class 1 inter 1, union {p2, p3} = 2 -> 1/2
+    scores = pooled_scores(pred, ref)
+    assert scores["iou"]["value"] == pytest.approx(0.5) and scores["acc"]["value"] == pytest.approx(0.5)
+    # torchvision's convention drops the void pixel first: class 0 reads 1/1, so the mean reads 3/4
+    conf, pixels = confusion_matrix(pred, ref), torch.tensor([4.0])
+    assert pooled_from_counts(conf, pixels)["iou"]["value"] == pytest.approx(0.75)
+    assert pooled_from_counts(conf, pixels, void_prediction_counts(pred, ref))["iou"]["value"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="void_pred must count each image's unlabelled pixels once"):
+        pooled_from_counts(conf, pixels, torch.zeros(1, 21))
+
+
+def ref5_iou_acc(truth, pred):
+    """Reference [5]'s ``IoUAcc``, re-typed: per class over the flattened batch, intersection at
+    labelled pixels, union = every pixel predicted c plus every pixel labelled c minus the
+    intersection; mean over classes in the reference; sklearn accuracy over every pixel."""
+    truth, pred = truth.flatten(), pred.flatten()
+    ious = []
+    for c in range(21):
+        labelled, predicted = truth == c, pred == c
+        if labelled.sum() == 0:
+            continue
+        inter = predicted[labelled].sum().item()
+        ious.append(inter / (predicted.sum().item() + labelled.sum().item() - inter))
+    return sum(ious) / len(ious), (truth == pred).double().mean().item()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pooled_scores_equal_ref5s_iou_acc_on_masks_with_void(seed):
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randint(0, 6, (4, 12, 12), generator=g)
+    truth[torch.rand(truth.shape, generator=g) < 0.15] = 255  # void scattered over the image
+    truth[:, 0] = 255  # and a void border, as VOC draws around objects
+    pred = torch.where(torch.rand(truth.shape, generator=g) < 0.6, truth.clamp(max=5),
+                       torch.randint(0, 8, truth.shape, generator=g))
+    iou, acc = ref5_iou_acc(truth, pred)
+    scores = pooled_scores(pred, truth)
+    assert scores["iou"]["value"] == pytest.approx(iou, abs=1e-12)
+    assert scores["acc"]["value"] == pytest.approx(acc, abs=1e-12)
+    # from counts a shard record can store: the confusion matrix plus the void predictions per image
+    halves = [slice(0, 2), slice(2, 4)]
+    conf = torch.cat([confusion_matrix(pred[h], truth[h]) for h in halves])
+    void = torch.cat([void_prediction_counts(pred[h], truth[h]) for h in halves])
+    pooled = pooled_from_counts(conf, torch.full((4,), 144.0), void)
+    assert pooled["iou"]["value"] == pytest.approx(iou, abs=1e-12)
+    # dropping the void pixels (torchvision's convention) reads high
+    assert pooled_from_counts(conf, torch.full((4,), 144.0))["iou"]["value"] > iou + 0.01
 
 
 def test_table1_means_leave_the_target_image_out():

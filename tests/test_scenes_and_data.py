@@ -109,6 +109,34 @@ def test_voc_folder_loads_images_and_masks_with_their_ignore_border(voc_folder):
     # image 0 is 40 wide x 48 high, image 1 48 x 40: the shorter side goes to 32, the other to int(32 * 48 / 40)
     assert shorter.images[0].shape == (3, 38, 32) and shorter.images[1].shape == (3, 32, 38)
     assert shorter.truth[0].shape == (38, 32)
+    squash = image_set(f"voc:{voc_folder}", 32, "squash").load([0, 1])
+    assert all(x.shape == (3, 32, 32) for x in squash.images) and all(m.shape == (32, 32) for m in squash.truth)
+
+
+def test_squash_resizes_both_sides_and_keeps_the_mask_aligned(tmp_path):
+    """Reference [5]'s resize: the whole 64x16 image to 32x32 (no crop, aspect not kept), the mask
+    with it by nearest neighbour."""
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    image = np.zeros((16, 64, 3), np.uint8)
+    image[:, :16, 0] = 255  # a red quarter on the left, class 1
+    image[:, 16:, 2] = 255  # blue elsewhere, class 2
+    mask = np.full((16, 64), 2, np.uint8)
+    mask[:, :16] = 1
+    mask[0] = 255  # a void top row
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    Image.fromarray(mask, mode="L").save(tmp_path / "masks" / "a.png")
+    loaded = image_set(f"pairs:{tmp_path}", 32, "squash").load([0])
+    x, m = loaded.images[0], loaded.truth[0]
+    assert x.shape == (3, 32, 32) and m.shape == (32, 32)
+    # the red quarter is still a quarter of the width: x squeezed by 2, y stretched by 2
+    assert (m[2:, :8] == 1).all() and (m[2:, 8:] == 2).all() and (m[:2] == 255).all()
+    assert (x[0, :, :7] == 1).all() and (x[2, :, :7] == 0).all() and (x[0, :, 9:] == 0).all()
+    assert torch.equal(m == 1, (x[0] > 0.5) & (torch.arange(32) > 1).view(32, 1))  # mask and image edges agree
+    # the same as resizing the whole file to 32x32
+    whole = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR))
+    assert torch.equal(x, torch.from_numpy(whole.copy()).permute(2, 0, 1).float().div(255))
+    assert (image_set(f"pairs:{tmp_path}", 32, "crop").load([0]).truth[0][2:] == 2).all()  # a crop loses the red
 
 
 def test_malformed_voc_folder_names_the_expected_layout(tmp_path, voc_folder):

@@ -1,0 +1,214 @@
+"""The report opened in a real browser: headless Chromium (Debian's ``chromium`` package, which
+``.ci/run`` installs where it is missing) driven over the DevTools protocol with websocket-client,
+so no browser download and no driver whose version must match the browser's.
+
+Screenshots and what the browser saw go to ``$SEGATTACK_TEST_ARTIFACTS`` (default
+``reports/test-artifacts/``): ``report-top.png``, ``report-table1.png`` and ``browser-log.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("SEGATTACK_TEST_ARTIFACTS", ROOT / "reports" / "test-artifacts"))
+# Headless, offline and quiet: no sandbox (CI runs as root), no GPU, no background traffic of the
+# browser's own (updates, sync, QUIC probes), a fresh profile per run.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars"]
+VIEWPORT = (1280, 900)
+START_TIMEOUT, PAGE_TIMEOUT = 60.0, 120.0
+
+IMAGES_JS = """(async () => {
+  const images = Array.from(document.images);
+  const decoded = await Promise.all(images.map(img => img.decode().then(() => true, () => false)));
+  return images.map((img, i) => ({src: img.src.slice(0, 40), decoded: decoded[i],
+                                  width: img.naturalWidth, height: img.naturalHeight}));
+})()"""
+
+# The first table after the heading that starts "Table 1", scrolled into view: its size, whether CSS
+# shows it and whether it is what the browser hits at its top-left corner (nothing covers it).
+TABLE1_JS = """(() => {
+  const heading = Array.from(document.querySelectorAll("h1, h2, h3"))
+    .find(h => h.textContent.trim().startsWith("Table 1"));
+  if (!heading) return {heading: null};
+  const table = document.evaluate("following::table[1]", heading, null,
+                                  XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;
+  if (!table) return {heading: heading.textContent.trim(), rows: 0};
+  table.scrollIntoView({block: "start"});
+  const box = table.getBoundingClientRect();
+  const hit = document.elementFromPoint(Math.max(box.left, 0) + 4, Math.max(box.top, 0) + 4);
+  return {heading: heading.textContent.trim(), rows: table.rows.length, header: table.rows[0].innerText,
+          width: box.width, height: box.height, shown: table.checkVisibility({checkOpacity: true,
+          checkVisibilityCSS: true}), on_top: table.contains(hit)};
+})()"""
+
+
+def chromium() -> str:
+    """The browser's executable: ``$SEGATTACK_CHROMIUM`` or Debian's ``chromium`` on the path. Its
+    absence fails the test (a skipped browser check would pass CI without looking)."""
+    path = os.environ.get("SEGATTACK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("headless Chromium is needed to open the report: apt-get install chromium (.ci/run does), "
+                    "or set SEGATTACK_CHROMIUM to a Chromium executable")
+    return path
+
+
+class DevTools:
+    """A DevTools-protocol session on one page: a command waits for its reply, and the events that
+    arrive meanwhile are kept, in order, in ``events``."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            import websocket
+        except ImportError:
+            pytest.fail("the browser test needs websocket-client (pip install websocket-client)")
+        # no Origin header: Chromium refuses DevTools websockets from origins it was not told to allow
+        self.ws = websocket.create_connection(url, timeout=PAGE_TIMEOUT, suppress_origin=True)
+        self.events: list[dict[str, Any]] = []
+        self._id = 0
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, event: str) -> dict[str, Any]:
+        """The first ``event`` received (now or before)."""
+        deadline = time.monotonic() + PAGE_TIMEOUT
+        found = [e for e in self.events if e.get("method") == event]
+        while not found and time.monotonic() < deadline:
+            self.events.append(json.loads(self.ws.recv()))
+            found = [e for e in self.events[-1:] if e.get("method") == event]
+        if not found:
+            raise TimeoutError(f"no {event} within {PAGE_TIMEOUT:.0f} s")
+        return found[0]
+
+    def evaluate(self, expression: str) -> Any:
+        """The JSON value of a JavaScript expression (a promise is awaited)."""
+        reply = self.send("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+        return reply["result"].get("value")
+
+    def screenshot(self, path: Path) -> Image.Image:
+        data = base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(data)
+        return Image.open(io.BytesIO(data))
+
+
+@contextmanager
+def browser(profile: Path) -> Iterator[DevTools]:
+    """Headless Chromium with a fresh profile, and a DevTools session on its blank page."""
+    log = (profile.parent / "chromium-stderr.txt").open("w")
+    proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                             "about:blank"], stdout=subprocess.DEVNULL, stderr=log)
+    session = None
+    try:
+        active = profile / "DevToolsActivePort"  # the port Chromium chose, written once it listens
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (active.exists() and active.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"Chromium did not start (exit {proc.poll()}): "
+                            f"{(profile.parent / 'chromium-stderr.txt').read_text()[-2000:]}")
+            time.sleep(0.1)
+        port = int(active.read_text().split()[0])
+        local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+        with local.open(f"http://127.0.0.1:{port}/json/list", timeout=START_TIMEOUT) as reply:
+            pages = [t for t in json.load(reply) if t["type"] == "page"]
+        session = DevTools(pages[0]["webSocketDebuggerUrl"])
+        yield session
+    finally:
+        if session is not None:
+            session.ws.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory) -> Path:
+    """A tiny report built as a user builds one (after checking there is a browser to open it)."""
+    chromium()
+    out = tmp_path_factory.mktemp("browser-report")
+    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(out),
+                          "--cluster", "inprocess"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out / "index.html"
+
+
+def problems(events: list[dict[str, Any]], page: str) -> tuple[list[str], list[str]]:
+    """(console errors and uncaught exceptions, requests for anything but the page or inline data)."""
+    errors, requests = [], []
+    for event in events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+            errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        elif method == "Runtime.exceptionThrown":
+            errors.append(params["exceptionDetails"].get("exception", {}).get("description", str(params)))
+        elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+            errors.append(f"{params['entry']['source']}: {params['entry']['text']}")
+        elif method == "Network.requestWillBeSent":
+            url = params["request"]["url"]
+            if url != page and not url.startswith("data:"):
+                requests.append(url)
+    return errors, requests
+
+
+def test_report_opens_in_chromium_with_its_figures_and_table_1(report_html, tmp_path):
+    page = report_html.as_uri()
+    with browser(tmp_path / "profile") as tab:
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            tab.send(f"{domain}.enable")
+        tab.send("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1], deviceScaleFactor=1,
+                 mobile=False)
+        tab.send("Page.navigate", url=page)
+        tab.wait_for("Page.loadEventFired")
+        images = tab.evaluate(IMAGES_JS)
+        top = tab.screenshot(tmp_path / "report-top.png")
+        table = tab.evaluate(TABLE1_JS)
+        shot = tab.screenshot(tmp_path / "report-table1.png")
+        tab.evaluate("1")  # a last round trip: events sent before it are in
+    errors, requests = problems(tab.events, page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "browser-log.json").write_text(json.dumps(
+        {"page": page, "errors": errors, "requests": requests, "images": images, "table1": table}, indent=1))
+    for name in ("report-top.png", "report-table1.png", "browser-log.json"):
+        shutil.copy(tmp_path / name, ARTIFACTS / name)
+
+    assert errors == [], errors
+    assert requests == [], requests  # the page and its inline data only
+    assert len(images) >= 5, images  # the tiny report's figures: examples, loss curves, studies
+    small = [i for i in images if not (i["decoded"] and i["width"] >= 100 and i["height"] >= 100)]
+    assert small == [], small
+    assert table["heading"] and table["rows"] >= 3 and "IoU" in table["header"], table
+    assert table["shown"] and table["on_top"] and table["width"] >= 300 and table["height"] >= 40, table
+    for screenshot in (top, shot):
+        assert screenshot.size == VIEWPORT
+        assert len(screenshot.convert("L").getcolors()) > 16  # drawn: not a blank page
