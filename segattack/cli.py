@@ -22,7 +22,7 @@ from .params import parse_override
 from .paths import cache_dir
 from .studies import LEVELS
 from .data import RESIZES
-from .targets import TARGET_SCHEMES
+from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}  # the one home of the run defaults
 
@@ -69,6 +69,7 @@ def _attack(args: argparse.Namespace) -> int:
     cfg = RunConfig(backbone=args.backbone, attack=args.attack, weights=args.weights, images=args.images,
                     num_images=args.num_images, size=args.size, resize=args.resize, batch=args.batch,
                     steps=args.steps, target_scheme=args.target_scheme, target_index=args.target_index,
+                    target_source=args.target_source,
                     seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
                     fold_bn=args.fold_bn, save_images=args.save_images, attack_params=params)
     out = output_folder(args.out)
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--size", type=int, default=DEFAULTS["size"],
                     help="image side in px (default 0: the embedded model's training size, 520 otherwise)")
     at.add_argument("--resize", default=DEFAULTS["resize"], choices=RESIZES,
-                    help="crop: centre square (default); shorter: shorter side to --size (torchvision's transforms)")
+                    help="crop: centre square (default); shorter: shorter side to --size (torchvision's transforms); "
+                         "squash: both sides to --size ([5]'s)")
     at.add_argument("--batch", type=int, default=DEFAULTS["batch"],
                     help="images per shard, attacked together (default %(default)s, as [5])")
     at.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="attack iterations (default %(default)s)")
@@ -122,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1")
     at.add_argument("--target-index", type=int, default=DEFAULTS["target_index"],
                     help="the target image for --target-scheme single")
+    at.add_argument("--target-source", default=DEFAULTS["target_source"], choices=TARGET_SOURCES,
+                    help="prediction: the target image's clean prediction (default); truth: its ground truth ([5])")
     at.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     at.add_argument("--device", default=DEFAULTS["device"], help="cpu or cuda")
     at.add_argument("--amp", action="store_true", help="bf16 autocast for the attack (for GPUs)")

@@ -20,7 +20,7 @@ from .classes import NUM_CLASSES
 from .data import MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
 from .params import ParameterError, check_attack_params, coerce
-from .targets import TARGET_SCHEMES
+from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 
 class ModelKey(NamedTuple):
@@ -61,6 +61,7 @@ class RunConfig:
     steps: int = 50
     target_scheme: str = "single"
     target_index: int = 1
+    target_source: str = "prediction"  # prediction: the target image's clean prediction | truth: its ground truth
     seed: int = 0
     device: str = "cpu"
     amp: bool = False  # bf16 autocast for the attack's forward/backward passes (GPU path; CPU works too)
@@ -72,7 +73,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         coerce_fields(self)
         for name, allowed in (("backbone", tuple(BACKBONES)), ("attack", tuple(ATTACKS)), ("resize", RESIZES),
-                              ("target_scheme", TARGET_SCHEMES)):
+                              ("target_scheme", TARGET_SCHEMES), ("target_source", TARGET_SOURCES)):
             if getattr(self, name) not in allowed:
                 raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         for name, low in (("num_images", 0), ("batch", 1), ("steps", 1), ("target_index", 0), ("seed", 0),

@@ -27,9 +27,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
     "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": "default",
                 "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
-    # The paper: torchvision's COCO weights, the shipped photos at 520 px, [5]'s batch of 4 (a GPU or a
-    # patient CPU: -p studies=none or -p studies_size=128 trims the studies there).
-    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "steps": "paper",
+    # The paper: torchvision's COCO weights, the shipped photos squashed to 520 x 520 as [5] resizes, [5]'s
+    # batch of 4, targets from image 1's clean prediction (the photos have no ground truth; with voc:PATH,
+    # -p target_source=truth is [5]'s target). A GPU or a patient CPU: -p studies=none trims the studies.
+    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "resize": "squash",
+              "target_source": "prediction", "steps": "paper",
               "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
     # Smoke test for CI: two small images, two iterations.
     "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2,

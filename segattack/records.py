@@ -225,7 +225,8 @@ class ShardRecord:
     notes: list[str]
     sizes: list[list[int]]
     metrics: dict[str, torch.Tensor]  # per metric, (images,)
-    conf: dict[str, torch.Tensor]  # per reference, (images, C, C) confusion counts
+    conf: dict[str, torch.Tensor]  # per reference, (images, C, C) confusion counts over its labelled pixels
+    void: dict[str, torch.Tensor]  # per reference, (images, C) predictions per class at its void pixels ([5])
     pixels: torch.Tensor  # (images,) pixel counts
     history: dict[str, torch.Tensor]  # per quantity, (steps, images)
     iterations: list[int]

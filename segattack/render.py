@@ -18,6 +18,10 @@ from .jobs import Job, TaskState
 from .store import atomic_write_text, claim, locked, output_folder
 
 
+class RenderError(RuntimeError):
+    """A notebook failed; the message names its error and the executed notebook that shows it."""
+
+
 def notebooks_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -45,10 +49,9 @@ def render(job: Job) -> TaskState:
 
 
 def _message(exc: BaseException) -> str:
-    import papermill as pm
-
-    if isinstance(exc, pm.PapermillExecutionError):
-        return f"{exc.ename}: {exc.evalue}"[:2000]
+    cause = exc.__cause__
+    if isinstance(exc, RenderError) and cause is not None and hasattr(cause, "ename"):
+        return f"{cause.ename}: {cause.evalue}"[:2000]
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
@@ -64,9 +67,10 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
         pm.execute_notebook(str(notebooks_dir() / notebook), str(partial), parameters=parameters,
                             kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
                             kernel_manager_class=IPCKernelManager)
-    except pm.PapermillExecutionError:
+    except pm.PapermillExecutionError as exc:
         os.replace(partial, output)
-        raise
+        raise RenderError(f"{notebook} failed with {exc.ename}: {exc.evalue} (the executed notebook {output} "
+                          f"shows where)") from exc
     os.replace(partial, output)
 
 

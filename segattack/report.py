@@ -383,6 +383,8 @@ def transfer_table(studies: StudiesResults) -> pd.DataFrame:
     """Targeted success on the model that did *not* craft the images (rows: crafted on -> evaluated
     on; mean ± 95% interval over images; 'none (clean)' is the success of the unattacked images)."""
     frame = pd.DataFrame(studies.transfer)
+    if frame.empty:  # one backbone: nothing to transfer to
+        return pd.DataFrame()
     frame["pair"] = frame["source"] + " → " + frame["evaluated_on"]
     return _mean_ci(frame, ["pair", "attack"], ["success"])["success"].unstack("attack")
 

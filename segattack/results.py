@@ -47,9 +47,10 @@ def curve(history: torch.Tensor, rows: list[int]) -> Curve:
     return Curve([finite_or_none(v) for v in values.mean(1).tolist()], [finite_or_none(v) for v in half.tolist()])
 
 
-def pooled(conf: torch.Tensor, pixels: torch.Tensor) -> Pooled:
-    """Reference [5]'s pooled IoU and accuracy of a set of images (:func:`metrics.pooled_from_counts`)."""
-    scores = pooled_from_counts(conf, pixels)
+def pooled(conf: torch.Tensor, pixels: torch.Tensor, void: torch.Tensor) -> Pooled:
+    """Reference [5]'s pooled IoU and accuracy of a set of images (:func:`metrics.pooled_from_counts`),
+    predictions at the reference's void pixels counted in their class's union as [5] counts them."""
+    scores = pooled_from_counts(conf, pixels, void)
     return Pooled(**{k: Score(v["value"], v["ci95"]) for k, v in scores.items()})  # type: ignore[arg-type]
 
 
@@ -66,13 +67,14 @@ def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | No
     total = sum(len(r.indices) for r in records)
     metrics = {k: torch.cat([r.metrics[k] for r in records]) for k in records[0].metrics}
     conf = {k: torch.cat([r.conf[k] for r in records]) for k in records[0].conf}
+    void = {k: torch.cat([r.void[k] for r in records]) for k in records[0].void}
     pixels = torch.cat([r.pixels for r in records])
     history = {k: torch.cat([r.history[k] for r in records], dim=1) for k in records[0].history}
     attacked = attacked_images(total, cfg.target_scheme, cfg.target_index)
     seconds, passes = sum(r.seconds for r in records), sum(r.passes for r in records)
     scopes = (("attacked", attacked), ("all", list(range(total))))
-    pooled_scores = {scope: {ref: pooled(counts[rows], pixels[rows]) for ref, counts in conf.items()
-                             if ref != "clean_truth"} for scope, rows in scopes}
+    pooled_scores = {scope: {ref: pooled(conf[ref][rows], pixels[rows], void[ref][rows]) for ref in void}
+                     for scope, rows in scopes}
     clean_truth = None
     if "clean_truth" in conf:
         scores = dataset_scores(conf["clean_truth"])
@@ -110,6 +112,8 @@ def read_run(folder: str | os.PathLike, cfg: RunConfig | None = None) -> tuple[R
     results = Results.read(folder / "results.json")
     if cfg is not None and results.config_hash != cfg.digest():
         theirs, ours = asdict(results.config), asdict(cfg)
-        diff = [f"{k}={theirs.get(k)!r} (asked {ours[k]!r})" for k in ours if theirs.get(k) != ours[k]]
-        raise RecordError(f"{folder} holds results of other parameters: {'; '.join(diff) or 'hash differs'}")
+        diff = [f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in {**theirs, **ours}
+                if theirs.get(k) != ours.get(k)]
+        raise RecordError(f"{folder} holds results of other parameters: "
+                          f"{'; '.join(diff) or 'the same fields, hashed by another segattack version'}")
     return results, SavedImages.read(folder / "tensors.pt")

@@ -22,9 +22,9 @@ from torch.nn import functional as F
 from .attacks import AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .config import RunConfig
-from .data import MIN_SIDE, Loaded, image_set
+from .data import MIN_SIDE, ImageError, Loaded, image_set
 from .jobs import Job
-from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy
+from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
 from .models import SegmentationModel
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
@@ -43,6 +43,8 @@ def count_images(cfg: RunConfig) -> int:
     count = images.select(cfg.num_images)
     images.check(count)
     target_sources([], count, cfg.target_scheme, cfg.target_index)
+    if cfg.target_source == "truth" and not images.has_truth:
+        raise ImageError(f"target_source='truth' needs ground truth, and {cfg.images} has none")
     return count
 
 
@@ -84,7 +86,11 @@ def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None
     set_key = ImageSetKey(cfg.images, size, cfg.resize, cfg.seed)
     clean = {i: clean_prediction(cfg.model_key, set_key, i).long() for i in {*indices, *sources}}
     images = [x.to(device) for x in loaded.images]
-    targets = [_resize_mask(clean[s], images[p].shape[1:]) for p, s in enumerate(sources)]
+    if cfg.target_source == "truth":  # the target image may lie in another shard
+        masks = {s: images_set.load([s]).truth[0].to(device) for s in set(sources)}  # type: ignore[index]
+    else:
+        masks = {s: clean[s] for s in set(sources)}
+    targets = [_resize_mask(masks[s], images[p].shape[1:]) for p, s in enumerate(sources)]
     truth = None if loaded.truth is None else [t.to(device) for t in loaded.truth]
     params = cfg.attack_kwargs()
     if "generator" in typing.get_type_hints(cfg.spec.fn):
@@ -118,6 +124,7 @@ def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, cle
     """Every reading of a shard's attacked images, their confusion counts, histories and saved images."""
     metrics: dict[str, list[torch.Tensor]] = {}
     conf: dict[str, list[torch.Tensor]] = {}
+    void: dict[str, list[torch.Tensor]] = {}
     history: dict[str, list[torch.Tensor]] = {}
     iterations: list[int] = []
     adv_all: list[torch.Tensor] = []
@@ -137,6 +144,7 @@ def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, cle
             metrics.setdefault(name, []).append(value.cpu())
         for name, ref in refs.items():
             conf.setdefault(name, []).append(confusion_matrix(result.pred, ref).int().cpu())
+            void.setdefault(name, []).append(void_prediction_counts(result.pred, ref).int().cpu())
         if truth is not None:
             conf.setdefault("clean_truth", []).append(confusion_matrix(clean_pred, refs["truth"]).int().cpu())
         for name, value in result.history.items():
@@ -154,6 +162,7 @@ def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, cle
         config_hash=cfg.digest(), shard=shard, indices=indices, size=image_size(cfg, model), names=loaded.names,
         notes=loaded.notes, sizes=[list(x.shape[1:]) for x in loaded.images],
         metrics={k: torch.cat(v) for k, v in metrics.items()}, conf={k: torch.cat(v) for k, v in conf.items()},
+        void={k: torch.cat(v) for k, v in void.items()},
         pixels=torch.tensor([x.shape[1] * x.shape[2] for x in loaded.images], dtype=torch.float64),
         history={k: torch.cat(v, dim=1) for k, v in history.items()}, iterations=iterations, seconds=seconds,
         passes=passes, attack_params=attack_params, weights=model.info, saved=saved)

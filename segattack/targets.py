@@ -1,8 +1,9 @@
 """Target schemes: which image's clean prediction each image is attacked toward.
 
 Targets are defined over the whole image set, so splitting a set into shards never changes an
-image's target. ``single`` (the paper's): every image takes the clean prediction of image
-``target_index``; ``roll``: image i takes image i+1's, so no image targets itself.
+image's target. ``single`` (the paper's): every image takes the mask of image ``target_index``;
+``roll``: image i takes image i+1's, so no image targets itself. The mask is the target image's
+clean prediction, or (``target_source="truth"``, [5]'s) its ground truth.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import torch
 
 TargetScheme = Literal["single", "roll"]
 TARGET_SCHEMES: tuple[str, ...] = ("single", "roll")
+# what a target mask is made of: the target image's clean prediction, or its ground truth ([5] attacks
+# toward image 1's ground-truth mask)
+TARGET_SOURCES: tuple[str, ...] = ("prediction", "truth")
 
 
 def target_sources(indices: Sequence[int], total: int, scheme: str, target_index: int) -> list[int]:

@@ -6,11 +6,10 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-import papermill as pm
 import pytest
 
 from segattack.config import RunConfig
-from segattack.render import execute
+from segattack.render import RenderError, execute
 from segattack.runner import run
 from segattack.studies import StudyConfig
 
@@ -47,6 +46,6 @@ def test_a_rendered_run_notebook_reads_and_never_recomputes(small_checkpoint, tm
     before = (out / "results.json").read_bytes()
     params = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "out_dir": str(out), "compute": False}
     execute("attack.ipynb", tmp_path / "ok.ipynb", params)
-    with pytest.raises(pm.PapermillExecutionError, match=r"other parameters: steps=2 \(asked 3\)"):
+    with pytest.raises(RenderError, match=r"RecordError: .* other parameters: steps=2 \(asked 3\)"):
         execute("attack.ipynb", tmp_path / "bad.ipynb", {**params, "steps": 3})
     assert (out / "results.json").read_bytes() == before  # nothing was recomputed or rewritten

@@ -300,3 +300,22 @@ def test_table1_means_leave_the_target_image_out():
     assert summarize(metrics, attacked_images(4, "single", 1))["l2_255"].mean == pytest.approx(20.0)
     assert summarize(metrics)["l2_255"].mean == pytest.approx(15.0)
     assert summarize({"x": torch.tensor([1.0])})["x"].ci95 is None  # undefined, not NaN
+
+
+def test_ground_truth_targets_are_the_target_images_mask(small_checkpoint, voc_folder, tmp_path):
+    """[5] attacks toward image 1's ground truth: with target_source='truth' every image's target is that
+    mask (void borders kept as ignore), also for images in other shards; a set without masks is refused."""
+    from segattack.config import RunConfig
+    from segattack.data import ImageError, image_set
+    from segattack.runner import count_images, run
+
+    cfg = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint),
+                    images=f"voc:{voc_folder}", num_images=4, batch=2, steps=1, size=48, resize="squash",
+                    target_source="truth")
+    results, saved = run(cfg, tmp_path / "run", progress=False)
+    truth = image_set(cfg.images, 48, "squash").load([1]).truth[0]
+    assert (truth == 255).any()  # the fixture's masks have void borders
+    assert all(torch.equal(t, truth) for t in saved.targets)  # shard 2 (images 2, 3) too
+    assert results.attacked == [0, 2, 3]
+    with pytest.raises(ImageError, match="needs ground truth"):
+        count_images(RunConfig(images="photos", num_images=4, target_source="truth", weights="embedded"))
