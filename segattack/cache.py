@@ -16,6 +16,7 @@ from .config import ModelKey
 from .data import image_set
 from .metrics import predict_classes
 from .models import SegmentationModel, load_model
+from .numerics import Numerics, numerics
 
 
 class ImageSetKey(NamedTuple):
@@ -35,12 +36,13 @@ def cached_model(key: ModelKey) -> SegmentationModel:
 
 
 @lru_cache(maxsize=256)
-def clean_prediction(model: ModelKey, images: ImageSetKey, index: int) -> torch.Tensor:
-    """The clean prediction (H,W) of image ``index`` of ``images`` by ``model``, made alone so that it
-    is the same bits in every shard and cell that needs it."""
+def clean_prediction(model: ModelKey, images: ImageSetKey, index: int, settings: Numerics = Numerics()
+                     ) -> torch.Tensor:
+    """The clean prediction (H,W) of image ``index`` of ``images`` by ``model`` under ``settings``,
+    made alone so that it is the same bits in every shard and cell that needs it."""
     x = image_set(*images).load([index]).images[0]
     net = cached_model(model)  # loaded outside inference mode: the attacks differentiate through it
-    with torch.inference_mode():
+    with numerics(settings), torch.inference_mode():
         return predict_classes(net(x[None].to(model.device)))[0].to(torch.uint8)
 
 

@@ -71,7 +71,8 @@ def _attack(args: argparse.Namespace) -> int:
                     steps=args.steps, target_scheme=args.target_scheme, target_index=args.target_index,
                     target_source=args.target_source,
                     seed=args.seed, device=args.device, amp=args.amp, channels_last=args.channels_last,
-                    fold_bn=args.fold_bn, save_images=args.save_images, attack_params=params)
+                    fold_bn=args.fold_bn, save_images=args.save_images, threads=args.threads,
+                    deterministic=args.deterministic, attack_params=params)
     out = output_folder(args.out)
     results, _ = run(cfg, out)
     m = {k: v.mean or 0.0 for k, v in results.summary.items()}
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fold batch norms into the convolutions (default on)")
     at.add_argument("--save-images", type=int, default=DEFAULTS["save_images"],
                     help="keep adversarial images of the first N (default %(default)s)")
+    at.add_argument("--threads", type=int, default=DEFAULTS["threads"],
+                    help="intra-op threads of the attack compute (default %(default)s, as the grid's tasks: float "
+                         "sums depend on it, so every path uses the same)")
+    at.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=DEFAULTS["deterministic"],
+                    help="torch's deterministic algorithms where it has them (default on)")
     pgd = at.add_argument_group("PGD's keywords (-a KEY=VALUE sets any attack's)")
     pgd.add_argument("--mode", choices=["paper", "linf", "l2"],
                      help="paper: normalised-space eps, raw gradient (default)")

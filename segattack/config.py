@@ -20,6 +20,7 @@ from .classes import NUM_CLASSES
 from .data import MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
 from .params import ParameterError, check_attack_params, coerce
+from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 
@@ -68,6 +69,8 @@ class RunConfig:
     channels_last: bool = True  # NHWC memory layout for the network (same numbers, faster)
     fold_bn: bool = True  # batch norms folded into the convolutions (same numbers, faster)
     save_images: int = 8  # adversarial tensors and PNGs are kept for the first this many images
+    threads: int = DEFAULT_THREADS  # intra-op threads of the attack compute (float sums depend on it)
+    deterministic: bool = DEFAULT_DETERMINISTIC  # torch's deterministic algorithms where it has them
     attack_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +90,7 @@ class RunConfig:
         try:  # paths are made absolute before hashing and before any worker sees them
             self.weights = resolve_weights(self.weights)
             self.images = resolve_source(self.images)
+            check_threads(self.threads)
             torch.device(self.device)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
@@ -107,6 +111,10 @@ class RunConfig:
     @property
     def model_key(self) -> ModelKey:
         return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn)
+
+    @property
+    def numerics(self) -> Numerics:
+        return Numerics(self.threads, self.deterministic)
 
     def attack_kwargs(self) -> dict[str, Any]:
         """The attack's keywords: its paper values for this backbone, then the run's own."""

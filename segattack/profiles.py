@@ -84,13 +84,13 @@ def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
 
 def study_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig | None:
     """The studies' settings of ``profile`` (None when its ``studies`` level is ``none``; the
-    settings are checked all the same); the run parameters ``weights``, ``device`` and ``seed``
+    settings are checked all the same); the run parameters ``weights``, ``device``, ``seed`` and the numerics
     apply to the studies too."""
     run, study = _settings(profile, overrides)
     level = study.pop("level")
     if level not in (*LEVELS, "none"):
         raise ParameterError(f"unknown studies {level!r}; choose one of none, {', '.join(LEVELS)}")
-    shared = {k: run[k] for k in ("weights", "device", "seed") if k in run}
+    shared = {k: run[k] for k in ("weights", "device", "seed", "threads", "deterministic") if k in run}
     unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
     if unknown:
         raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")

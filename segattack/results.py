@@ -23,6 +23,7 @@ from . import __version__
 from .classes import voc_palette
 from .config import RunConfig
 from .metrics import dataset_scores, finite_or_none, pooled_from_counts
+from .numerics import describe
 from .records import (RESULTS_VERSION, CleanTruth, Curve, Pooled, RecordError, Results, SavedImages, Score,
                       ShardRecord, Stat, shallow_dict)
 from .store import atomic_write_text
@@ -54,10 +55,12 @@ def pooled(conf: torch.Tensor, pixels: torch.Tensor, void: torch.Tensor) -> Pool
     return Pooled(**{k: Score(v["value"], v["ci95"]) for k, v in scores.items()})  # type: ignore[arg-type]
 
 
-def environment(device: str) -> dict[str, str]:
+def environment(cfg: RunConfig) -> dict[str, str]:
+    """Versions, device and numerics: what a run's numbers depend on besides its config."""
     return {"segattack": __version__, "torch": str(torch.__version__), "torchvision": torchvision.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
-            "device": device if device != "cpu" else f"cpu ({os.cpu_count()} cores)"}
+            "device": cfg.device if cfg.device != "cpu" else f"cpu ({os.cpu_count()} cores)",
+            **describe(cfg.numerics)}
 
 
 def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | None = None
@@ -90,7 +93,7 @@ def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | No
         pooled=pooled_scores, clean_truth=clean_truth,
         per_image={k: [finite_or_none(x) for x in v.tolist()] for k, v in metrics.items()},
         history={k: curve(v, attacked) for k, v in history.items()},
-        environment=environment(cfg.device))
+        environment=environment(cfg))
     return results, SavedImages.join([r.saved for r in records])
 
 

@@ -26,6 +26,7 @@ from .data import MIN_SIDE, ImageError, Loaded, image_set
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
 from .models import SegmentationModel
+from .numerics import numerics
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
 from .targets import target_sources
@@ -70,12 +71,16 @@ def _resize_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None,
               progress: bool = False) -> ShardRecord:
-    """Attack shard ``shard`` of the run and measure it.
+    """Attack shard ``shard`` of the run and measure it, under the run's numerics.
 
     Clean predictions are made one image at a time (:func:`~segattack.cache.clean_prediction`), so
     an image's prediction (and so every target taken from it) is the same bits in every shard and
     on every worker."""
-    model = model or cached_model(cfg.model_key)
+    with numerics(cfg.numerics):
+        return _run_shard(cfg, shard, model or cached_model(cfg.model_key), progress)
+
+
+def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: bool) -> ShardRecord:
     size = image_size(cfg, model)
     images_set = image_set(cfg.images, size, cfg.resize, cfg.seed)
     total = images_set.select(cfg.num_images)
@@ -84,7 +89,7 @@ def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None
     loaded = images_set.load(indices)
     device = torch.device(cfg.device)
     set_key = ImageSetKey(cfg.images, size, cfg.resize, cfg.seed)
-    clean = {i: clean_prediction(cfg.model_key, set_key, i).long() for i in {*indices, *sources}}
+    clean = {i: clean_prediction(cfg.model_key, set_key, i, cfg.numerics).long() for i in {*indices, *sources}}
     images = [x.to(device) for x in loaded.images]
     if cfg.target_source == "truth":  # the target image may lie in another shard
         masks = {s: images_set.load([s]).truth[0].to(device) for s in set(sources)}  # type: ignore[index]

@@ -33,6 +33,7 @@ from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
 from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
 from .models import BACKBONES, resolve_weights
+from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from .params import ParameterError
 from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
 from .runner import shard_ranges
@@ -64,6 +65,8 @@ class StudyConfig:
     curve_steps: int = 10
     seed: int = 0
     device: str = "cpu"
+    threads: int = DEFAULT_THREADS  # intra-op threads (float sums depend on them), as a run's
+    deterministic: bool = DEFAULT_DETERMINISTIC
     backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
 
     def __post_init__(self) -> None:
@@ -78,6 +81,7 @@ class StudyConfig:
         try:  # paths are made absolute before hashing and before any worker sees them
             self.weights = resolve_weights(self.weights, "studies weights")
             self.images = resolve_source(self.images)
+            check_threads(self.threads)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         unknown = [b for b in self.backbones if b not in BACKBONES] or (not self.backbones and ["none"])
@@ -94,6 +98,10 @@ class StudyConfig:
 
     def digest(self) -> str:
         return digest(self)
+
+    @property
+    def numerics(self) -> Numerics:
+        return Numerics(self.threads, self.deterministic)
 
     def model_key(self, backbone: str) -> ModelKey:
         """The cache key of ``backbone``'s model (NHWC, folded BN)."""
@@ -179,7 +187,7 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
     loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)
     model_key = study.model_key(backbone)
     set_key = ImageSetKey(study.images, study.size, "crop", study.seed)
-    clean = {i: clean_prediction(model_key, set_key, i).long() for i in {*indices, *sources}}
+    clean = {i: clean_prediction(model_key, set_key, i, study.numerics).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
     truth = None if loaded.truth is None else torch.stack(loaded.truth).to(device)
     return _Inputs(torch.stack(loaded.images).to(device), torch.stack([clean[i] for i in indices]),
@@ -211,7 +219,12 @@ def curve_rows(model: nn.Module, backbone: str, attack: str, images: torch.Tenso
 
 
 def run_cell(study: StudyConfig, cell: str) -> CellRecord:
-    """Compute one cell (see :func:`study_cells`)."""
+    """Compute one cell (see :func:`study_cells`) under the studies' numerics."""
+    with numerics(study.numerics):
+        return _run_cell(study, cell)
+
+
+def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
     kind, backbone, attack, *rest = cell.split("/")
     total = study.total if kind == "compare" else study.curve_total
     indices = list(shard_ranges(total, study.batch)[int(rest[-1])])
