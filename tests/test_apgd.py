@@ -8,9 +8,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from segattack.attacks import AttackResult, pgd
 from segattack.attacks.apgd import apgd, checkpoints, stalled
 from segattack.attacks.losses import (VOC_CLASS_WEIGHTS, balanced_masked_ce_loss, ce_loss, get_loss, js_loss,
                                       masked_ce_loss)
+from segattack.attacks.sea import sea, stage_steps, worst_case
+from segattack.metrics import pixel_accuracy
 from segattack.models import wrap_model
 
 # A 1x2 image for the 1x1-conv model (class c in {0,1,2} scores channel c, the others -10).
@@ -29,7 +32,9 @@ def js_by_hand(scores, label):
     p = [math.exp(v) / total for v in z]
     q = [1.0 if c == label else 0.0 for c in range(21)]
     m = [(a + b) / 2 for a, b in zip(p, q)]
-    kl = lambda a: sum(ai * math.log(ai / mi) for ai, mi in zip(a, m) if ai > 0)
+
+    def kl(a):
+        return sum(ai * math.log(ai / mi) for ai, mi in zip(a, m) if ai > 0)
     return (kl(p) + kl(q)) / 2
 
 
@@ -210,8 +215,11 @@ THEIR_LOSSES = {
 }
 
 
-def their_apgd_train(model, x, y, norm, eps, n_iter, loss, track_loss=None, x_init=None, shift=0.0, sign=1.0):
-    """Returns (x_best_adv, acc). ``sign=-1, shift=C`` ascends C - loss (a targeted loss kept positive)."""
+def their_apgd_train(model, x, y, norm, eps, n_iter, loss, track_loss=None, x_init=None, shift=0.0, sign=1.0,
+                     paper_first_check=False):
+    """Returns (x_best_adv, acc). ``sign=-1, shift=C`` ascends C - loss (a targeted loss kept positive).
+    ``paper_first_check`` puts the start's loss where their first checkpoint reads an unfilled zero
+    (the row ``loss_steps[-1]``), the one deliberate difference of segattack's APGD."""
     y = torch.where(y == 255, -1, y)
     bs = x.shape[0]
     keep = (y != -1).float()
@@ -244,6 +252,8 @@ def their_apgd_train(model, x, y, norm, eps, n_iter, loss, track_loss=None, x_in
     x_adv = x_adv.detach()
     acc = (logits.detach().max(1)[1] == y).float().view(bs, -1).mean(-1)
     loss_best = loss_indiv.clone()
+    if paper_first_check:
+        loss_steps[-1] = loss_indiv
     loss_best_last_check, reduced_last_check = loss_best.clone(), torch.ones_like(loss_best)
     x_adv_old = x_adv.clone()
     for i in range(n_iter):
@@ -296,8 +306,9 @@ def inputs_seen(model, run):
     return seen, out
 
 
-@pytest.mark.parametrize("norm, eps, loss, track", [("linf", 8 / 255, "mask-ce-bal", "ce"), ("linf", 8 / 255, "js", None),
-                                                    ("l2", 0.5, "mask-ce", "ce"), ("linf", 4 / 255, "ce", None)])
+@pytest.mark.parametrize("norm, eps, loss, track", [("linf", 8 / 255, "mask-ce-bal", "ce"),
+                                                    ("linf", 8 / 255, "js", None), ("l2", 0.5, "mask-ce", "ce"),
+                                                    ("linf", 4 / 255, "ce", None)])
 def test_iterates_equal_the_sea_authors_apgd_train(tiny_model, scene_inputs, norm, eps, loss, track):
     images, labels = scene_inputs
     labels = labels.clone()
@@ -340,3 +351,96 @@ def test_targeted_iterates_equal_the_authors_update_on_the_negated_loss(tiny_mod
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
     assert (res.success > res.history["success"][0]).all()
+
+
+# --- SEA -------------------------------------------------------------------------------------------
+
+def their_apgd_largereps(model, x, y, eps, n_iter, loss, t):
+    """The authors' ``apgd_largereps`` (L-inf, track_loss ce), re-typed; ``t`` the uniform [0,1) draw of
+    the first stage's random start."""
+    n_iters = [int(c * n_iter) for c in [0.3, 0.3]]
+    n_iters.append(n_iter - sum(n_iters))
+    x_init, acc = None, None
+    for inner_it, inner_eps in zip(n_iters, [c * eps for c in [2, 1.5, 1]]):
+        if x_init is None:
+            start = (x + inner_eps * (2 * t - 1)).clamp(0.0, 1.0)
+        else:
+            start = (x + (x_init - x).clamp(-inner_eps, inner_eps)).clamp(0.0, 1.0)
+        x_init, acc = their_apgd_train(model, x, y, "linf", inner_eps, inner_it, loss, "ce", x_init=start,
+                                       paper_first_check=True)
+    return x_init, acc
+
+
+def test_sea_runs_the_authors_schedule_and_keeps_each_images_worst_case(tiny_model, scene_inputs):
+    images, labels = scene_inputs  # no ignored pixels: the authors' accuracy is the labelled-pixel one
+    eps, steps = 8 / 255, 10  # stages of 3, 3 and 4 iterations at 2, 1.5 and 1 eps
+    draws = torch.Generator().manual_seed(3)
+    reference = [their_apgd_largereps(tiny_model, images, labels, eps, steps, loss,
+                                      torch.rand(images.shape, generator=draws))
+                 for loss in ("mask-ce-bal", "mask-ce", "js")]
+    res = sea(tiny_model, images, labels, targeted=False, steps=steps, eps=eps, adv_threshold=None,
+              generator=torch.Generator().manual_seed(3))
+    assert res.params["stage_steps"] == [3, 3, 4] and res.params["losses"] == ["mask-ce-bal", "mask-ce", "js"]
+    accs = torch.stack([acc for _, acc in reference])
+    for member, acc in zip(res.params["members"], accs):
+        assert member["success"] == pytest.approx((1 - acc).tolist(), abs=1e-6)
+        assert [s["eps"] for s in member["stages"]] == pytest.approx([2 * eps, 1.5 * eps, eps])
+    assert len(set(res.params["chosen"])) > 1  # the members win on different images
+    for i, member in enumerate(res.params["chosen"]):
+        assert member == int(accs[:, i].argmin())
+        assert torch.allclose(res.adv[i], reference[member][0][i], atol=1e-5)
+    assert res.loss.shape == (3 * steps, 4) and res.params["iterations"] == [3 * steps] * 4
+    assert (res.adv - images).abs().max() <= eps + 1e-6
+
+
+def test_sea_stage_split_and_its_short_runs(linear_model):
+    assert stage_steps(300) == [90, 90, 120] and stage_steps(3) == [0, 0, 3] and stage_steps(10) == [3, 3, 4]
+    # with 3 iterations the first two stages only project: the random start at 2 eps is pulled to eps
+    res = sea(linear_model, X, torch.tensor([[[0, 0]]]), targeted=False, steps=3, eps=0.02,
+              generator=torch.Generator().manual_seed(0), adv_threshold=None)
+    assert [m["stages"] for m in res.params["members"]] == [[{"steps": 3, "eps": 0.02}]] * 3
+    assert res.loss.shape == (9, 1) and (res.adv - X).abs().max() <= 0.02 + 1e-6
+    with pytest.raises(ValueError, match="loss must be one of"):
+        sea(linear_model, X, torch.tensor([[[0, 0]]]), losses=["mask-ce", "dlr"])
+
+
+def fake(success, fill, targeted=False, steps=1):
+    n = len(success)
+    return AttackResult(torch.full((n, 3, 2, 2), fill), {"loss": torch.full((steps, n), fill), "success": torch.zeros(
+        steps, n)}, {"targeted": targeted, "iterations": [steps] * n}, torch.full((n, 2, 2), int(fill)),
+        torch.tensor(success))
+
+
+def test_worst_case_by_hand():
+    worst = worst_case([fake([0.2, 0.9, 0.5], 0.0), fake([0.6, 0.1, 0.5], 1.0, steps=2), fake([0.4, 0.3, 0.7], 2.0)],
+                       targeted=False)
+    assert worst.success.tolist() == pytest.approx([0.6, 0.9, 0.7])
+    assert worst.params["chosen"] == [1, 0, 2]  # image 2: members 0 and 1 tie below member 2
+    assert worst.adv[:, 0, 0, 0].tolist() == [1.0, 0.0, 2.0] and worst.pred[:, 0, 0].tolist() == [1, 0, 2]
+    assert worst.loss.shape == (4, 3) and worst.loss[:, 0].tolist() == [0.0, 1.0, 1.0, 2.0]  # one after another
+    assert worst.params["iterations"] == [4, 4, 4]
+    assert worst_case([fake([0.5], 0.0), fake([0.5], 1.0)], targeted=False).params["chosen"] == [0]  # first on ties
+    with pytest.raises(ValueError, match="untargeted"):
+        worst_case([fake([0.5], 0.0), fake([0.5], 1.0, targeted=True)], targeted=False)
+    with pytest.raises(ValueError, match="at least one"):
+        worst_case([], targeted=True)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_worst_case_is_at_least_as_strong_as_each_member_on_every_image(tiny_model, scene_inputs, targeted):
+    images, labels = scene_inputs
+    if targeted:
+        with torch.no_grad():
+            labels = tiny_model(images).argmax(1).roll(1, 0)
+    eps = 12 / 255
+    members = [apgd(tiny_model, images, labels, targeted=targeted, steps=6, eps=eps, loss=loss)
+               for loss in ("ce", "mask-ce", "js")]
+    members.append(pgd(tiny_model, images, labels, mode="linf", targeted=targeted, steps=6, eps=eps))
+    worst = worst_case(members, targeted)
+    for member in members:
+        assert (worst.success >= member.success).all()
+    with torch.no_grad():  # the returned images deliver the success they claim
+        achieved = pixel_accuracy(tiny_model(worst.adv).argmax(1), labels).float()
+    assert torch.allclose(worst.success, achieved if targeted else 1 - achieved)
+    assert (worst.adv - images).abs().max() <= eps + 1e-6
+    assert set(worst.history) == {"loss", "success"} and worst.loss.shape == (24, 4)
