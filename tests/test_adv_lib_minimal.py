@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from segattack.attacks.alma_prox import alma_prox
+from segattack.attacks.pdpgd import pdpgd
 
 segmentation = pytest.importorskip("adv_lib.attacks.segmentation")
 
@@ -55,3 +56,24 @@ def test_alma_prox_takes_adv_libs_iterates(tiny_model, batch, uncompiled_alma_pr
     assert torch.allclose(res.adv, their_adv, atol=1e-5)
     exact = alma_prox(tiny_model, images, y, targeted=targeted, steps=steps, **kwargs)
     assert (exact.adv - res.adv).abs().max() > 1e-3  # the derivative reading matters
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("masking", [False, True])
+def test_pdpgd_takes_adv_libs_iterates(tiny_model, batch, norm, targeted, masking):
+    images, labels, targets = batch
+    y = targets if targeted else labels
+    steps = 12
+    # dual_lr 1: the L2 run leaves zero within these steps (with 0.1 its prox keeps it there)
+    kwargs = {"constraint_masking": masking, "mask_decay": masking, "dual_lr": 1.0}
+    theirs, their_adv = iterates(tiny_model, lambda: segmentation.pdpgd(
+        tiny_model, images, y, norm=float("inf") if norm == "linf" else 2, targeted=targeted, num_steps=steps,
+        **kwargs))
+    ours, res = iterates(tiny_model, lambda: pdpgd(tiny_model, images, y, norm=norm, targeted=targeted, steps=steps,
+                                                   **kwargs))
+    assert (theirs[-1] - images).flatten(1).norm(dim=1).min() > 0.1  # every image moved
+    for i, (a, b) in enumerate(zip(theirs, ours)):
+        assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
+    assert torch.allclose(res.adv, their_adv, atol=1e-5)
+
