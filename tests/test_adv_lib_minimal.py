@@ -5,11 +5,15 @@ import importlib
 
 import pytest
 import torch
+from torch import nn
 
 from segattack.attacks.alma_prox import alma_prox
+from segattack.attacks.fmn import fmn
 from segattack.attacks.pdpgd import pdpgd
+from segattack.models import wrap_model
 
 segmentation = pytest.importorskip("adv_lib.attacks.segmentation")
+fast_minimum_norm = pytest.importorskip("adv_lib.attacks.fast_minimum_norm")
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +81,33 @@ def test_pdpgd_takes_adv_libs_iterates(tiny_model, batch, norm, targeted, maskin
         assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
     assert torch.allclose(res.adv, their_adv, atol=1e-5)
 
+
+@pytest.fixture(scope="module")
+def one_pixel():
+    """A random two-layer 1x1-conv net on eight one-pixel images: segmentation with one pixel is
+    classification, where adv_lib has FMN."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 32, 1), nn.Tanh(), nn.Conv2d(32, 21, 1))
+    model = wrap_model(net, normalize=False)
+    x = torch.rand(8, 3, 1, 1)
+    with torch.no_grad():
+        logits = model(x)
+    return model, x, logits.argmax(1), logits.topk(3, dim=1).indices[:, 2]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_fmn_on_one_pixel_takes_adv_libs_classification_iterates(one_pixel, norm, targeted):
+    model, x, pred, third = one_pixel
+    y = third if targeted else pred  # targeted: each image's third most likely class
+    steps = 30
+    theirs, their_adv = iterates(model, lambda: fast_minimum_norm.fmn(
+        lambda t: model(t)[:, :, 0, 0], x, y.flatten(), norm=float("inf") if norm == "linf" else 2,
+        targeted=targeted, steps=steps))
+    # adv_lib's readings: every pixel's margin (one pixel here) and its L2 rescaling onto the sphere
+    ours, res = iterates(model, lambda: fmn(model, x, y, targeted=targeted, norm=norm, steps=steps, loss="sum",
+                                            projection="sphere", adv_threshold=1.0))
+    assert all(res.params["adversarial"]) and min(res.params["norm"]) > 0.01
+    for i, (a, b) in enumerate(zip(theirs, ours)):
+        assert torch.allclose(a, b, atol=1e-6), f"iterate {i}"
+    assert torch.allclose(res.adv, their_adv, atol=1e-6)

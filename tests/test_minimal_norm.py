@@ -7,6 +7,7 @@ import torch
 from segattack.attacks._minimal import dlr_constraints, is_better, l1_ball_projection, l2_prox, linf_prox, lp_norm
 from segattack.attacks.alma_prox import alma_prox, linf_prox_box, p2_derivative, p2_penalty
 from segattack.attacks.apgd import apgd
+from segattack.attacks.fmn import fmn
 from segattack.attacks.pdpgd import pdpgd
 
 # Four pixels for the 1x1-conv model (class c in {0,1,2} scores channel c): predicted 0, 1, 0, 1.
@@ -22,11 +23,17 @@ ATTACKS = {
     "alma_prox": lambda model, x, y, **kw: alma_prox(model, x, y, lr_init=0.01, **kw),
     "pdpgd_linf": lambda model, x, y, **kw: pdpgd(model, x, y, norm="linf", **kw),
     "pdpgd_l2": lambda model, x, y, **kw: pdpgd(model, x, y, norm="l2", **kw),
+    # On this linear model FMN's first-order distance estimate is exact: with the masked loss the L-inf run
+    # lands on the boundary, where the last pixel ties (a tie is not a win) and the estimate stops growing;
+    # summing every pixel's margin keeps pushing past it.
+    "fmn_linf": lambda model, x, y, **kw: fmn(model, x, y, norm="linf", loss="sum", **kw),
+    "fmn_l2": lambda model, x, y, **kw: fmn(model, x, y, norm="l2", **kw),
 }
-NORMS = {"alma_prox": "linf", "pdpgd_linf": "linf", "pdpgd_l2": "l2"}
+NORMS = {"alma_prox": "linf", "pdpgd_linf": "linf", "pdpgd_l2": "l2", "fmn_linf": "linf", "fmn_l2": "l2"}
 # (steps, how far above the minimum the returned norm may be) on the linear model: PDPGD's L2 run ends 17%
 # above it with adv_lib's schedule.
-KNOWN = {"alma_prox": (100, 1.02), "pdpgd_linf": (300, 1.02), "pdpgd_l2": (300, 1.2)}
+KNOWN = {"alma_prox": (100, 1.02), "pdpgd_linf": (300, 1.02), "pdpgd_l2": (300, 1.2), "fmn_linf": (100, 1.02),
+         "fmn_l2": (100, 1.02)}
 
 
 # ALMA prox's targeted DLR divides by z_1 - (z_3 + z_4) / 2, where this model's -10 logits make z_4: its
@@ -145,10 +152,30 @@ def test_bad_arguments(tiny_model, scene_inputs):
     for name in ATTACKS:
         with pytest.raises(ValueError, match="adv_threshold must be in"):
             ATTACKS[name](tiny_model, images, labels, adv_threshold=0.0)
-    with pytest.raises(ValueError, match="norm must be"):
-        pdpgd(tiny_model, images, labels, norm="l1")
+    for attack in (pdpgd, fmn):
+        with pytest.raises(ValueError, match="norm must be"):
+            attack(tiny_model, images, labels, norm="l1")
+    with pytest.raises(ValueError, match="loss must be"):
+        fmn(tiny_model, images, labels, loss="ce")
+    with pytest.raises(ValueError, match="projection must be"):
+        fmn(tiny_model, images, labels, projection="cube")
     with pytest.raises(ValueError, match="penalty_grad must be"):
         alma_prox(tiny_model, images, labels, penalty_grad="autograd")
     with pytest.raises(ValueError, match="steps must be >= 2"):
         alma_prox(tiny_model, images, labels, steps=1)
 
+
+def test_fmn_radius_rule_on_its_first_steps(linear_model):
+    # Untargeted, L-inf, masked loss over the four pixels: L = sum of margins = 0.5 + 0.3 + 0.05 + 0.05 = 0.9,
+    # its gradient +-1 on each pixel's label and runner-up channels: ||grad||_1 = 8, so eps_0 = 0 + 0.9 / 8.
+    res = fmn(linear_model, X, LABELS, targeted=False, norm="linf", steps=3, adv_threshold=1.0)
+    assert res.loss[0].item() == pytest.approx(0.9, rel=1e-5)
+    assert res.history["epsilon"][0].item() == pytest.approx(0.9 / 8, rel=1e-5)
+    # the step (alpha = 1 along the L2-normalised gradient, 1/sqrt(8) a coordinate) is clipped to eps_0,
+    # which moves each margin down by 2 eps_0 = 0.225: the two pixels with margin 0.05 flip, two remain
+    assert res.history["norm"][1].item() == pytest.approx(0.9 / 8, rel=1e-5)
+    assert res.history["success"][1].item() == 0.5
+    # never successful yet: eps_1 = ||delta_1|| + L_1 / ||grad L_1||_1, over the two unwon pixels only
+    remaining = (0.5 - 0.225) + (0.3 - 0.225)
+    assert res.loss[1].item() == pytest.approx(remaining, rel=1e-4)
+    assert res.history["epsilon"][1].item() == pytest.approx(0.9 / 8 + remaining / 4, rel=1e-4)
