@@ -102,5 +102,6 @@ def finish_minimal(model: nn.Module, best_adv: torch.Tensor, images: torch.Tenso
     ``params['adversarial']`` (whether it reaches ``adv_threshold``)."""
     result = finish(model, best_adv, labels, targeted, tracker, steps, params)
     result.params["norm"] = lp_norm(result.adv - images, norm).tolist()
+    assert result.success is not None  # finish always measures it
     result.params["adversarial"] = (result.success >= adv_threshold).tolist()
     return result

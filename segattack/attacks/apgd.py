@@ -129,7 +129,7 @@ def run_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, start
             better = success >= best_success[rows]
             best_adv[rows] = torch.where(better.view(-1, 1, 1, 1), xa.detach(), best_adv[rows])
             best_success[rows] = torch.maximum(success, best_success[rows])
-            if last:
+            if last or g is None:
                 break
             if it == 0:
                 improved = torch.ones_like(better)

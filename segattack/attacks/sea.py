@@ -25,7 +25,7 @@ from ._projected import random_start as random_point
 from .apgd import run_apgd
 from .losses import LossName, get_loss
 
-SEA_LOSSES: tuple[str, ...] = ("mask-ce-bal", "mask-ce", "js")
+SEA_LOSSES: tuple[LossName, ...] = ("mask-ce-bal", "mask-ce", "js")
 STAGE_SHARES, STAGE_RADII = (0.3, 0.3), (2.0, 1.5, 1.0)
 
 
@@ -48,15 +48,18 @@ def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str
     """
     if not results:
         raise ValueError("worst_case needs at least one result")
+    preds, successes = [], []
     for i, result in enumerate(results):
         if result.success is None or result.pred is None:
             raise ValueError(f"result {i} has no prediction or success to compare")
+        preds.append(result.pred)
+        successes.append(result.success)
         if result.params.get("targeted", targeted) != targeted:
             raise ValueError(f"result {i} is {'un' if targeted else ''}targeted; worst_case was asked for "
                              f"{'' if targeted else 'un'}targeted results")
         if result.adv.shape != results[0].adv.shape:
             raise ValueError(f"result {i} has images {tuple(result.adv.shape)}, result 0 {tuple(results[0].adv.shape)}")
-    success = torch.stack([r.success for r in results])  # (members, B)
+    success = torch.stack(successes)  # (members, B)
     chosen = success.argmax(0)  # the first maximum: the earliest member on ties
 
     def pick(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -68,9 +71,9 @@ def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str
     history = {k: torch.cat([r.history[k] for r in results]) for k in keys}
     iterations = torch.stack([torch.as_tensor(r.params.get("iterations", [0] * len(chosen))) for r in results]).sum(0)
     out = {"attack": "worst_case", "targeted": targeted, **(params or {}),
-           "members": [{**r.params, "success": r.success.tolist()} for r in results],
+           "members": [{**r.params, "success": rs.tolist()} for r, rs in zip(results, successes)],
            "chosen": chosen.tolist(), "iterations": iterations.tolist()}
-    return AttackResult(pick([r.adv for r in results]), history, out, pick([r.pred for r in results]),
+    return AttackResult(pick([r.adv for r in results]), history, out, pick(preds),
                         success.gather(0, chosen.view(1, -1)).squeeze(0))
 
 
