@@ -107,7 +107,7 @@ def test_fmn_on_one_pixel_takes_adv_libs_classification_iterates(one_pixel, norm
     # adv_lib's readings: every pixel's margin (one pixel here) and its L2 rescaling onto the sphere
     ours, res = iterates(model, lambda: fmn(model, x, y, targeted=targeted, norm=norm, steps=steps, loss="sum",
                                             projection="sphere", adv_threshold=1.0))
-    assert all(res.params["adversarial"]) and min(res.params["norm"]) > 0.01
+    assert all(res.params["adversarial"]) and min(res.params["perturbation_norm"]) > 0.01
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert torch.allclose(a, b, atol=1e-6), f"iterate {i}"
     assert torch.allclose(res.adv, their_adv, atol=1e-6)

@@ -50,13 +50,13 @@ def test_finds_the_known_minimal_norm_and_beats_a_succeeding_budget_attack(linea
     steps, slack = KNOWN[name]
     res = ATTACKS[name](linear_model, X, labels, targeted=targeted, steps=steps, adv_threshold=1.0)
     assert res.params["adversarial"] == [True] and res.success.item() == 1.0
-    assert best - 1e-6 <= res.params["norm"][0] <= best * slack
+    assert best - 1e-6 <= res.params["perturbation_norm"][0] <= best * slack
     # a budget attack that succeeds (APGD wins every pixel 2% above the L-inf minimum, 20% above the L2 one):
     # the minimal-norm attack's perturbation is no larger than its budget
     budget = apgd(linear_model, X, labels, targeted=targeted, steps=50, loss="mask-ce", norm=norm,
                   eps=best * (1.02 if norm == "linf" else 1.2))
-    assert budget.success.item() == 1.0 and res.params["norm"][0] <= budget.params["eps"]
-    assert res.params["norm"][0] == pytest.approx(lp_norm(res.adv - X, norm).item())
+    assert budget.success.item() == 1.0 and res.params["perturbation_norm"][0] <= budget.params["eps"]
+    assert res.params["perturbation_norm"][0] == pytest.approx(lp_norm(res.adv - X, norm).item())
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -75,7 +75,7 @@ def test_invariants(tiny_model, scene_inputs, name):
     succeeded = res.history["success"] >= 0.6
     smallest = torch.where(succeeded, res.history["norm"], torch.inf).min(0).values
     hit = succeeded.any(0)
-    assert torch.allclose(torch.tensor(res.params["norm"])[hit], smallest[hit], atol=1e-6)
+    assert torch.allclose(torch.tensor(res.params["perturbation_norm"])[hit], smallest[hit], atol=1e-6)
     assert torch.equal(torch.tensor(res.params["adversarial"]), res.success >= 0.6)
 
 

@@ -3,7 +3,7 @@ proximal operators and the result's norm record.
 
 A minimal-norm attack succeeds on an image once a share ``adv_threshold`` of its labelled pixels
 is at the target (targeted) or off the label (untargeted), adv_lib's reading; among its
-iterates it returns the smallest perturbation that succeeds. ``params['norm']`` records each
+iterates it returns the smallest perturbation that succeeds. ``params['perturbation_norm']`` records each
 returned perturbation's norm and ``params['adversarial']`` whether it succeeds, so that every
 attack can be placed on one "smallest budget that succeeds" axis.
 """
@@ -98,10 +98,10 @@ def pixel_share(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tor
 def finish_minimal(model: nn.Module, best_adv: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
                    targeted: bool, tracker: SampleTracker, steps: int, params: dict[str, Any], norm: MinNorm,
                    adv_threshold: float) -> AttackResult:
-    """:func:`finish`, with ``params['norm']`` (each returned perturbation's norm) and
+    """:func:`finish`, with ``params['perturbation_norm']`` (each returned perturbation's norm) and
     ``params['adversarial']`` (whether it reaches ``adv_threshold``)."""
     result = finish(model, best_adv, labels, targeted, tracker, steps, params)
-    result.params["norm"] = lp_norm(result.adv - images, norm).tolist()
+    result.params["perturbation_norm"] = lp_norm(result.adv - images, norm).tolist()
     assert result.success is not None  # finish always measures it
     result.params["adversarial"] = (result.success >= adv_threshold).tolist()
     return result

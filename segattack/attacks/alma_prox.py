@@ -94,7 +94,7 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
 
     History: ``loss`` (sum of the masked penalties), ``success`` (share of pixels won), ``norm``
     (||delta||_inf) and ``step_size`` (lr after decay), at each iterate before its update.
-    ``params['norm']``: each returned perturbation's L-inf norm; ``params['adversarial']``.
+    ``params['perturbation_norm']``: each returned perturbation's L-inf norm; ``params['adversarial']``.
     """
     check_inputs(images, labels)
     if steps < 2:
@@ -116,7 +116,7 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
         "check_steps": check_steps, "tau": tau, "gamma": gamma, "alpha": alpha, "alpha_rms": alpha_rms,
         "scale_min": scale_min, "scale_max": scale_max, "scale_init": scale_init, "scale_gamma": scale_gamma,
         "logit_tolerance": logit_tolerance, "constraint_masking": constraint_masking, "mask_decay": mask_decay,
-        "penalty_grad": penalty_grad, "norm_type": "linf", "space": "[0,1] pixels"}
+        "penalty_grad": penalty_grad, "norm": "linf", "space": "[0,1] pixels"}
     x = images.detach()
     n, view = len(x), (-1, 1, 1, 1)
     valid = labels != IGNORE_INDEX

@@ -46,7 +46,7 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
 
     History: ``loss`` (L), ``success`` (share of pixels won), ``norm`` (of the iterate's
     perturbation) and ``epsilon`` (the radius it is then projected onto), before each update.
-    ``params['norm']``: each returned perturbation's norm; ``params['adversarial']``.
+    ``params['perturbation_norm']``: each returned perturbation's norm; ``params['adversarial']``.
     """
     check_inputs(images, labels)
     if steps <= 0:
@@ -61,7 +61,7 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
     alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
     check_positive(alpha_init=alpha_init, alpha_final=alpha_final, gamma_init=gamma_init, gamma_final=gamma_final)
     params: dict[str, Any] = {
-        "attack": "fmn", "targeted": targeted, "steps": steps, "norm_type": norm, "adv_threshold": adv_threshold,
+        "attack": "fmn", "targeted": targeted, "steps": steps, "norm": norm, "adv_threshold": adv_threshold,
         "alpha_init": alpha_init, "alpha_final": alpha_final, "gamma_init": gamma_init, "gamma_final": gamma_final,
         "loss": loss, "projection": projection, "space": "[0,1] pixels"}
     x = images.detach()

@@ -65,7 +65,7 @@ def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targe
 
     History: ``loss`` (the weighted softplus of the margins), ``success`` (share of pixels won),
     ``norm`` (of the iterate's perturbation) and ``step_size`` (the primal step), before each update.
-    ``params['norm']``: each returned perturbation's norm; ``params['adversarial']``.
+    ``params['perturbation_norm']``: each returned perturbation's norm; ``params['adversarial']``.
     """
     check_inputs(images, labels)
     if steps < 2:
@@ -79,7 +79,7 @@ def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targe
     if not 0 <= dual_ema < 1 or random_init < 0:
         raise ValueError(f"dual_ema must be in [0, 1) and random_init >= 0, got {dual_ema} and {random_init}")
     params: dict[str, Any] = {
-        "attack": "pdpgd", "targeted": targeted, "steps": steps, "norm_type": norm, "adv_threshold": adv_threshold,
+        "attack": "pdpgd", "targeted": targeted, "steps": steps, "norm": norm, "adv_threshold": adv_threshold,
         "random_init": random_init, "primal_lr": primal_lr, "primal_lr_decrease": primal_lr_decrease,
         "dual_ratio_init": dual_ratio_init, "dual_lr": dual_lr, "dual_lr_decrease": dual_lr_decrease,
         "dual_ema": dual_ema, "dual_min_ratio": dual_min_ratio, "proximal_steps": proximal_steps,
