@@ -13,7 +13,13 @@ from .segpgd import segpgd
 from .cospgd import cospgd
 from .dag import dag
 from .asma import asma
+from .apgd import apgd
+from .sea import sea, worst_case
+from .alma_prox import alma_prox
+from .pdpgd import pdpgd
+from .fmn import fmn
 from .registry import ATTACKS, DEFAULT_ATTACK, ENTRY_POINT_GROUP, AttackSpec, register
 
-__all__ = ["ATTACKS", "DEFAULT_ATTACK", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec", "asma", "cospgd", "dag",
-           "pgd", "register", "segpgd", "targeted_pgd"]
+__all__ = ["ATTACKS", "DEFAULT_ATTACK", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec",
+           "alma_prox", "apgd", "asma", "cospgd", "dag", "fmn", "pdpgd", "pgd", "register", "sea", "segpgd",
+           "targeted_pgd", "worst_case"]

@@ -37,8 +37,9 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
 from ._minimal import check_threshold, dlr_constraints, finish_minimal, is_better, lp_norm, pixel_share
+from .registry import AttackSpec, register
 
 PenaltyGrad = Literal["exact", "adv_lib"]
 
@@ -83,6 +84,7 @@ def linf_prox_box(delta: torch.Tensor, lam: torch.Tensor, lower: torch.Tensor, u
     return clipped.clamp(-t, t).view(shape)
 
 
+@guarded
 def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True,
               steps: int = 500, adv_threshold: float = 0.99, lr_init: float = 0.001, lr_reduction: float = 0.1,
               mu_init: float = 1.0, rho_init: float = 0.01, check_steps: int = 10, tau: float = 0.95,
@@ -188,3 +190,7 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
             metric = (sq_avg / (1 - alpha_rms ** (i + 1))).sqrt().clamp_min(1e-8)
             delta = linf_prox_box(torch.addcmul(delta, grad, lam.view(view) / metric, value=-1), lam, -x, 1 - x, metric)
     return finish_minimal(model, best_adv, x, labels, targeted, tracker, steps, params, "linf", adv_threshold)
+
+
+SPEC = register(AttackSpec(name="alma_prox", fn=alma_prox, label="ALMA prox", paper_steps=500,
+                           kind="minimal_norm"))

@@ -43,10 +43,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..metrics import predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, success_rate
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded, success_rate
 from ._projected import Norm, _per_sample_l2, project
 from ._projected import random_start as random_point
 from .losses import LossName, get_loss
+from .registry import AttackSpec, register
 
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
 
@@ -159,6 +160,7 @@ def run_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, start
     return finish(model, best_adv, labels, targeted, tracker, steps, params)
 
 
+@guarded
 def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 100,
          eps: float | None = None, norm: Literal["linf", "l2"] = "linf", loss: LossName = "ce",
          track_loss: LossName | None = None, rho: float = 0.75, random_start: bool = False,
@@ -193,3 +195,7 @@ def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, target
     return run_apgd(model, images, labels, start, targeted=targeted, steps=steps, eps=eps, norm=norm, loss=loss,
                     track_loss=track_loss, rho=rho, adv_threshold=adv_threshold, progress=progress, params=params)
 
+
+SPEC = register(AttackSpec(
+    name="apgd", fn=apgd, label="APGD", paper_steps=100,
+    budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"}))

@@ -32,12 +32,14 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
 from ._minimal import MinNorm, check_threshold, finish_minimal, lp_norm, margins, pixel_share
+from .registry import AttackSpec, register
 
 FmnLoss = Literal["masked", "sum"]
 
 
+@guarded
 def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 100,
         norm: MinNorm = "linf", adv_threshold: float = 0.99, alpha_init: float = 1.0, alpha_final: float | None = None,
         gamma_init: float = 0.05, gamma_final: float = 0.001, loss: FmnLoss = "masked",
@@ -108,3 +110,6 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
                 step = (step * factor).clamp(max=1) if projection == "sphere" else step * factor.clamp(max=1)
             delta = (x + step).clamp(0, 1) - x
     return finish_minimal(model, best_adv, x, labels, targeted, tracker, steps, params, norm, adv_threshold)
+
+
+SPEC = register(AttackSpec(name="fmn", fn=fmn, label="FMN", paper_steps=100, kind="minimal_norm"))

@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite
+from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
 from ._minimal import MinNorm, check_threshold, finish_minimal, is_better, l1_ball_projection, lp_norm, margins
 from ._minimal import pixel_share
+from .registry import AttackSpec, register
 
 
 def softmax_plus_one(t: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,7 @@ def _prox(z: torch.Tensor, lam: torch.Tensor, norm: MinNorm) -> torch.Tensor:
     return torch.addcmul(z, l1_ball_projection((z / lam).flatten(1), ones).view_as(z), lam, value=-1)
 
 
+@guarded
 def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 500,
           norm: MinNorm = "linf", adv_threshold: float = 0.99, random_init: float = 0.0, primal_lr: float = 0.1,
           primal_lr_decrease: float = 0.01, dual_ratio_init: float = 1.0, dual_lr: float = 0.1,
@@ -162,3 +164,6 @@ def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targe
             lam = (lam + dual_step * m.detach().sign() * keep).clamp(log_min, -log_min)
             lam[~valid] = float("-inf")
     return finish_minimal(model, best_adv, x, labels, targeted, tracker, steps, params, norm, adv_threshold)
+
+
+SPEC = register(AttackSpec(name="pdpgd", fn=pdpgd, label="PDPGD", paper_steps=500, kind="minimal_norm"))

@@ -19,11 +19,12 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import nn
 
-from ._common import AttackResult, check_inputs, check_positive
+from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import project
 from ._projected import random_start as random_point
 from .apgd import run_apgd
 from .losses import LossName, get_loss
+from .registry import AttackSpec, register
 
 SEA_LOSSES: tuple[LossName, ...] = ("mask-ce-bal", "mask-ce", "js")
 STAGE_SHARES, STAGE_RADII = (0.3, 0.3), (2.0, 1.5, 1.0)
@@ -104,6 +105,7 @@ def staged_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
     return AttackResult(last.adv, history, params, last.pred, last.success)
 
 
+@guarded
 def sea(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 300,
         eps: float = 8 / 255, norm: Literal["linf", "l2"] = "linf", losses: list[LossName] | None = None,
         track_loss: LossName = "ce", adv_threshold: float | None = 1.0, generator: torch.Generator | None = None,
@@ -137,3 +139,8 @@ def sea(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
               "adv_threshold": adv_threshold, "stage_steps": stage_steps(steps),
               "stage_eps": [r * eps for r in STAGE_RADII], "random_start": True, "space": "[0,1] pixels"}
     return worst_case(members, targeted, params)
+
+
+SPEC = register(AttackSpec(
+    name="sea", fn=sea, label="SEA", paper_steps=300,
+    budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"}))
