@@ -85,6 +85,28 @@ def pixel_accuracy(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 targeted_success = pixel_accuracy
 
 
+def changed_pixels(targets: torch.Tensor, clean_pred: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) the pixels a targeted attack has work to do on: target set, and not the clean prediction."""
+    _check_masks(clean_pred, targets)
+    return (targets != clean_pred) & (targets != IGNORE_INDEX)
+
+
+def changed_success(pred: torch.Tensor, targets: torch.Tensor, clean_pred: torch.Tensor) -> torch.Tensor:
+    """(B,) targeted success over the pixels whose target differs from the clean prediction: pixels
+    already at the target count for nothing, so the clean image scores 0 by construction. NaN for an
+    image with nothing to change (its target is its own prediction)."""
+    todo = changed_pixels(targets, clean_pred)
+    count = todo.flatten(1).sum(1).double()
+    hits = ((pred == targets) & todo).flatten(1).sum(1).double()
+    return torch.where(count > 0, hits / count.clamp_min(1), torch.full_like(count, float("nan")))
+
+
+def changed_share(targets: torch.Tensor, clean_pred: torch.Tensor) -> torch.Tensor:
+    """(B,) share of each image's labelled pixels whose target differs from its clean prediction."""
+    labelled = (targets != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1).double()
+    return changed_pixels(targets, clean_pred).flatten(1).sum(1).double() / labelled
+
+
 def dataset_scores(conf: torch.Tensor) -> dict[str, float]:
     """Dataset-level mIoU (over classes present in the set) and pixel accuracy from summed counts."""
     conf = conf.reshape(-1, conf.shape[-2], conf.shape[-1]).sum(0).double()
@@ -210,7 +232,8 @@ def perturbation_norm(adv: torch.Tensor, clean: torch.Tensor, p: float = 2, spac
 def attack_metrics(clean_pred: torch.Tensor, adv_pred: torch.Tensor, target: torch.Tensor,
                    clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every reading of the paper's Table 1, per image (each value a (B,) tensor)."""
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {"success_changed": changed_success(adv_pred, target, clean_pred),
+                                    "changed_share": changed_share(target, clean_pred)}
     for ref_name, ref in (("original", clean_pred), ("target", target)):
         out[f"iou_{ref_name}"] = mean_iou(adv_pred, ref, "present")
         out[f"iou_all_{ref_name}"] = mean_iou(adv_pred, ref, "all")

@@ -109,10 +109,13 @@ def shallow_dict(record: Any) -> dict[str, Any]:
 
 @dataclass
 class Stat:
-    """Mean over images and its 95% normal half-width (None: undefined, e.g. one image)."""
+    """Mean over the images where the reading is defined, its 95% normal half-width (None: undefined,
+    e.g. one image) and how many images that is (a reading such as success over changed pixels is
+    undefined for an image with nothing to change)."""
 
     mean: float | None
     ci95: float | None
+    images: int | None = None
 
 
 @dataclass

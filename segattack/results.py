@@ -36,8 +36,9 @@ def summarize(metrics: dict[str, torch.Tensor], rows: list[int] | None = None) -
     out = {}
     for name, values in metrics.items():
         v = values.double() if rows is None else values.double()[rows]
+        v = v[v.isfinite()]
         half = 1.96 * v.std(unbiased=True).item() / len(v) ** 0.5 if len(v) > 1 else float("nan")
-        out[name] = Stat(finite_or_none(v.mean().item()), finite_or_none(half))
+        out[name] = Stat(finite_or_none(v.mean().item()) if len(v) else None, finite_or_none(half), len(v))
     return out
 
 

@@ -31,7 +31,8 @@ from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .config import ModelKey, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
-from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
+from .metrics import (changed_share, changed_success, confusion_matrix, dataset_scores, finite_or_none, mean_iou,
+                      perturbation_norm, pixel_accuracy, predict_classes)
 from .models import BACKBONES, resolve_weights
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from .params import ParameterError
@@ -112,13 +113,14 @@ def _rows(attack: str, backbone: str, clean: torch.Tensor, adv: torch.Tensor, pr
           targets: torch.Tensor, clean_pred: torch.Tensor, index: list[int] | None = None,
           **extra: Any) -> list[Row]:
     per_image = {
+        "success_changed": changed_success(pred, targets, clean_pred), "changed_share": changed_share(targets, clean_pred),
         "success": pixel_accuracy(pred, targets), "iou_target": mean_iou(pred, targets),
         "acc_original": pixel_accuracy(pred, clean_pred), "iou_original": mean_iou(pred, clean_pred),
         "l2": perturbation_norm(adv, clean, 2), "linf": perturbation_norm(adv, clean, float("inf")),
     }
     index = index or list(range(len(clean)))
     return [{"attack": attack, "backbone": backbone, "image": index[i], **extra,
-             **{k: float(v[i]) for k, v in per_image.items()}} for i in range(len(clean))]
+             **{k: finite_or_none(float(v[i])) for k, v in per_image.items()}} for i in range(len(clean))]
 
 
 def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Tensor, target_model: nn.Module,
@@ -134,10 +136,11 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
             pred = predict_classes(target_model(adv))
             rows += [dict(r, source=source, evaluated_on=target)
                      for r in _rows(attack, target, images, adv, pred, targets, clean_pred, index)]
-        base = pixel_accuracy(clean_pred, targets)
-    if with_clean:
+        base, base_changed = pixel_accuracy(clean_pred, targets), changed_success(clean_pred, targets, clean_pred)
+    if with_clean:  # over the changed pixels the clean images score 0 (or nothing to change) by construction
         rows += [{"attack": "none (clean)", "backbone": target, "image": index[i], "source": source,
-                  "evaluated_on": target, "success": float(base[i])} for i in range(len(images))]
+                  "evaluated_on": target, "success": float(base[i]),
+                  "success_changed": finite_or_none(float(base_changed[i]))} for i in range(len(images))]
     return rows
 
 

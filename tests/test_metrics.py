@@ -92,3 +92,25 @@ def test_predict_classes_is_argmax_with_first_index_on_ties():
     assert (pred[0] == 3).all() and pred[1, 0, 0] == 0
     nhwc = logits.contiguous(memory_format=torch.channels_last)
     assert torch.equal(predict_classes(nhwc), pred)
+
+
+def test_success_over_changed_pixels_counts_only_the_work_the_attack_had():
+    from segattack.metrics import changed_share, changed_success
+
+    clean = torch.tensor([[[0, 0, 1, 1]], [[2, 2, 2, 2]]])
+    target = torch.tensor([[[0, 1, 1, 255]], [[2, 2, 2, 2]]])  # image 1's target is its own prediction
+    pred = torch.tensor([[[5, 1, 0, 3]], [[2, 2, 2, 2]]])
+    # image 0: one pixel to change (the second), reached; the first and third were at the target already
+    assert changed_share(target, clean).tolist() == pytest.approx([1 / 3, 0.0])
+    success = changed_success(pred, target, clean)
+    assert success[0].item() == 1.0 and success[1].isnan()  # nothing to change: undefined, not 0 or 1
+    assert changed_success(clean, target, clean)[0].item() == 0.0  # the clean image scores 0 by construction
+    assert pixel_accuracy(pred, target).tolist() == pytest.approx([1 / 3, 1.0])  # the all-pixel reading
+
+
+def test_summaries_leave_undefined_images_out_and_count_the_rest():
+    from segattack.results import summarize
+
+    stat = summarize({"x": torch.tensor([0.2, float("nan"), 0.4])})["x"]
+    assert stat.mean == pytest.approx(0.3) and stat.images == 2
+    assert summarize({"x": torch.tensor([float("nan")])})["x"].mean is None

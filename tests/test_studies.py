@@ -44,5 +44,7 @@ def test_compare_curves_and_transfer_on_a_tiny_model(tiny_model, scene_inputs):
                                                                  clean[:2], e, 3, [5, 6])]
     assert [r["eps"] for r in curve] == [2 / 255] * 2 + [16 / 255] * 2 and [r["image"] for r in curve] == [5, 6] * 2
     transfer = transfer_matrix("tiny", {"pgd": results["pgd"].adv}, images, tiny_model, "tiny", targets)
+    baseline = [r["success_changed"] for r in transfer if r["attack"] == "none (clean)"]
+    assert baseline and all(v in (0.0, None) for v in baseline)  # the clean images change nothing: 0 by construction
     same = [r["success"] for r in transfer if r["attack"] == "pgd"]
     assert same == pytest.approx([r["success"] for r in rows if r["attack"] == "pgd"])  # same model: same success
