@@ -16,16 +16,18 @@ from .config import ModelKey
 from .data import image_set
 from .metrics import predict_classes
 from .models import SegmentationModel, load_model
-from .numerics import Numerics, numerics
+from .numerics import Numerics, jittered, numerics
 
 
 class ImageSetKey(NamedTuple):
-    """What identifies an image set: its source, side, resize protocol and seed."""
+    """What identifies a set of input tensors: the image set's source, side, resize protocol and seed,
+    and the input jitter of a stability repeat (0: none)."""
 
     source: str
     size: int
     resize: str
     seed: int
+    jitter: int = 0
 
 
 @lru_cache(maxsize=4)
@@ -40,7 +42,7 @@ def clean_prediction(model: ModelKey, images: ImageSetKey, index: int, settings:
                      ) -> torch.Tensor:
     """The clean prediction (H,W) of image ``index`` of ``images`` by ``model`` under ``settings``,
     made alone so that it is the same bits in every shard and cell that needs it."""
-    x = image_set(*images).load([index]).images[0]
+    x = jittered(image_set(*images[:4]).load([index]).images[0], images.jitter, index)
     net = cached_model(model)  # loaded outside inference mode: the attacks differentiate through it
     with numerics(settings), torch.inference_mode():
         return predict_classes(net(x[None].to(model.device)))[0].to(torch.uint8)

@@ -71,6 +71,7 @@ class RunConfig:
     save_images: int = 8  # adversarial tensors and PNGs are kept for the first this many images
     threads: int = DEFAULT_THREADS  # intra-op threads of the attack compute (float sums depend on it)
     deterministic: bool = DEFAULT_DETERMINISTIC  # torch's deterministic algorithms where it has them
+    input_jitter: int = 0  # k > 0: every input value moved by 1 ulp, seeded by k (a stability repeat)
     attack_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,7 @@ class RunConfig:
             if getattr(self, name) not in allowed:
                 raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         for name, low in (("num_images", 0), ("batch", 1), ("steps", 1), ("target_index", 0), ("seed", 0),
-                          ("save_images", 0)):
+                          ("save_images", 0), ("input_jitter", 0)):
             if getattr(self, name) < low:
                 raise ParameterError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.size and self.size < MIN_SIDE:

@@ -49,7 +49,7 @@ class Record(Protocol):
 class Job(ABC):
     """A folder of results computed in units; subclasses say what a unit is and how records assemble."""
 
-    notebook: ClassVar[str]  # the notebook (in notebooks/) that renders the job's folder
+    notebook: ClassVar[str | None]  # the notebook (in notebooks/) that renders the job's folder, if any
     document: ClassVar[str]  # the assembled results file in the folder
     unit_folder: ClassVar[str]  # where unit records wait to be assembled
 
@@ -104,6 +104,8 @@ class Job(ABC):
         written only once it has run, and a failed one has ``failed.json`` beside it."""
         if not self.complete():
             return TaskState.PENDING
+        if self.notebook is None:
+            return TaskState.SKIPPED
         rendered = (self.path / self.notebook).is_file() and not (self.path / "failed.json").is_file()
         return TaskState.SKIPPED if rendered else TaskState.RENDER
 

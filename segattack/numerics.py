@@ -55,6 +55,18 @@ def check_threads(threads: int) -> int:
     return threads
 
 
+def jittered(image: torch.Tensor, seed: int, index: int) -> torch.Tensor:
+    """``image`` with every value moved by one unit in the last place, up or down at random (seeded by
+    ``seed`` and the image's index in its set, so every shard jitters an image the same way), kept in
+    [0,1]; ``seed=0`` returns ``image`` itself. A stability repeat's input: the same picture, other floats."""
+    if not seed:
+        return image
+    g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    up = torch.rand(image.shape, generator=g) < 0.5
+    toward = torch.where(up, torch.ones_like(image), torch.zeros_like(image))
+    return torch.nextafter(image, toward).clamp(0, 1)
+
+
 def describe(settings: Numerics) -> dict[str, str]:
     """The numerics for a run's provenance."""
     return {"threads": str(settings.threads), "deterministic": str(settings.deterministic),

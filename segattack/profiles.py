@@ -9,6 +9,7 @@ number: ``"paper"`` gives every attack its registered ``paper_steps`` ([5]'s 15 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from .config import RunConfig
 from .grid import run_grid
 from .jobs import Job, TaskState
 from .models import BACKBONES
-from .params import ParameterError
-from .runner import RunJob
+from .params import ParameterError, coerce
+from .runner import RepeatJob, RunJob
 from .studies import LEVELS, StudiesJob, StudyConfig
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
@@ -26,15 +27,15 @@ BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
 PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
     "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": "default",
-                "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
+                "stability": True, "stability_images": 4, "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
     # The paper: torchvision's COCO weights, the shipped photos squashed to 520 x 520 as [5] resizes, [5]'s
     # batch of 4, targets from image 1's clean prediction (the photos have no ground truth; with voc:PATH,
     # -p target_source=truth is [5]'s target). A GPU or a patient CPU: -p studies=none trims the studies.
     "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "resize": "squash",
-              "target_source": "prediction", "steps": "paper",
+              "target_source": "prediction", "steps": "paper", "stability": True, "stability_images": 4,
               "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
     # Smoke test for CI: two small images, two iterations.
-    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2,
+    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2, "stability": False,
              "studies": "default", "studies_images": "scenes", "studies_num_images": 2, "studies_size": 48,
              "studies_steps": 2, "studies_curve_steps": 1, "studies_curve_images": 2},
 }
@@ -50,7 +51,7 @@ def _settings(profile: str, overrides: dict[str, Any] | None) -> tuple[dict[str,
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     merged = {**PROFILES[profile], **(overrides or {})}
-    run = {k: v for k, v in merged.items() if not k.startswith("studies")}
+    run = {k: v for k, v in merged.items() if not k.startswith(("studies", "stability"))}
     study = {k.removeprefix("studies_"): v for k, v in merged.items() if k.startswith("studies_")}
     study["level"] = merged.get("studies", "none")
     for name in ("backbone", "attack"):  # names become folder names: they come from --backbones/--attacks
@@ -98,6 +99,34 @@ def study_config(profile: str, overrides: dict[str, Any] | None = None) -> Study
     return None if level == "none" else config
 
 
+def stability_repeats(profile: str, overrides: dict[str, Any] | None = None) -> int:
+    """How many images of each run the stability repeats attack (0: no repeats), from ``stability``
+    (on or off) and ``stability_images``."""
+    merged = {**PROFILES[profile], **(overrides or {})}
+    unknown = sorted(k for k in merged if k.startswith("stability") and k not in ("stability", "stability_images"))
+    if unknown:
+        raise ParameterError(f"unknown stability settings: {', '.join(unknown)}")
+    on = coerce("stability", merged.get("stability", False), bool)
+    images = coerce("stability_images", merged.get("stability_images", 4), int)
+    if on and images < 1:
+        raise ParameterError(f"stability_images must be >= 1, got {images}")
+    return images if on else 0
+
+
+def repeats(cfg: RunConfig, images: int) -> dict[str, RunConfig]:
+    """The run ``cfg`` repeated on its first ``images`` images (rounded up to whole batches) under each
+    numerical perturbation: another intra-op thread count, and every input value jittered by one ulp.
+    The first images keep their targets and their batches ([5]'s batch-mean loss couples a batch's
+    images), so each repeated image is compared with the same image of the run."""
+    count = images if cfg.target_scheme != "single" else max(images, cfg.target_index + 1)
+    count = -(-count // cfg.batch) * cfg.batch
+    if cfg.num_images:
+        count = min(count, cfg.num_images)
+    base = {"num_images": count, "save_images": 0}
+    return {"threads": replace(cfg, **base, threads=2 if cfg.threads == 1 else 1),
+            "jitter": replace(cfg, **base, input_jitter=1)}
+
+
 def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
          backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None,
          studies: str | None = None) -> list[Job]:
@@ -109,6 +138,10 @@ def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = N
     study = study_config(profile, overrides)
     out = Path(out_dir).expanduser().resolve()
     jobs: list[Job] = [RunJob(cfg, out / "runs" / cfg.name, profile) for cfg in configs]
+    images = stability_repeats(profile, overrides)
+    if images:  # repeats of every run under numerical perturbations, as shards of their own
+        jobs += [RepeatJob(variant, out / "stability" / f"{cfg.name}-{name}")
+                 for cfg in configs for name, variant in repeats(cfg, images).items()]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
     for job in jobs:

@@ -37,6 +37,8 @@ def render(job: Job) -> TaskState:
     """Execute ``job``'s notebook into its folder: DONE, or FAILED with the failure recorded. A
     notebook of an earlier failure goes first, its record last, so a stop in between leaves the
     folder to be rendered again."""
+    if job.notebook is None:  # nothing to render: the report reads the results
+        return TaskState.DONE
     executed = job.path / job.notebook
     executed.unlink(missing_ok=True)
     try:
@@ -84,7 +86,8 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
         claim(out)
         executed = out / "report.ipynb"
         execute("report.ipynb", executed,
-                {"runs_dir": str(out / "runs"), "studies_dir": str(out / "studies"), "profile": profile})
+                {"runs_dir": str(out / "runs"), "studies_dir": str(out / "studies"),
+                 "stability_dir": str(out / "stability"), "profile": profile})
         exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
         body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
         # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded

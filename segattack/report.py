@@ -10,6 +10,7 @@ import html
 import json
 import math
 import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -229,11 +230,100 @@ def max_l2(size: int) -> float:
 
 
 PAPER_SIZE = 520  # the paper attacks torchvision's DeepLabV3 at its 520 px evaluation size
+STABILITY_METRICS = {"iou_original": "IoU vs original (%)", "acc_original": "pixel acc. vs original (%)",
+                     "success_changed": "targeted success, changed pixels (%)", "l2_255": "L2 (0-255)"}
 
 
-def _paper_claims(runs: list[Run]) -> list[str]:
-    """Per backbone, whether the orderings of the paper's Table 1 (data/paper/table1.csv) hold here."""
+class Spread(typing.NamedTuple):
+    """How far a reading moved under numerical perturbations: the largest change of its mean and of any
+    image, beside its 95% statistical interval; flagged when the first exceeds the second."""
+
+    mean: float
+    image: float
+    interval: float | None
+
+    @property
+    def flagged(self) -> bool:
+        return self.interval is not None and self.mean > self.interval
+
+
+def load_repeats(stability_dir: str | Path) -> dict[str, list[Run]]:
+    """The stability repeats of each run (folder ``BACKBONE-ATTACK-VARIANT``), by run name."""
+    repeats: dict[str, list[Run]] = {}
+    for run in load_runs(stability_dir)[0]:
+        repeats.setdefault(run.name.rsplit("-", 1)[0], []).append(run)
+    return repeats
+
+
+def spreads(run: Run, repeats: list[Run]) -> dict[str, Spread]:
+    """Per reading, how far ``repeats`` (the run's first images under other numerics) moved it from the
+    run's own values for the same images."""
+    out = {}
+    for metric in STABILITY_METRICS:
+        means, images = [], []
+        for repeat in repeats:
+            ours, theirs = run.results.per_image[metric], repeat.results.per_image[metric]
+            pairs = [(ours[i], theirs[i]) for i in repeat.results.attacked
+                     if ours[i] is not None and theirs[i] is not None]
+            if pairs:
+                images += [abs(a - b) for a, b in pairs]
+                means.append(abs(sum(a for a, _ in pairs) - sum(b for _, b in pairs)) / len(pairs))
+        if means:
+            out[metric] = Spread(max(means), max(images), run.results.summary[metric].ci95)
+    return out
+
+
+def stability_table(runs: list[Run], repeats: dict[str, list[Run]]) -> pd.DataFrame:
+    """Per run and reading: the numerical spread (largest change of the mean, of any image) beside the
+    95% interval over images, and a flag where the spread exceeds the interval."""
+    rows = {}
+    for run in runs:
+        found = spreads(run, repeats.get(run.name, []))
+        if not found:
+            continue
+        row = {}
+        for metric, spread in found.items():
+            scale, name = (1.0, STABILITY_METRICS[metric]) if metric.startswith("l2") else (100.0, STABILITY_METRICS[metric])
+            row[(name, "spread of mean")] = f"{spread.mean * scale:,.2f}"
+            row[(name, "largest image change")] = f"{spread.image * scale:,.2f}"
+            row[(name, "95% interval")] = f"± {spread.interval * scale:,.2f}" if spread.interval is not None else "–"
+            row[(name, "flag")] = "UNSTABLE" if spread.flagged else "stable"
+        rows[run.label] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame
+
+
+def _stability_lines(runs: list[Run], repeats: dict[str, list[Run]]) -> tuple[list[str], set[tuple[str, str]]]:
+    """The discussion's opening on numerical stability, and the (run, reading) pairs that are unstable."""
+    unstable: set[tuple[str, str]] = set()
+    stable, flagged = [], []
+    for run in runs:
+        for metric, spread in spreads(run, repeats.get(run.name, [])).items():
+            (flagged if spread.flagged else stable).append(f"{run.label} {STABILITY_METRICS[metric]}")
+            if spread.flagged:
+                unstable.add((run.name, metric))
+    if not stable and not flagged:
+        return [], unstable
+    variants = sorted({r.name.rsplit("-", 1)[1] for rs in repeats.values() for r in rs})
+    lines = [f"- **Numerical stability first** (each run repeated on its first images under: {', '.join(variants)}; "
+             f"the stability table gives the spreads): stable, the spread of the mean within the 95% interval: "
+             f"{'; '.join(stable) or 'none'}. **Numerically unstable**, their spread larger than their interval, so "
+             f"a conclusion resting on them is not established here: {'; '.join(flagged) or 'none'}."]
+    return lines, unstable
+
+
+def _paper_claims(runs: list[Run], unstable: Collection[tuple[str, str]] = ()) -> list[str]:
+    """Per backbone, whether the orderings of the paper's Table 1 (data/paper/table1.csv) hold here;
+    a claim resting on a numerically unstable reading says so."""
     paper, lines = paper_table(), []
+
+    def verdict(holds: bool, metric: str, *compared: Run) -> str:
+        shaky = [r.label for r in compared if (r.name, metric) in unstable]
+        return ("holds" if holds else "does not hold") + (
+            f" (not established: {', '.join(shaky)} numerically unstable in this reading)" if shaky else "")
+
     by = {(r.backbone, r.attack): r for r in runs}
     for backbone in dict.fromkeys(b for b, _ in paper.index):
         rows = paper.loc[backbone].sort_values("iou_percent")
@@ -245,14 +335,14 @@ def _paper_claims(runs: list[Run]) -> list[str]:
         ls, lw = attack_label(strong), attack_label(weak)
         holds = s.mean("iou_original") < w.mean("iou_original")
         lines.append(f"- **{name}: {ls} lowers IoU to the original prediction more than {lw}** — "
-                     f"{'holds' if holds else 'does not hold'} here ({ls} {100 * s.mean('iou_original'):.1f}% vs "
+                     f"{verdict(holds, 'iou_original', s, w)} here ({ls} {100 * s.mean('iou_original'):.1f}% vs "
                      f"{lw} {100 * w.mean('iou_original'):.1f}%; paper {rows.loc[strong, 'iou_percent']:.2f}% vs "
                      f"{rows.loc[weak, 'iou_percent']:.2f}%).")
         big, small = sorted(ours, key=lambda item: -rows.loc[item[0], "perturbation_l2"])[:2]
         holds = big[1].mean("l2_255") > small[1].mean("l2_255")
         lines.append(f"- **{name}: {attack_label(big[0])}'s perturbation L2 is larger than "
                      f"{attack_label(small[0])}'s** (paper {rows.loc[big[0], 'perturbation_l2']:,.2f} vs "
-                     f"{rows.loc[small[0], 'perturbation_l2']:,.2f}) — {'holds' if holds else 'does not hold'} "
+                     f"{rows.loc[small[0], 'perturbation_l2']:,.2f}) — {verdict(holds, 'l2_255', big[1], small[1])} "
                      f"here ({big[1].mean('l2_255'):,.1f} vs {small[1].mean('l2_255'):,.1f} in 0-255 units).")
         holds = s.mean("success_changed") > w.mean("success_changed")
         lines.append(f"- **{name}: targeted success** over the pixels the attack had to change: {ls} "
@@ -260,7 +350,7 @@ def _paper_claims(runs: list[Run]) -> list[str]:
                      f"pixels, counting those already at the target: {100 * s.mean('acc_target'):.1f}% and "
                      f"{100 * w.mean('acc_target'):.1f}%) — the paper reports no such number; its conclusion that its "
                      f"stronger attack ({ls}) reaches the target more consistently "
-                     f"{'holds' if holds else 'does not hold'} here.")
+                     f"{verdict(holds, 'success_changed', s, w)} here.")
     accs = [100 * r.mean("acc_original") for r in runs]
     if accs:
         spread = max(accs) - min(accs)
@@ -315,9 +405,11 @@ def _convergence(run: Run) -> str | None:
                            "still moving: more iterations would change its row."))
 
 
-def discussion(runs: list[Run]) -> str:
-    """Markdown: which of the paper's conclusions hold here, and where and why the numbers differ."""
-    lines = _paper_claims(runs)
+def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> str:
+    """Markdown: how stable the readings are, which of the paper's conclusions hold here (and which
+    rest on unstable readings), and where and why the numbers differ."""
+    lines, unstable = _stability_lines(runs, repeats or {})
+    lines += _paper_claims(runs, unstable)
     if runs:
         lines += _l2_space(runs)
     for attack in dict.fromkeys(r.attack for r in runs):

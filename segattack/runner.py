@@ -26,7 +26,7 @@ from .data import MIN_SIDE, ImageError, Loaded, image_set
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
 from .models import SegmentationModel
-from .numerics import numerics
+from .numerics import jittered, numerics
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
 from .targets import target_sources
@@ -88,7 +88,8 @@ def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: b
     sources = target_sources(indices, total, cfg.target_scheme, cfg.target_index)
     loaded = images_set.load(indices)
     device = torch.device(cfg.device)
-    set_key = ImageSetKey(cfg.images, size, cfg.resize, cfg.seed)
+    set_key = ImageSetKey(cfg.images, size, cfg.resize, cfg.seed, cfg.input_jitter)
+    loaded.images = [jittered(x, cfg.input_jitter, i) for i, x in zip(indices, loaded.images)]
     clean = {i: clean_prediction(cfg.model_key, set_key, i, cfg.numerics).long() for i in {*indices, *sources}}
     images = [x.to(device) for x in loaded.images]
     if cfg.target_source == "truth":  # the target image may lie in another shard
@@ -202,6 +203,20 @@ class RunJob(Job):
 
     def notebook_parameters(self) -> dict[str, Any]:
         return {**asdict(self.cfg), "out_dir": str(self.path), "profile": self.profile, "compute": False}
+
+
+class RepeatJob(RunJob):
+    """A run repeated under other numerics for the report's stability columns (no notebook); its name
+    is its folder's, ``BACKBONE-ATTACK-VARIANT``."""
+
+    notebook = None
+
+    def __init__(self, cfg: RunConfig, path: str | os.PathLike) -> None:
+        super().__init__(cfg, path)
+        self.name = self.path.name
+
+    def notebook_parameters(self) -> dict[str, Any]:
+        return {}
 
 
 def run(cfg: RunConfig, out_dir: str | os.PathLike, progress: bool = True) -> tuple[Results, SavedImages]:

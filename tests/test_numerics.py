@@ -68,3 +68,64 @@ def test_grid_cli_notebook_and_api_give_identical_tensors(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(saved["adv"], reference["adv"])), path
         assert all(torch.equal(a, b) for a, b in zip(saved["adv_pred"], reference["adv_pred"])), path
         assert docs[path]["per_image"] == docs["api"]["per_image"], path
+
+
+def test_jitter_moves_every_value_by_at_most_one_ulp_the_same_way_in_every_shard():
+    from segattack.numerics import jittered
+
+    x = torch.rand(3, 8, 8)
+    x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0
+    assert jittered(x, 0, 5) is x
+    y = jittered(x, 1, 5)
+    up, down = torch.nextafter(x, torch.ones_like(x)), torch.nextafter(x, torch.zeros_like(x))
+    assert ((y == up) | (y == down)).all()  # each value one float up or one down
+    assert (y != x).float().mean() > 0.4 and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(y, jittered(x, 1, 5)) and not torch.equal(y, jittered(x, 1, 6))  # seeded by image index
+
+
+def test_stability_repeats_keep_the_first_batches_and_change_only_the_numerics():
+    from segattack.profiles import repeats, stability_repeats
+
+    (cfg,) = grid_configs("default", {"num_images": 8}, backbones=("resnet50",), attacks=("pgd",))
+    variants = repeats(cfg, 2)
+    assert {name: (v.num_images, v.threads, v.input_jitter, v.save_images) for name, v in variants.items()} == {
+        "threads": (4, 2, 0, 0), "jitter": (4, 1, 1, 0)}  # 2 images rounded up to the batch of 4
+    assert all(v.steps == cfg.steps and v.attack_kwargs() == cfg.attack_kwargs() for v in variants.values())
+    assert stability_repeats("default") == 4 and stability_repeats("tiny") == 0
+    assert stability_repeats("tiny", {"stability": "true", "stability_images": 2}) == 2
+    with pytest.raises(ParameterError, match="stability must be true or false"):
+        stability_repeats("tiny", {"stability": "maybe"})
+
+
+def test_spreads_by_hand(tmp_path):
+    from dataclasses import replace
+
+    from segattack.report import Run, spreads
+
+    results, _ = run(RunConfig(weights="embedded", num_images=3, target_index=0, size=48, steps=1), tmp_path / "r",
+                     progress=False)
+    main = Run("m-pgd", tmp_path / "r", results)
+    values = results.per_image["iou_original"]
+    moved = [values[0], values[1] + 0.05, values[2] - 0.01]  # image 0 is the target image: left out
+    repeat = Run("m-pgd-threads", tmp_path / "r", replace(results, per_image={**results.per_image,
+                                                                               "iou_original": moved}))
+    spread = spreads(main, [repeat, main])["iou_original"]
+    assert spread.mean == pytest.approx(0.02) and spread.image == pytest.approx(0.05)
+    assert spread.interval == results.summary["iou_original"].ci95
+    assert spread.flagged == (0.02 > spread.interval)
+    assert spreads(main, [main])["l2_255"].mean == 0.0 and not spreads(main, [main])["l2_255"].flagged
+
+
+@pytest.mark.slow
+def test_a_report_with_stability_repeats_states_the_spread(tmp_path):
+    status = run_profile("tiny", tmp_path, {"stability": True, "stability_images": 2}, backbones=("mobilenet_v3_large",),
+                         attacks=("pgd",), studies="none", cluster="inprocess", progress=False)
+    assert status == {"mobilenet_v3_large-pgd": "done", "mobilenet_v3_large-pgd-threads": "done",
+                      "mobilenet_v3_large-pgd-jitter": "done"}
+    repeat = tmp_path / "stability" / "mobilenet_v3_large-pgd-threads"
+    assert json.loads((repeat / "results.json").read_text())["config"]["threads"] == 2
+    assert not list(repeat.glob("*.ipynb")) and not list(repeat.glob("*.png"))  # no notebook, no images
+    from segattack.render import build_report
+
+    html = build_report(tmp_path, "tiny").read_text()
+    assert "Numerical stability" in html and "largest image change" in html and "Numerical stability first" in html
