@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .attacks import ATTACKS
 from .config import RunConfig
@@ -27,15 +27,15 @@ BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
 PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
     "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": "default",
-                "stability": True, "stability_images": 4, "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
+                "stability": "combined", "stability_images": 4, "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
     # The paper: torchvision's COCO weights, the shipped photos squashed to 520 x 520 as [5] resizes, [5]'s
     # batch of 4, targets from image 1's clean prediction (the photos have no ground truth; with voc:PATH,
     # -p target_source=truth is [5]'s target). A GPU or a patient CPU: -p studies=none trims the studies.
     "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "resize": "squash",
-              "target_source": "prediction", "steps": "paper", "stability": True, "stability_images": 4,
+              "target_source": "prediction", "steps": "paper", "stability": "each", "stability_images": 4,
               "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
     # Smoke test for CI: two small images, two iterations.
-    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2, "stability": False,
+    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2, "stability": "off",
              "studies": "default", "studies_images": "scenes", "studies_num_images": 2, "studies_size": 48,
              "studies_steps": 2, "studies_curve_steps": 1, "studies_curve_images": 2},
 }
@@ -99,32 +99,41 @@ def study_config(profile: str, overrides: dict[str, Any] | None = None) -> Study
     return None if level == "none" else config
 
 
-def stability_repeats(profile: str, overrides: dict[str, Any] | None = None) -> int:
-    """How many images of each run the stability repeats attack (0: no repeats), from ``stability``
-    (on or off) and ``stability_images``."""
+Stability = Literal["off", "combined", "each"]
+STABILITY: tuple[str, ...] = ("off", "combined", "each")
+
+
+def stability_repeats(profile: str, overrides: dict[str, Any] | None = None) -> tuple[Stability, int]:
+    """The stability repeats of a profile: ``stability`` (off; combined: one repeat under both
+    perturbations at once; each: one repeat per perturbation) and how many images they attack."""
     merged = {**PROFILES[profile], **(overrides or {})}
     unknown = sorted(k for k in merged if k.startswith("stability") and k not in ("stability", "stability_images"))
     if unknown:
         raise ParameterError(f"unknown stability settings: {', '.join(unknown)}")
-    on = coerce("stability", merged.get("stability", False), bool)
+    mode = coerce("stability", merged.get("stability", "off"), Stability)
     images = coerce("stability_images", merged.get("stability_images", 4), int)
-    if on and images < 1:
+    if images < 1:
         raise ParameterError(f"stability_images must be >= 1, got {images}")
-    return images if on else 0
+    return mode, images
 
 
-def repeats(cfg: RunConfig, images: int) -> dict[str, RunConfig]:
-    """The run ``cfg`` repeated on its first ``images`` images (rounded up to whole batches) under each
-    numerical perturbation: another intra-op thread count, and every input value jittered by one ulp.
-    The first images keep their targets and their batches ([5]'s batch-mean loss couples a batch's
-    images), so each repeated image is compared with the same image of the run."""
+def repeats(cfg: RunConfig, images: int, mode: Stability = "each") -> dict[str, RunConfig]:
+    """The run ``cfg`` repeated on its first ``images`` images (rounded up to whole batches) under
+    numerical perturbations: another intra-op thread count, and every input value jittered by one
+    ulp, one repeat each (``each``) or both in one repeat (``combined``, half the cost). The first
+    images keep their targets and their batches ([5]'s batch-mean loss couples a batch's images), so
+    each repeated image is compared with the same image of the run."""
     count = images if cfg.target_scheme != "single" else max(images, cfg.target_index + 1)
     count = -(-count // cfg.batch) * cfg.batch
     if cfg.num_images:
         count = min(count, cfg.num_images)
     base = {"num_images": count, "save_images": 0}
-    return {"threads": replace(cfg, **base, threads=2 if cfg.threads == 1 else 1),
-            "jitter": replace(cfg, **base, input_jitter=1)}
+    threads = {"threads": 2 if cfg.threads == 1 else 1}
+    if mode == "combined":
+        return {"threads+jitter": replace(cfg, **base, **threads, input_jitter=1)}
+    if mode == "each":
+        return {"threads": replace(cfg, **base, **threads), "jitter": replace(cfg, **base, input_jitter=1)}
+    return {}
 
 
 def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
@@ -138,10 +147,9 @@ def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = N
     study = study_config(profile, overrides)
     out = Path(out_dir).expanduser().resolve()
     jobs: list[Job] = [RunJob(cfg, out / "runs" / cfg.name, profile) for cfg in configs]
-    images = stability_repeats(profile, overrides)
-    if images:  # repeats of every run under numerical perturbations, as shards of their own
-        jobs += [RepeatJob(variant, out / "stability" / f"{cfg.name}-{name}")
-                 for cfg in configs for name, variant in repeats(cfg, images).items()]
+    mode, images = stability_repeats(profile, overrides)  # repeats under other numerics, as shards of their own
+    jobs += [RepeatJob(variant, out / "stability" / f"{cfg.name}-{name}")
+             for cfg in configs for name, variant in repeats(cfg, images, mode).items()]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
     for job in jobs:

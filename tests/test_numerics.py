@@ -91,9 +91,12 @@ def test_stability_repeats_keep_the_first_batches_and_change_only_the_numerics()
     assert {name: (v.num_images, v.threads, v.input_jitter, v.save_images) for name, v in variants.items()} == {
         "threads": (4, 2, 0, 0), "jitter": (4, 1, 1, 0)}  # 2 images rounded up to the batch of 4
     assert all(v.steps == cfg.steps and v.attack_kwargs() == cfg.attack_kwargs() for v in variants.values())
-    assert stability_repeats("default") == 4 and stability_repeats("tiny") == 0
-    assert stability_repeats("tiny", {"stability": "true", "stability_images": 2}) == 2
-    with pytest.raises(ParameterError, match="stability must be true or false"):
+    (both,) = repeats(cfg, 4, "combined").values()
+    assert (both.threads, both.input_jitter) == (2, 1) and repeats(cfg, 4, "off") == {}
+    assert stability_repeats("default") == ("combined", 4) and stability_repeats("paper") == ("each", 4)
+    assert stability_repeats("tiny")[0] == "off"
+    assert stability_repeats("tiny", {"stability": "each", "stability_images": 2}) == ("each", 2)
+    with pytest.raises(ParameterError, match="stability must be one of 'off', 'combined', 'each'"):
         stability_repeats("tiny", {"stability": "maybe"})
 
 
@@ -118,7 +121,7 @@ def test_spreads_by_hand(tmp_path):
 
 @pytest.mark.slow
 def test_a_report_with_stability_repeats_states_the_spread(tmp_path):
-    status = run_profile("tiny", tmp_path, {"stability": True, "stability_images": 2}, backbones=("mobilenet_v3_large",),
+    status = run_profile("tiny", tmp_path, {"stability": "each", "stability_images": 2}, backbones=("mobilenet_v3_large",),
                          attacks=("pgd",), studies="none", cluster="inprocess", progress=False)
     assert status == {"mobilenet_v3_large-pgd": "done", "mobilenet_v3_large-pgd-threads": "done",
                       "mobilenet_v3_large-pgd-jitter": "done"}
