@@ -16,7 +16,7 @@ from .config import ModelKey
 from .data import image_set
 from .metrics import predict_classes
 from .models import SegmentationModel, load_model
-from .numerics import Numerics, jittered, numerics
+from .numerics import DEFAULT_NUMERICS, Numerics, jittered, numerics
 
 
 class ImageSetKey(NamedTuple):
@@ -33,13 +33,15 @@ class ImageSetKey(NamedTuple):
 @lru_cache(maxsize=4)
 def cached_model(key: ModelKey) -> SegmentationModel:
     """A loaded model, kept per process."""
-    return load_model(key.backbone, key.weights, device=key.device, channels_last=key.channels_last,
-                      fold_bn=key.fold_bn)
+    return load_model(
+        key.backbone, key.weights, device=key.device, channels_last=key.channels_last, fold_bn=key.fold_bn
+    )
 
 
 @lru_cache(maxsize=256)
-def clean_prediction(model: ModelKey, images: ImageSetKey, index: int, settings: Numerics = Numerics()
-                     ) -> torch.Tensor:
+def clean_prediction(
+    model: ModelKey, images: ImageSetKey, index: int, settings: Numerics = DEFAULT_NUMERICS
+) -> torch.Tensor:
     """The clean prediction (H,W) of image ``index`` of ``images`` by ``model`` under ``settings``,
     made alone so that it is the same bits in every shard and cell that needs it."""
     x = jittered(image_set(*images[:4]).load([index]).images[0], images.jitter, index)
@@ -51,8 +53,9 @@ def clean_prediction(model: ModelKey, images: ImageSetKey, index: int, settings:
 _WARM: set[tuple[int, tuple[int, ...], bool]] = set()  # (model, input shape, autocast) this process has run
 
 
-def warm_up(model: SegmentationModel, attack: AttackSpec, images: torch.Tensor, targets: torch.Tensor,
-            params: dict[str, Any]) -> None:
+def warm_up(
+    model: SegmentationModel, attack: AttackSpec, images: torch.Tensor, targets: torch.Tensor, params: dict[str, Any]
+) -> None:
     """One untimed iteration the first time this process runs ``model`` on this input shape: the
     first calls on a shape pay one-off kernel set-up (seconds on a CPU) that would otherwise be
     timed as attack iterations. It draws from a generator of its own, never the run's."""

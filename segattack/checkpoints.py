@@ -49,8 +49,7 @@ def pack(state: dict[str, torch.Tensor], backbone: str, meta: dict[str, Any], in
             quant[name] = quantize_int8(tensor)
         else:
             plain[name] = tensor.detach().cpu().clone()
-    return {"format": FORMAT, "version": VERSION, "backbone": backbone, "meta": meta,
-            "state": plain, "int8": quant}
+    return {"format": FORMAT, "version": VERSION, "backbone": backbone, "meta": meta, "state": plain, "int8": quant}
 
 
 def read(path: str | os.PathLike) -> dict[str, Any]:
@@ -69,7 +68,8 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(exc).splitlines()[-1]}") from None
         raise CheckpointError(
             f"refused to load {path}: it holds objects other than tensors and plain containers, "
-            f"which weights_only=True will not execute ({unsafe.split(' was not')[0]})") from None
+            f"which weights_only=True will not execute ({unsafe.split(' was not')[0]})"
+        ) from None
     except Exception as exc:  # truncated zip, random bytes, ...
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
     if not isinstance(obj, dict):
@@ -90,25 +90,36 @@ def check_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         counter = name.endswith("num_batches_tracked")
         ok = tensor.dtype in (torch.int64, torch.int32) if counter else (tensor.is_floating_point())
         if not ok:
-            raise CheckpointError(f"entry {name!r} has dtype {str(tensor.dtype).replace('torch.', '')}; "
-                                  f"expected {'an integer counter' if counter else 'floating point weights'}")
+            raise CheckpointError(
+                f"entry {name!r} has dtype {str(tensor.dtype).replace('torch.', '')}; "
+                f"expected {'an integer counter' if counter else 'floating point weights'}"
+            )
     return state
 
 
 def read_packed(obj: dict[str, Any]) -> dict[str, Any]:
     """Unpack a checkpoint dict built by :func:`pack` into float32 state, checking its structure."""
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"segattack checkpoint format version {obj.get('version')!r} is not supported "
-                              f"(this segattack reads version {VERSION})")
+        raise CheckpointError(
+            f"segattack checkpoint format version {obj.get('version')!r} is not supported "
+            f"(this segattack reads version {VERSION})"
+        )
     for key, kind in (("state", dict), ("int8", dict), ("meta", dict), ("backbone", (str, type(None)))):
         if key not in obj or not isinstance(obj[key], kind):
             raise CheckpointError(f"segattack checkpoint without a valid {key!r} entry")
     state = dict(check_state(obj["state"]))
     for name, entry in obj["int8"].items():
         q, scale = (entry.get("q"), entry.get("scale")) if isinstance(entry, dict) else (None, None)
-        if not (isinstance(q, torch.Tensor) and isinstance(scale, torch.Tensor) and q.dtype == torch.int8
-                and scale.dtype == torch.float32 and q.dim() >= 1 and scale.shape == (q.shape[0],)):
-            raise CheckpointError(f"int8 entry {name!r} needs an int8 'q' tensor and a float32 'scale' per output "
-                                  f"channel")
+        if not (
+            isinstance(q, torch.Tensor)
+            and isinstance(scale, torch.Tensor)
+            and q.dtype == torch.int8
+            and scale.dtype == torch.float32
+            and q.dim() >= 1
+            and scale.shape == (q.shape[0],)
+        ):
+            raise CheckpointError(
+                f"int8 entry {name!r} needs an int8 'q' tensor and a float32 'scale' per output channel"
+            )
         state[name] = dequantize_int8(entry)
     return {"backbone": obj["backbone"], "meta": dict(obj["meta"]), "state": state}

@@ -31,9 +31,10 @@ from __future__ import annotations
 import errno
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,9 +49,11 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp
 MAX_SIDE, MIN_SIDE = 8192, 16
 Resize = Literal["crop", "shorter", "squash"]
 RESIZES = ("crop", "shorter", "squash")
-VOC_LAYOUT = ("a Pascal VOC 2012 folder: PATH/VOCdevkit/VOC2012/ with JPEGImages/, SegmentationClass/ and "
-              "ImageSets/Segmentation/val.txt (torchvision's VOCSegmentation layout; PATH may also be the "
-              "VOCdevkit or VOC2012 folder itself)")
+VOC_LAYOUT = (
+    "a Pascal VOC 2012 folder: PATH/VOCdevkit/VOC2012/ with JPEGImages/, SegmentationClass/ and "
+    "ImageSets/Segmentation/val.txt (torchvision's VOCSegmentation layout; PATH may also be the "
+    "VOCdevkit or VOC2012 folder itself)"
+)
 
 
 class ImageError(ValueError):
@@ -101,8 +104,9 @@ def _open_rgb(path: Path) -> Image.Image:
     if img.mode != "RGB" or any(";16" in str(tile.args) for tile in img.tile):
         mode = "16-bit RGB" if img.mode == "RGB" else img.mode
         img.close()
-        raise ImageError(f"{path} has mode {mode}; segattack needs 8-bit RGB (convert it first, "
-                         f"e.g. PIL's Image.convert('RGB'))")
+        raise ImageError(
+            f"{path} has mode {mode}; segattack needs 8-bit RGB (convert it first, e.g. PIL's Image.convert('RGB'))"
+        )
     return img
 
 
@@ -138,8 +142,9 @@ def load_image(path: str | os.PathLike, size: int, resize: Resize = "crop") -> t
     return _load_pair(Path(path), None, size, resize)[0]
 
 
-def _load_pair(path: Path, mask_path: Path | None, size: int,
-               resize: Resize) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+def _load_pair(
+    path: Path, mask_path: Path | None, size: int, resize: Resize
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     if size < MIN_SIDE:
         raise ImageError(f"image size must be >= {MIN_SIDE} px, got {size}")
     img, note = _read_rgb(path)
@@ -155,8 +160,9 @@ def _load_pair(path: Path, mask_path: Path | None, size: int,
     return image, mask, notes
 
 
-def _load_mask(path: Path, image_size: tuple[int, int], box: tuple[int, int, int, int],
-               out: tuple[int, int]) -> torch.Tensor:
+def _load_mask(
+    path: Path, image_size: tuple[int, int], box: tuple[int, int, int, int], out: tuple[int, int]
+) -> torch.Tensor:
     """The mask's class ids under the image's crop and resize; every pixel of the whole file is
     checked (a bad id outside the crop, or one that resampling drops, still marks a bad mask)."""
     img = _open(path)
@@ -174,8 +180,10 @@ def _load_mask(path: Path, image_size: tuple[int, int], box: tuple[int, int, int
     counts[[*range(NUM_CLASSES), IGNORE_INDEX]] = 0
     bad = np.flatnonzero(counts)
     if bad.size:
-        raise ImageError(f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
-                         f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)")
+        raise ImageError(
+            f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
+            f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)"
+        )
     ids = np.asarray(img.crop(box).resize(out, Image.NEAREST), dtype=np.uint8)
     return torch.from_numpy(ids.astype(np.int64))
 
@@ -220,12 +228,16 @@ class ImageSet:
         """The images (and masks) at ``indices``."""
         if self.files is None:
             scenes = [render_scene(self.seed, "heldout", i, self.size) for i in indices]
-            return Loaded([torch.from_numpy(img).permute(2, 0, 1).float().div(255) for img, _ in scenes],
-                          [torch.from_numpy(mask).long() for _, mask in scenes], [f"scene {i}" for i in indices])
+            return Loaded(
+                [torch.from_numpy(img).permute(2, 0, 1).float().div(255) for img, _ in scenes],
+                [torch.from_numpy(mask).long() for _, mask in scenes],
+                [f"scene {i}" for i in indices],
+            )
         out = Loaded([], [] if self.masks is not None else None, [])
         for i in indices:
-            image, mask, notes = _load_pair(self.files[i], self.masks[i] if self.masks else None, self.size,
-                                            self.resize)
+            image, mask, notes = _load_pair(
+                self.files[i], self.masks[i] if self.masks else None, self.size, self.resize
+            )
             out.images.append(image)
             out.names.append(self.files[i].stem)
             out.notes += notes
@@ -265,8 +277,10 @@ def _folder_files(folder: Path, suffixes: Sequence[str] = tuple(FORMATS)) -> tup
     seen: dict[str, Path] = {}
     for file in files:
         if file.stem in seen:
-            raise ImageError(f"{folder} holds {seen[file.stem].name} and {file.name}, both named {file.stem!r}: "
-                             f"results name images by file name without extension; rename or remove one")
+            raise ImageError(
+                f"{folder} holds {seen[file.stem].name} and {file.name}, both named {file.stem!r}: "
+                f"results name images by file name without extension; rename or remove one"
+            )
         seen[file.stem] = file
     return files, skipped
 
@@ -288,11 +302,15 @@ def _voc_ids(split: Path) -> list[str]:
         if not name:
             continue
         if name in (".", "..") or Path(name).name != name or "\\" in name:
-            raise ImageError(f"{split} line {number}: id {name!r} is not a plain file name; ids name files inside "
-                             f"JPEGImages/ and SegmentationClass/, never elsewhere")
+            raise ImageError(
+                f"{split} line {number}: id {name!r} is not a plain file name; ids name files inside "
+                f"JPEGImages/ and SegmentationClass/, never elsewhere"
+            )
         if name in first:
-            raise ImageError(f"{split} lists {name!r} twice (lines {first[name]} and {number}): the image would be "
-                             f"attacked and averaged twice; remove the repeat")
+            raise ImageError(
+                f"{split} lists {name!r} twice (lines {first[name]} and {number}): the image would be "
+                f"attacked and averaged twice; remove the repeat"
+            )
         first[name] = number
     return ids
 
@@ -312,8 +330,10 @@ def _voc(path: Path) -> tuple[list[Path], list[Path]]:
     masks = [Path(p) for p, name in zip(voc.masks, ids) if name]
     missing = [str(p) for p in files + masks if not p.is_file()]
     if missing or not files:
-        raise ImageError(f"{path} is not {VOC_LAYOUT}: " + (f"{len(missing)} listed files are missing, e.g. "
-                                                            f"{missing[0]}" if missing else "val.txt lists no images"))
+        raise ImageError(
+            f"{path} is not {VOC_LAYOUT}: "
+            + (f"{len(missing)} listed files are missing, e.g. {missing[0]}" if missing else "val.txt lists no images")
+        )
     return files, masks
 
 
@@ -325,9 +345,12 @@ def _pairs(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     masks = {p.stem: p for p in mask_files}
     paired = [p for p in images if p.stem in masks]
     named = {p.stem for p in images}
-    skipped = ([f"images/{entry}" for entry in image_skips] + [f"masks/{entry}" for entry in mask_skips]
-               + [f"images/{p.name} (no masks/{p.stem}.png)" for p in images if p.stem not in masks]
-               + [f"masks/{p.name} (no image)" for p in mask_files if p.stem not in named])
+    skipped = (
+        [f"images/{entry}" for entry in image_skips]
+        + [f"masks/{entry}" for entry in mask_skips]
+        + [f"images/{p.name} (no masks/{p.stem}.png)" for p in images if p.stem not in masks]
+        + [f"masks/{p.name} (no image)" for p in mask_files if p.stem not in named]
+    )
     if not paired:
         raise ImageError(f"{path}/images holds no image with a mask in {path}/masks")
     return paired, [masks[p.stem] for p in paired], skipped
@@ -346,9 +369,9 @@ def resolve_source(source: str) -> str:
         return source
     for prefix in ("voc:", "pairs:"):
         if source.startswith(prefix):
-            if not source[len(prefix):].strip():
+            if not source[len(prefix) :].strip():
                 raise ImageError(f"{prefix}PATH needs a folder after {prefix!r}, got {source!r}")
-            return prefix + _absolute(source[len(prefix):])
+            return prefix + _absolute(source[len(prefix) :])
     if not source.strip():
         raise ImageError("image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; got ''")
     return _absolute(source)
@@ -373,18 +396,19 @@ def image_set(source: str, size: int, resize: Resize = "crop", seed: int = 0) ->
         return ImageSet(source, size, resize, files, masks, skipped=skipped)
     folder = Path(resolved)
     if not folder.is_dir():
-        raise ImageError(f"image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; "
-                         f"{folder} is none of them")
+        raise ImageError(
+            f"image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; {folder} is none of them"
+        )
     files, skipped = _folder_files(folder)
     if not files:
         raise ImageError(f"no {', '.join(sorted(FORMATS))} images in {folder}")
     return ImageSet(source, size, resize, files, skipped=skipped)
 
 
-def study_images(source: str, count: int, size: int, seed: int = 0,
-                 resize: Resize = "crop") -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+def study_images(
+    source: str, count: int, size: int, seed: int = 0, resize: Resize = "crop"
+) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
     """The first ``count`` images of a set as one (B,3,size,size) batch, names and masks (or None)."""
     images = image_set(source, size, resize, seed)
     loaded = images.load(range(images.select(count)))
-    return (torch.stack(loaded.images), loaded.names,
-            None if loaded.truth is None else torch.stack(loaded.truth))
+    return (torch.stack(loaded.images), loaded.names, None if loaded.truth is None else torch.stack(loaded.truth))

@@ -55,8 +55,9 @@ def class_iou(pred: torch.Tensor, ref: torch.Tensor, num_classes: int = NUM_CLAS
     return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
 
 
-def mean_iou(pred: torch.Tensor, ref: torch.Tensor, average: Average = "present",
-             num_classes: int = NUM_CLASSES) -> torch.Tensor:
+def mean_iou(
+    pred: torch.Tensor, ref: torch.Tensor, average: Average = "present", num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
     """(B,) mean IoU per image.
 
     ``average="present"`` (default, the paper's "IoU between two masks"): mean over the classes that
@@ -151,17 +152,24 @@ def reference_present_iou(conf: torch.Tensor, void_pred: torch.Tensor | None = N
     return iou.nanmean(-1)
 
 
-def pooled_scores(pred: torch.Tensor, ref: torch.Tensor, resamples: int = 2000,
-                  seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
+def pooled_scores(
+    pred: torch.Tensor, ref: torch.Tensor, resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, float | list[float] | None]]:
     """Reference [5]'s Table 1 reading of a batch of masks, void predictions counted as [5] does:
     see :func:`pooled_from_counts`."""
     pixels = torch.full((len(pred),), float(pred[0].numel()), dtype=torch.float64)
-    return pooled_from_counts(confusion_matrix(pred, ref), pixels, void_prediction_counts(pred, ref),
-                              resamples=resamples, seed=seed)
+    return pooled_from_counts(
+        confusion_matrix(pred, ref), pixels, void_prediction_counts(pred, ref), resamples=resamples, seed=seed
+    )
 
 
-def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, void_pred: torch.Tensor | None = None,
-                       resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float | list[float] | None]]:
+def pooled_from_counts(
+    conf: torch.Tensor,
+    pixels: torch.Tensor,
+    void_pred: torch.Tensor | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, float | list[float] | None]]:
     """Reference [5]'s Table 1 reading: one confusion matrix pooled over the images.
 
     ``conf`` (B,C,C) per-image confusion counts over labelled pixels, ``pixels`` (B,) each image's
@@ -179,8 +187,10 @@ def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, void_pred: torc
         if void_pred.shape != conf.shape[:2]:
             raise ValueError(f"void_pred must be (B,C) = {tuple(conf.shape[:2])}, got {tuple(void_pred.shape)}")
         if not torch.equal(void_pred.sum(1), pixels - conf.sum((1, 2))):
-            raise ValueError("void_pred must count each image's unlabelled pixels once: its rows must sum to "
-                             "pixels minus the confusion matrix's total")
+            raise ValueError(
+                "void_pred must count each image's unlabelled pixels once: its rows must sum to "
+                "pixels minus the confusion matrix's total"
+            )
     hits = conf.diagonal(dim1=1, dim2=2).sum(1)
 
     def stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # weights (R,B): image multiplicities
@@ -189,13 +199,16 @@ def pooled_from_counts(conf: torch.Tensor, pixels: torch.Tensor, void_pred: torc
         return reference_present_iou(pooled, void), (weights @ hits) / (weights @ pixels)
 
     iou, acc = (finite_or_none(float(v[0])) for v in stats(torch.ones(1, len(conf), dtype=torch.float64)))
-    out: dict[str, dict[str, float | list[float] | None]] = {"iou": {"value": iou, "ci95": None},
-                                                             "acc": {"value": acc, "ci95": None}}
+    out: dict[str, dict[str, float | list[float] | None]] = {
+        "iou": {"value": iou, "ci95": None},
+        "acc": {"value": acc, "ci95": None},
+    }
     if len(conf) > 1:
         g = torch.Generator().manual_seed(seed)
         picks = torch.randint(0, len(conf), (resamples, len(conf)), generator=g)
         weights = torch.zeros(resamples, len(conf), dtype=torch.float64).scatter_add_(
-            1, picks, torch.ones_like(picks, dtype=torch.float64))
+            1, picks, torch.ones_like(picks, dtype=torch.float64)
+        )
         for name, values in zip(("iou", "acc"), stats(weights)):
             values = values[~values.isnan()]
             if len(values):
@@ -229,11 +242,14 @@ def perturbation_norm(adv: torch.Tensor, clean: torch.Tensor, p: float = 2, spac
     return torch.linalg.vector_norm(delta, ord=p, dim=1)
 
 
-def attack_metrics(clean_pred: torch.Tensor, adv_pred: torch.Tensor, target: torch.Tensor,
-                   clean: torch.Tensor, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+def attack_metrics(
+    clean_pred: torch.Tensor, adv_pred: torch.Tensor, target: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Every reading of the paper's Table 1, per image (each value a (B,) tensor)."""
-    out: dict[str, torch.Tensor] = {"success_changed": changed_success(adv_pred, target, clean_pred),
-                                    "changed_share": changed_share(target, clean_pred)}
+    out: dict[str, torch.Tensor] = {
+        "success_changed": changed_success(adv_pred, target, clean_pred),
+        "changed_share": changed_share(target, clean_pred),
+    }
     for ref_name, ref in (("original", clean_pred), ("target", target)):
         out[f"iou_{ref_name}"] = mean_iou(adv_pred, ref, "present")
         out[f"iou_all_{ref_name}"] = mean_iou(adv_pred, ref, "all")

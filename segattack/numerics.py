@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import torch
 
-
 DEFAULT_THREADS, DEFAULT_DETERMINISTIC = 1, True  # the one home of these defaults
 
 
@@ -32,11 +31,17 @@ class Numerics(NamedTuple):
     deterministic: bool = DEFAULT_DETERMINISTIC
 
 
+DEFAULT_NUMERICS = Numerics()
+
+
 @contextmanager
 def numerics(settings: Numerics) -> Iterator[None]:
     """Run the block under ``settings``; the caller's own settings are restored afterwards."""
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-              torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.set_num_threads(settings.threads)
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
     try:
@@ -50,8 +55,9 @@ def check_threads(threads: int) -> int:
     """``threads`` if this machine can run that many (1 .. its core count)."""
     cores = os.cpu_count() or 1
     if not 1 <= threads <= max(cores, 1) * 4:
-        raise ValueError(f"threads must be between 1 and {max(cores, 1) * 4} on this {cores}-core machine, "
-                         f"got {threads}")
+        raise ValueError(
+            f"threads must be between 1 and {max(cores, 1) * 4} on this {cores}-core machine, got {threads}"
+        )
     return threads
 
 
@@ -69,5 +75,8 @@ def jittered(image: torch.Tensor, seed: int, index: int) -> torch.Tensor:
 
 def describe(settings: Numerics) -> dict[str, str]:
     """The numerics for a run's provenance."""
-    return {"threads": str(settings.threads), "deterministic": str(settings.deterministic),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "threads": str(settings.threads),
+        "deterministic": str(settings.deterministic),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }

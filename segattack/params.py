@@ -14,8 +14,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _FRACTION = re.compile(r"^\s*([-+]?[0-9.eE+-]+)\s*/\s*([0-9.eE+-]+)\s*$")
@@ -72,9 +73,9 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     from decimal text or a fraction ``a/b``; non-finite numbers are refused."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() == "none" and type(None) in args):
-            if type(None) in args:
-                return None
+        text_none = isinstance(value, str) and value.strip().lower() == "none"
+        if (value is None or text_none) and type(None) in args:
+            return None
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
@@ -121,8 +122,11 @@ RUN_OWNED = ("model", "images", "labels", "targets", "steps", "progress", "gener
 def attack_keywords(fn: Callable[..., Any]) -> dict[str, Any]:
     """The keyword-only hyperparameters of an attack function with their type hints."""
     hints = typing.get_type_hints(fn)
-    return {name: hints.get(name, Any) for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in RUN_OWNED}
+    return {
+        name: hints.get(name, Any)
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in RUN_OWNED
+    }
 
 
 def check_attack_params(attack: str, fn: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:

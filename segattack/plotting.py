@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -27,9 +28,15 @@ def _image(t: torch.Tensor) -> np.ndarray:
     return t.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def attack_figure(images: Sequence[torch.Tensor], adv: Sequence[torch.Tensor], clean_pred: Sequence[torch.Tensor],
-                  adv_pred: Sequence[torch.Tensor], title: str, target_index: int | None = None,
-                  max_rows: int = 8) -> plt.Figure:
+def attack_figure(
+    images: Sequence[torch.Tensor],
+    adv: Sequence[torch.Tensor],
+    clean_pred: Sequence[torch.Tensor],
+    adv_pred: Sequence[torch.Tensor],
+    title: str,
+    target_index: int | None = None,
+    max_rows: int = 8,
+) -> plt.Figure:
     """The paper's figure layout: one row per image; original, adversarial, both predictions.
 
     Each argument is a batch or a list of per-image tensors (images may differ in size). The row

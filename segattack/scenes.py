@@ -83,7 +83,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         h, w = photo.shape[:2]
         side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = Image.fromarray((photo[y:y + side, x:x + side] * 255).astype(np.uint8))
+        crop = Image.fromarray((photo[y : y + side, x : x + side] * 255).astype(np.uint8))
         bg = np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
         if rng.random() < 0.5:
             bg = bg[:, ::-1]

@@ -56,8 +56,9 @@ class TrainConfig:
         if self.eval_every < 0 or self.warmup < 0 or self.seed < 0:
             raise ValueError("eval_every, warmup and seed must be >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"lr must be a finite number > 0 and weight_decay >= 0, got {self.lr}, "
-                             f"{self.weight_decay}")
+            raise ValueError(
+                f"lr must be a finite number > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
+            )
 
 
 def check_train_paths(work_dir: Path, out: Path) -> None:
@@ -122,8 +123,7 @@ def _eval_copy(net: nn.Module, cfg: TrainConfig, images: int) -> dict[str, Any]:
     return evaluate(SegmentationModel(probe), cfg.seed, images, cfg.size)
 
 
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               masks: torch.Tensor) -> float:
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor) -> float:
     """One AdamW step of pixel-wise cross-entropy on a [0,1] batch; returns the loss before it."""
     loss = nn.functional.cross_entropy(net(_normalize(images))["out"], masks, ignore_index=255)
     optimizer.zero_grad(set_to_none=True)
@@ -132,8 +132,9 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.T
     return loss.item()
 
 
-def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = True,
-          stop_at: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = True, stop_at: int | None = None
+) -> dict[str, Any]:
     """Train ``cfg.backbone``, resuming from ``work_dir/last.pt``; write the final checkpoint to ``out``.
 
     ``stop_at`` ends training early at that step (the schedule stays the one for ``cfg.steps``);
@@ -175,33 +176,53 @@ def train(cfg: TrainConfig, work_dir: str | Path, out: str | Path, int8: bool = 
         log.write(json.dumps(record) + "\n")
         log.flush()
         if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at):
-            atomic_save({"config": asdict(cfg), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                         "step": step, "elapsed": elapsed}, last)
+            atomic_save(
+                {
+                    "config": asdict(cfg),
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "elapsed": elapsed,
+                },
+                last,
+            )
     bar.close()
     log.close()
     return finalize(net, cfg, step, elapsed, out, int8)
 
 
-def finalize(net: nn.Module, cfg: TrainConfig, steps_done: int, elapsed: float, out: str | Path,
-             int8: bool) -> dict[str, Any]:
+def finalize(
+    net: nn.Module, cfg: TrainConfig, steps_done: int, elapsed: float, out: str | Path, int8: bool
+) -> dict[str, Any]:
     """Recalibrate BatchNorm, measure held-out quality of the stored (possibly int8) weights, save."""
     recalibrate_batchnorm(net, cfg, cfg.recalibration_batches)
     fp32 = evaluate(SegmentationModel(net), cfg.seed, cfg.heldout_images, cfg.size)
     meta: dict[str, Any] = {
-        "description": (f"segattack embedded {cfg.backbone}: trained from scratch on synthetic scenes "
-                        f"(generator v{GENERATOR_VERSION}); NOT the paper's COCO-trained weights"),
-        "generator_version": GENERATOR_VERSION, "seed": cfg.seed, "steps": steps_done,
-        "image_size": cfg.size, "batch": cfg.batch, "train_seconds": round(elapsed, 1),
-        "torch": str(torch.__version__), "config": json.dumps(asdict(cfg)),
-        "heldout_images": cfg.heldout_images, "fp32_heldout_miou": fp32["miou"],
+        "description": (
+            f"segattack embedded {cfg.backbone}: trained from scratch on synthetic scenes "
+            f"(generator v{GENERATOR_VERSION}); NOT the paper's COCO-trained weights"
+        ),
+        "generator_version": GENERATOR_VERSION,
+        "seed": cfg.seed,
+        "steps": steps_done,
+        "image_size": cfg.size,
+        "batch": cfg.batch,
+        "train_seconds": round(elapsed, 1),
+        "torch": str(torch.__version__),
+        "config": json.dumps(asdict(cfg)),
+        "heldout_images": cfg.heldout_images,
+        "fp32_heldout_miou": fp32["miou"],
         "storage": "int8 per-channel weights" if int8 else "float32",
     }
     packed = checkpoints.pack(net.state_dict(), cfg.backbone, meta, int8=int8)
     stored = build_network(cfg.backbone)
     stored.load_state_dict(checkpoints.read_packed(packed)["state"])
     scores = evaluate(SegmentationModel(stored.eval()), cfg.seed, cfg.heldout_images, cfg.size)
-    meta.update(heldout_miou=scores["miou"], heldout_pixel_accuracy=scores["pixel_accuracy"],
-                heldout_class_iou=[finite_or_none(v) for v in scores["class_iou"]])
+    meta.update(
+        heldout_miou=scores["miou"],
+        heldout_pixel_accuracy=scores["pixel_accuracy"],
+        heldout_class_iou=[finite_or_none(v) for v in scores["class_iou"]],
+    )
     atomic_save(packed, out)
     atomic_write_text(Path(out).with_suffix(".json"), json.dumps(meta, indent=1, allow_nan=False))
     return meta

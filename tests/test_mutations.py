@@ -40,7 +40,7 @@ MUTATIONS = [
      "        if l2_penalty:\n", "        if False:\n",
      ["tests/test_adv_lib.py::test_asma_matches_adv_libs_images_where_the_l2_term_matters"]),
     ("CosPGD defaults to the sigmoid cosine", "segattack/attacks/cospgd.py",
-     'cosine: Cosine = "softmax", random_start: bool = False', 'cosine: Cosine = "sigmoid", random_start: bool = False',
+     '    cosine: Cosine = "softmax",\n    random_start', '    cosine: Cosine = "sigmoid",\n    random_start',
      ["tests/test_attack_suite.py::test_cospgd_default_is_the_authors_softmax_cosine"]),
     ("L2 projection scales every perturbation onto the sphere", "segattack/attacks/_projected.py",
      "return delta * (eps / _per_sample_l2(delta)).clamp(max=1.0)", "return delta * (eps / _per_sample_l2(delta))",

@@ -6,9 +6,10 @@ wrapper's business (``segattack.models``), never an attack's. Each module regist
 :class:`AttackSpec` in :data:`ATTACKS`, the registry every part of the study reads (the import
 order below is the order the studies compare them in).
 """
+# ruff: noqa: I001  (the imports register the attacks: their order is the studies' order)
 
 from ._common import AttackDiverged, AttackResult
-from .pgd import pgd, targeted_pgd  # noqa: I001 (registration order)
+from .pgd import pgd, targeted_pgd
 from .segpgd import segpgd
 from .cospgd import cospgd
 from .dag import dag
@@ -20,6 +21,24 @@ from .pdpgd import pdpgd
 from .fmn import fmn
 from .registry import ATTACKS, DEFAULT_ATTACK, ENTRY_POINT_GROUP, AttackSpec, register
 
-__all__ = ["ATTACKS", "DEFAULT_ATTACK", "ENTRY_POINT_GROUP", "AttackDiverged", "AttackResult", "AttackSpec",
-           "alma_prox", "apgd", "asma", "cospgd", "dag", "fmn", "pdpgd", "pgd", "register", "sea", "segpgd",
-           "targeted_pgd", "worst_case"]
+__all__ = [
+    "ATTACKS",
+    "DEFAULT_ATTACK",
+    "ENTRY_POINT_GROUP",
+    "AttackDiverged",
+    "AttackResult",
+    "AttackSpec",
+    "alma_prox",
+    "apgd",
+    "asma",
+    "cospgd",
+    "dag",
+    "fmn",
+    "pdpgd",
+    "pgd",
+    "register",
+    "sea",
+    "segpgd",
+    "targeted_pgd",
+    "worst_case",
+]

@@ -7,9 +7,10 @@ import inspect
 import numbers
 import types
 import typing
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -62,12 +63,15 @@ def check_inputs(images: torch.Tensor, targets: torch.Tensor) -> None:
     if images.min() < 0 or images.max() > 1:
         raise ValueError(f"images must lie in [0,1], got range [{images.min():.3f}, {images.max():.3f}]")
     if targets.shape != (images.shape[0], *images.shape[2:]):
-        raise ValueError(f"target masks must be (B,H,W) = {(images.shape[0], *images.shape[2:])}, "
-                         f"got {tuple(targets.shape)}")
+        raise ValueError(
+            f"target masks must be (B,H,W) = {(images.shape[0], *images.shape[2:])}, got {tuple(targets.shape)}"
+        )
     bad = (targets < 0) | ((targets >= NUM_CLASSES) & (targets != IGNORE_INDEX))
     if bad.any():
-        raise ValueError(f"target masks hold class ids outside 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} "
-                         f"for ignore): {sorted(set(targets[bad].unique().tolist()))[:5]}")
+        raise ValueError(
+            f"target masks hold class ids outside 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} "
+            f"for ignore): {sorted(set(targets[bad].unique().tolist()))[:5]}"
+        )
 
 
 def check_positive(**values: float) -> None:
@@ -144,8 +148,14 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum(dtype=torch.float32)))
 
 
-def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None, current: Callable[[], torch.Tensor],
-                 tracker: SampleTracker, params: dict[str, Any]) -> None:
+def guard_finite(
+    step: int,
+    logits: torch.Tensor,
+    grad: torch.Tensor | None,
+    current: Callable[[], torch.Tensor],
+    tracker: SampleTracker,
+    params: dict[str, Any],
+) -> None:
     """Raise :class:`AttackDiverged` on NaN/inf logits or gradients, with the finished iterations
     and the images ``current()`` gives (built only then)."""
     what = "logits" if not _finite(logits) else ("gradients" if grad is not None and not _finite(grad) else None)
@@ -153,8 +163,10 @@ def guard_finite(step: int, logits: torch.Tensor, grad: torch.Tensor | None, cur
         return
     adv = current()
     done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in tracker.history.items()}
-    raise AttackDiverged(f"the model produced non-finite {what} at iteration {step}; "
-                         f"{step} finished iterations are kept in .partial", AttackResult(adv.detach(), done, params))
+    raise AttackDiverged(
+        f"the model produced non-finite {what} at iteration {step}; {step} finished iterations are kept in .partial",
+        AttackResult(adv.detach(), done, params),
+    )
 
 
 def success_rate(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -163,14 +175,22 @@ def success_rate(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> to
     return at_label if targeted else 1 - at_label
 
 
-def finish(model: nn.Module, adv: torch.Tensor, labels: torch.Tensor, targeted: bool,
-           tracker: SampleTracker, steps: int, params: dict[str, Any]) -> AttackResult:
+def finish(
+    model: nn.Module,
+    adv: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    tracker: SampleTracker,
+    steps: int,
+    params: dict[str, Any],
+) -> AttackResult:
     """Package an attack's outcome: one inference pass gives the final prediction and success."""
     with torch.inference_mode():
         pred = predict_classes(model(adv))
     params["iterations"] = tracker.iterations.tolist()
-    return AttackResult(adv.detach(), tracker.stacked(steps), params, pred.clone(),
-                        success_rate(pred, labels, targeted).clone())
+    return AttackResult(
+        adv.detach(), tracker.stacked(steps), params, pred.clone(), success_rate(pred, labels, targeted).clone()
+    )
 
 
 @contextmanager
@@ -188,12 +208,17 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
         return
     inference = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()]
     if inference:
-        raise ValueError(f"the model holds tensors made under torch.inference_mode() ({', '.join(inference[:3])}), "
-                         f"which autograd cannot differentiate through; build or load it outside inference mode")
+        raise ValueError(
+            f"the model holds tensors made under torch.inference_mode() ({', '.join(inference[:3])}), "
+            f"which autograd cannot differentiate through; build or load it outside inference mode"
+        )
     modes = [(module, module.training) for module in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    buffers = [(module, name, buf, buf.detach().clone()) for module in model.modules()
-               for name, buf in module.named_buffers(recurse=False)]
+    buffers = [
+        (module, name, buf, buf.detach().clone())
+        for module in model.modules()
+        for name, buf in module.named_buffers(recurse=False)
+    ]
     try:
         model.eval()
         for p, _ in flags:
@@ -223,17 +248,25 @@ class _CheckedModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.inner(images)
         if not isinstance(out, torch.Tensor):
-            hint = (f"a dict with keys {list(out)[:5]}: wrap the module with segattack.models.wrap_model, which "
-                    f"takes its 'out' entry" if isinstance(out, dict) else _type_name(out))
+            hint = (
+                f"a dict with keys {list(out)[:5]}: wrap the module with segattack.models.wrap_model, which "
+                f"takes its 'out' entry"
+                if isinstance(out, dict)
+                else _type_name(out)
+            )
             raise TypeError(f"the model returned {hint}; attacks need a (B,C,H,W) tensor of logits")
         want = (images.shape[0], *images.shape[2:])
         if out.dim() != 4 or (out.shape[0], *out.shape[2:]) != want:
-            raise ValueError(f"the model's output has shape {tuple(out.shape)} for images {tuple(images.shape)}; "
-                             f"attacks need logits (B,C,H,W) = ({want[0]},C,{want[1]},{want[2]}) at the images' "
-                             f"resolution (upsample inside the model, as torchvision's DeepLabV3 does)")
+            raise ValueError(
+                f"the model's output has shape {tuple(out.shape)} for images {tuple(images.shape)}; "
+                f"attacks need logits (B,C,H,W) = ({want[0]},C,{want[1]},{want[2]}) at the images' "
+                f"resolution (upsample inside the model, as torchvision's DeepLabV3 does)"
+            )
         if out.shape[1] <= self.max_label:
-            raise ValueError(f"{self.labels_name} hold class id {self.max_label} but the model outputs "
-                             f"{out.shape[1]} classes (ids 0..{out.shape[1] - 1})")
+            raise ValueError(
+                f"{self.labels_name} hold class id {self.max_label} but the model outputs "
+                f"{out.shape[1]} classes (ids 0..{out.shape[1] - 1})"
+            )
         return out
 
     def __getattr__(self, name: str) -> Any:

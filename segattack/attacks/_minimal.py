@@ -33,8 +33,14 @@ def check_threshold(adv_threshold: float) -> None:
         raise ValueError(f"adv_threshold must be in (0, 1], got {adv_threshold}")
 
 
-def is_better(dist: torch.Tensor, best_dist: torch.Tensor, share: torch.Tensor, best_share: torch.Tensor,
-              found: torch.Tensor, adv_threshold: float) -> torch.Tensor:
+def is_better(
+    dist: torch.Tensor,
+    best_dist: torch.Tensor,
+    share: torch.Tensor,
+    best_share: torch.Tensor,
+    found: torch.Tensor,
+    adv_threshold: float,
+) -> torch.Tensor:
     """(B,) adv_lib's rule for replacing an image's best iterate: a successful one no larger than the
     best, or, before any success, one whose share of won pixels is at least the best's."""
     success = share >= adv_threshold
@@ -95,9 +101,18 @@ def pixel_share(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> tor
     return (won & valid).flatten(1).sum(1).float() / valid.flatten(1).sum(1).clamp_min(1)
 
 
-def finish_minimal(model: nn.Module, best_adv: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-                   targeted: bool, tracker: SampleTracker, steps: int, params: dict[str, Any], norm: MinNorm,
-                   adv_threshold: float) -> AttackResult:
+def finish_minimal(
+    model: nn.Module,
+    best_adv: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    tracker: SampleTracker,
+    steps: int,
+    params: dict[str, Any],
+    norm: MinNorm,
+    adv_threshold: float,
+) -> AttackResult:
     """:func:`finish`, with ``params['perturbation_norm']`` (each returned perturbation's norm) and
     ``params['adversarial']`` (whether it reaches ``adv_threshold``)."""
     result = finish(model, best_adv, labels, targeted, tracker, steps, params)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -28,8 +29,9 @@ def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
     return delta * (eps / _per_sample_l2(delta)).clamp(max=1.0)
 
 
-def random_start(shape: torch.Size, eps: float, norm: Norm, generator: torch.Generator | None,
-                 like: torch.Tensor) -> torch.Tensor:
+def random_start(
+    shape: torch.Size, eps: float, norm: Norm, generator: torch.Generator | None, like: torch.Tensor
+) -> torch.Tensor:
     """A uniform point of the L-inf ball, or a random direction at a uniform radius of the L2 ball."""
     if norm == "linf":
         return ((torch.rand(shape, generator=generator) * 2 - 1) * eps).to(like)
@@ -38,12 +40,27 @@ def random_start(shape: torch.Size, eps: float, norm: Norm, generator: torch.Gen
     return (direction / _per_sample_l2(direction) * radius).to(like)
 
 
-def projected_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: LossFn, *,
-                       targeted: bool, steps: int, eps: float, alpha: float, norm: Norm = "linf",
-                       raw_gradient: bool = False, scale: torch.Tensor | None = None, clip: bool = True,
-                       random_init: bool = False, generator: torch.Generator | None = None,
-                       adv_threshold: float | None = None, weights: torch.Tensor | None = None,
-                       progress: bool = False, params: dict[str, Any]) -> AttackResult:
+def projected_gradient(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    targeted: bool,
+    steps: int,
+    eps: float,
+    alpha: float,
+    norm: Norm = "linf",
+    raw_gradient: bool = False,
+    scale: torch.Tensor | None = None,
+    clip: bool = True,
+    random_init: bool = False,
+    generator: torch.Generator | None = None,
+    adv_threshold: float | None = None,
+    weights: torch.Tensor | None = None,
+    progress: bool = False,
+    params: dict[str, Any],
+) -> AttackResult:
     """Iterate ``delta <- project(delta -/+ alpha * step(grad))`` in the attack's own space.
 
     The image seen by the model is ``images + delta * scale`` (``scale`` maps the attack space to

@@ -46,7 +46,7 @@ PenaltyGrad = Literal["exact", "adv_lib"]
 
 def p2_penalty(y: torch.Tensor, rho: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """ALMA's P2 penalty of a constraint value y (elementwise)."""
-    above = mu * y + mu * rho * y ** 2 + rho ** 2 * y ** 3 / 6
+    above = mu * y + mu * rho * y**2 + rho**2 * y**3 / 6
     below = mu * y / (1 - rho.clamp_min(1) * y.clamp_max(0))
     return torch.where(y >= 0, above, below)
 
@@ -54,13 +54,20 @@ def p2_penalty(y: torch.Tensor, rho: torch.Tensor, mu: torch.Tensor) -> torch.Te
 def p2_derivative(y: torch.Tensor, rho: torch.Tensor, mu: torch.Tensor, reading: PenaltyGrad = "exact") -> torch.Tensor:
     """dP2/dy (``reading="adv_lib"``: adv_lib's backward, mu y for mu on the y >= 0 branch)."""
     first = mu * y if reading == "adv_lib" else mu
-    above = first + 2 * mu * rho * y + rho ** 2 * y ** 2 / 2
+    above = first + 2 * mu * rho * y + rho**2 * y**2 / 2
     below = mu / (1 - rho.clamp_min(1) * y.clamp_max(0)) ** 2
     return torch.where(y >= 0, above, below)
 
 
-def linf_prox_box(delta: torch.Tensor, lam: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
-                  metric: torch.Tensor, tol: float = 1e-6, section: float = 1 / 3) -> torch.Tensor:
+def linf_prox_box(
+    delta: torch.Tensor,
+    lam: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    metric: torch.Tensor,
+    tol: float = 1e-6,
+    section: float = 1 / 3,
+) -> torch.Tensor:
     """argmin_u 1/2 ||u - delta||_H^2 + lam ||u||_inf with lower <= u <= upper (H = ``metric``, lam (B,)).
 
     Given a radius t the minimiser is delta clipped to the box and to [-t, t]; t is found by a
@@ -85,13 +92,33 @@ def linf_prox_box(delta: torch.Tensor, lam: torch.Tensor, lower: torch.Tensor, u
 
 
 @guarded
-def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True,
-              steps: int = 500, adv_threshold: float = 0.99, lr_init: float = 0.001, lr_reduction: float = 0.1,
-              mu_init: float = 1.0, rho_init: float = 0.01, check_steps: int = 10, tau: float = 0.95,
-              gamma: float = 2.0, alpha: float = 0.8, alpha_rms: float | None = None, scale_min: float = 0.1,
-              scale_max: float = 1.0, scale_init: float = 1.0, scale_gamma: float = 0.02,
-              logit_tolerance: float = 1e-4, constraint_masking: bool = True, mask_decay: bool = True,
-              penalty_grad: PenaltyGrad = "exact", progress: bool = False) -> AttackResult:
+def alma_prox(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    steps: int = 500,
+    adv_threshold: float = 0.99,
+    lr_init: float = 0.001,
+    lr_reduction: float = 0.1,
+    mu_init: float = 1.0,
+    rho_init: float = 0.01,
+    check_steps: int = 10,
+    tau: float = 0.95,
+    gamma: float = 2.0,
+    alpha: float = 0.8,
+    alpha_rms: float | None = None,
+    scale_min: float = 0.1,
+    scale_max: float = 1.0,
+    scale_init: float = 1.0,
+    scale_gamma: float = 0.02,
+    logit_tolerance: float = 1e-4,
+    constraint_masking: bool = True,
+    mask_decay: bool = True,
+    penalty_grad: PenaltyGrad = "exact",
+    progress: bool = False,
+) -> AttackResult:
     """ALMA prox on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (sum of the masked penalties), ``success`` (share of pixels won), ``norm``
@@ -102,8 +129,15 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
     check_threshold(adv_threshold)
-    check_positive(lr_init=lr_init, mu_init=mu_init, rho_init=rho_init, check_steps=check_steps, gamma=gamma,
-                   scale_min=scale_min, scale_init=scale_init)
+    check_positive(
+        lr_init=lr_init,
+        mu_init=mu_init,
+        rho_init=rho_init,
+        check_steps=check_steps,
+        gamma=gamma,
+        scale_min=scale_min,
+        scale_init=scale_init,
+    )
     if not 0 < lr_reduction <= 1:
         raise ValueError(f"lr_reduction must be in (0, 1], got {lr_reduction}")
     for name, value in (("alpha", alpha), ("alpha_rms", alpha_rms), ("tau", tau), ("scale_gamma", scale_gamma)):
@@ -113,12 +147,30 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
         raise ValueError(f"penalty_grad must be 'exact' or 'adv_lib', got {penalty_grad!r}")
     alpha_rms = alpha if alpha_rms is None else alpha_rms
     params: dict[str, Any] = {
-        "attack": "alma_prox", "targeted": targeted, "steps": steps, "adv_threshold": adv_threshold,
-        "lr_init": lr_init, "lr_reduction": lr_reduction, "mu_init": mu_init, "rho_init": rho_init,
-        "check_steps": check_steps, "tau": tau, "gamma": gamma, "alpha": alpha, "alpha_rms": alpha_rms,
-        "scale_min": scale_min, "scale_max": scale_max, "scale_init": scale_init, "scale_gamma": scale_gamma,
-        "logit_tolerance": logit_tolerance, "constraint_masking": constraint_masking, "mask_decay": mask_decay,
-        "penalty_grad": penalty_grad, "norm": "linf", "space": "[0,1] pixels"}
+        "attack": "alma_prox",
+        "targeted": targeted,
+        "steps": steps,
+        "adv_threshold": adv_threshold,
+        "lr_init": lr_init,
+        "lr_reduction": lr_reduction,
+        "mu_init": mu_init,
+        "rho_init": rho_init,
+        "check_steps": check_steps,
+        "tau": tau,
+        "gamma": gamma,
+        "alpha": alpha,
+        "alpha_rms": alpha_rms,
+        "scale_min": scale_min,
+        "scale_max": scale_max,
+        "scale_init": scale_init,
+        "scale_gamma": scale_gamma,
+        "logit_tolerance": logit_tolerance,
+        "constraint_masking": constraint_masking,
+        "mask_decay": mask_decay,
+        "penalty_grad": penalty_grad,
+        "norm": "linf",
+        "space": "[0,1] pixels",
+    }
     x = images.detach()
     n, view = len(x), (-1, 1, 1, 1)
     valid = labels != IGNORE_INDEX
@@ -179,7 +231,7 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
             loss = (p2_penalty(c64, rho, mu) * keep).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(constraints, d, grad_outputs=slope.to(constraints.dtype))
         with torch.no_grad():
-            guard_finite(i, logits, grad, lambda: best_adv, tracker, params)
+            guard_finite(i, logits, grad, lambda best=best_adv: best, tracker, params)
             if lr_reduction != 1:
                 tangent = lr_reduction / (1 - lr_reduction) * (steps - first_success).clamp_min(1)
                 lam = lr * tangent / ((i - first_success).clamp_min(0) + tangent)
@@ -192,5 +244,4 @@ def alma_prox(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, t
     return finish_minimal(model, best_adv, x, labels, targeted, tracker, steps, params, "linf", adv_threshold)
 
 
-SPEC = register(AttackSpec(name="alma_prox", fn=alma_prox, label="ALMA prox", paper_steps=500,
-                           kind="minimal_norm"))
+SPEC = register(AttackSpec(name="alma_prox", fn=alma_prox, label="ALMA prox", paper_steps=500, kind="minimal_norm"))

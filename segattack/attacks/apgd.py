@@ -43,7 +43,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..metrics import predict_classes
-from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded, success_rate
+from ._common import (
+    AttackResult,
+    SampleTracker,
+    check_inputs,
+    check_positive,
+    finish,
+    guard_finite,
+    guarded,
+    success_rate,
+)
 from ._projected import Norm, _per_sample_l2, project
 from ._projected import random_start as random_point
 from .losses import LossName, get_loss
@@ -68,17 +77,32 @@ def checkpoints(steps: int) -> list[int]:
     return out
 
 
-def stalled(rises: torch.Tensor, spacing: int, rho: float, halved_last: torch.Tensor, best_at_last_check: torch.Tensor,
-            best: torch.Tensor) -> torch.Tensor:
+def stalled(
+    rises: torch.Tensor,
+    spacing: int,
+    rho: float,
+    halved_last: torch.Tensor,
+    best_at_last_check: torch.Tensor,
+    best: torch.Tensor,
+) -> torch.Tensor:
     """(B,) Croce and Hein's two conditions for halving the step at a checkpoint ``spacing`` iterations
     after the last: the loss rose on at most ``rho * spacing`` of them, or the step did not halve last
     time and the best loss has not improved since."""
     return (rises <= spacing * rho) | (~halved_last & (best_at_last_check >= best))
 
 
-def _step(x: torch.Tensor, current: torch.Tensor, previous: torch.Tensor, grad: torch.Tensor, step_size: torch.Tensor,
-          eps: float, norm: Norm, momentum: float) -> torch.Tensor:
+def _step(
+    x: torch.Tensor,
+    current: torch.Tensor,
+    previous: torch.Tensor,
+    grad: torch.Tensor,
+    step_size: torch.Tensor,
+    eps: float,
+    norm: Norm,
+    momentum: float,
+) -> torch.Tensor:
     """One APGD update from ``current`` (``previous`` the point the last step left from)."""
+
     def to_ball(point: torch.Tensor) -> torch.Tensor:
         return (x + project(point - x, eps, norm)).clamp(0, 1)
 
@@ -87,9 +111,23 @@ def _step(x: torch.Tensor, current: torch.Tensor, previous: torch.Tensor, grad: 
     return to_ball(current + momentum * (z - current) + (1 - momentum) * (current - previous))
 
 
-def run_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor, *, targeted: bool,
-             steps: int, eps: float, norm: Norm, loss: str, track_loss: str | None, rho: float,
-             adv_threshold: float | None, progress: bool, params: dict[str, Any]) -> AttackResult:
+def run_apgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    targeted: bool,
+    steps: int,
+    eps: float,
+    norm: Norm,
+    loss: str,
+    track_loss: str | None,
+    rho: float,
+    adv_threshold: float | None,
+    progress: bool,
+    params: dict[str, Any],
+) -> AttackResult:
     """APGD from ``start`` (already in the ball and in [0,1]); see the module docstring.
 
     History (steps, B): ``loss`` (attack loss), ``track`` (tracked loss), ``step_size`` (the eta the
@@ -161,11 +199,23 @@ def run_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, start
 
 
 @guarded
-def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 100,
-         eps: float | None = None, norm: Literal["linf", "l2"] = "linf", loss: LossName = "ce",
-         track_loss: LossName | None = None, rho: float = 0.75, random_start: bool = False,
-         adv_threshold: float | None = None, generator: torch.Generator | None = None,
-         progress: bool = False) -> AttackResult:
+def apgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    steps: int = 100,
+    eps: float | None = None,
+    norm: Literal["linf", "l2"] = "linf",
+    loss: LossName = "ce",
+    track_loss: LossName | None = None,
+    rho: float = 0.75,
+    random_start: bool = False,
+    adv_threshold: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """APGD on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     Defaults: ``eps`` 8/255 (L-inf) or 0.5 (L2) in [0,1] pixels; ``loss="ce"`` tracked by itself;
@@ -185,17 +235,47 @@ def apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, target
     check_positive(eps=eps)
     if not 0 < rho <= 1:
         raise ValueError(f"rho must be in (0, 1], got {rho}")
-    params: dict[str, Any] = {"attack": "apgd", "targeted": targeted, "steps": steps, "eps": eps, "norm": norm,
-                              "loss": loss, "track_loss": track_loss or loss, "rho": rho, "random_start": random_start,
-                              "adv_threshold": adv_threshold, "space": "[0,1] pixels"}
+    params: dict[str, Any] = {
+        "attack": "apgd",
+        "targeted": targeted,
+        "steps": steps,
+        "eps": eps,
+        "norm": norm,
+        "loss": loss,
+        "track_loss": track_loss or loss,
+        "rho": rho,
+        "random_start": random_start,
+        "adv_threshold": adv_threshold,
+        "space": "[0,1] pixels",
+    }
     images = images.detach()
     start = images
     if random_start:
         start = (images + random_point(images.shape, eps, norm, generator, images)).clamp(0, 1)
-    return run_apgd(model, images, labels, start, targeted=targeted, steps=steps, eps=eps, norm=norm, loss=loss,
-                    track_loss=track_loss, rho=rho, adv_threshold=adv_threshold, progress=progress, params=params)
+    return run_apgd(
+        model,
+        images,
+        labels,
+        start,
+        targeted=targeted,
+        steps=steps,
+        eps=eps,
+        norm=norm,
+        loss=loss,
+        track_loss=track_loss,
+        rho=rho,
+        adv_threshold=adv_threshold,
+        progress=progress,
+        params=params,
+    )
 
 
-SPEC = register(AttackSpec(
-    name="apgd", fn=apgd, label="APGD", paper_steps=100,
-    budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"}))
+SPEC = register(
+    AttackSpec(
+        name="apgd",
+        fn=apgd,
+        label="APGD",
+        paper_steps=100,
+        budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"},
+    )
+)

@@ -40,8 +40,16 @@ from tqdm.auto import tqdm
 
 from ..classes import IGNORE_INDEX
 from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
-from ._common import (AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded,
-                      success_rate)
+from ._common import (
+    AttackResult,
+    SampleTracker,
+    check_inputs,
+    check_positive,
+    finish,
+    guard_finite,
+    guarded,
+    success_rate,
+)
 from .registry import AttackSpec, register
 
 PAPER_TAU = 1e-5
@@ -62,14 +70,19 @@ def target_iou(pred: torch.Tensor, targets: torch.Tensor, iou_average: IouAverag
     return iou.to(torch.float32)
 
 
-def step_multiplier(pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float,
-                    iou_average: IouAverage = "present") -> torch.Tensor:
+def step_multiplier(
+    pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float, iou_average: IouAverage = "present"
+) -> torch.Tensor:
     """Eq. (2): (B,) alpha_n = beta * IoU(Y_t, pred) + tau."""
     return beta * target_iou(pred, targets, iou_average) + tau
 
 
-def asma_objective(logits: torch.Tensor, targets: torch.Tensor, score: Literal["logits", "softmax"] = "logits",
-                   pred: torch.Tensor | None = None) -> torch.Tensor:
+def asma_objective(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    score: Literal["logits", "softmax"] = "logits",
+    pred: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. (1)'s objective per image (B,): target-class scores summed over pixels not at target.
 
     ``pred`` is the prediction from these logits when the caller already has it."""
@@ -86,11 +99,23 @@ def asma_objective(logits: torch.Tensor, targets: torch.Tensor, score: Literal["
 
 
 @guarded
-def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta: float,
-         tau: float = PAPER_TAU, steps: int = 100, score: Literal["logits", "softmax"] = "logits",
-         iou_average: IouAverage = "present", l2_penalty: bool = False, clip: bool = True,
-         eps: float | None = None, initial_step: Literal["eq2", "tau"] = "eq2",
-         adv_threshold: float | None = None, progress: bool = False) -> AttackResult:
+def asma(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    beta: float,
+    tau: float = PAPER_TAU,
+    steps: int = 100,
+    score: Literal["logits", "softmax"] = "logits",
+    iou_average: IouAverage = "present",
+    l2_penalty: bool = False,
+    clip: bool = True,
+    eps: float | None = None,
+    initial_step: Literal["eq2", "tau"] = "eq2",
+    adv_threshold: float | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """Multiclass ASMA on a batch of [0,1] images toward ``targets`` (B,H,W).
 
     ``adv_threshold`` (None, the paper's setting: every step) stops a sample once that fraction of
@@ -108,13 +133,24 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
         raise ValueError(f"iou_average must be 'present', 'all', 'pixel' or 'adv_lib', got {iou_average!r}")
     if initial_step not in ("eq2", "tau"):
         raise ValueError(f"initial_step must be 'eq2' or 'tau', got {initial_step!r}")
-    params: dict[str, Any] = {"attack": "asma", "steps": steps, "beta": beta, "tau": tau, "score": score,
-                              "iou_average": iou_average, "l2_penalty": l2_penalty, "clip": clip, "eps": eps,
-                              "initial_step": initial_step, "adv_threshold": adv_threshold}
+    params: dict[str, Any] = {
+        "attack": "asma",
+        "steps": steps,
+        "beta": beta,
+        "tau": tau,
+        "score": score,
+        "iou_average": iou_average,
+        "l2_penalty": l2_penalty,
+        "clip": clip,
+        "eps": eps,
+        "initial_step": initial_step,
+        "adv_threshold": adv_threshold,
+    }
     images = images.detach()
     adv = images.clone()
-    tracker = SampleTracker(len(images), images.device, ("loss", "iou_target", "step_size", "success", "l2"),
-                           adv_threshold)
+    tracker = SampleTracker(
+        len(images), images.device, ("loss", "iou_target", "step_size", "success", "l2"), adv_threshold
+    )
     for step in tqdm(range(steps), desc="asma", disable=not progress, leave=False):
         rows = tracker.rows()
         if rows is None:
@@ -130,8 +166,14 @@ def asma(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, beta:
         with torch.no_grad():
             iou = target_iou(pred, y, iou_average)
             alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
-            done = tracker.record(rows, loss=objective, iou_target=iou, step_size=alpha,
-                                  success=success_rate(pred, y, targeted=True), l2=squared_l2.detach().sqrt())
+            done = tracker.record(
+                rows,
+                loss=objective,
+                iou_target=iou,
+                step_size=alpha,
+                success=success_rate(pred, y, targeted=True),
+                l2=squared_l2.detach().sqrt(),
+            )
             guard_finite(step, logits, grad, lambda: adv, tracker, params)
             moved = x_adv.detach() + alpha.view(-1, 1, 1, 1).to(grad) * grad
             if eps is not None:
@@ -149,20 +191,31 @@ def paper_params(backbone: str) -> dict[str, Any]:
 
 def _adv_lib_notes(params: dict[str, Any], image_size: int, images: int) -> str | None:
     """The discussion's paragraph on where this reading of ASMA differs from adv_lib's."""
-    return ("where our ASMA deliberately differs from adv_lib's (the field's reference): we follow the paper's "
-            "eqs. (1)-(2) by default — no L2 penalty, alpha_n from each image's own IoU over the classes present, "
-            "alpha_0 from eq. (2), the last iterate returned; this run used "
-            f"`l2_penalty={params['l2_penalty']}`, `iou_average='{params['iou_average']}'`, "
-            f"`initial_step='{params['initial_step']}'`. adv_lib subtracts ||X_n - X||², uses one batch-level IoU "
-            "over all 21 classes, starts with alpha_0 = tau and returns its best iterate. Each of its readings is an "
-            "option; with them our steps equal adv_lib's at batch 1 (tests/test_adv_lib.py), and at a larger batch "
-            "only with adv_lib's logit term divided by the batch size, since adv_lib sums that term over the batch.")
+    return (
+        "where our ASMA deliberately differs from adv_lib's (the field's reference): we follow the paper's "
+        "eqs. (1)-(2) by default — no L2 penalty, alpha_n from each image's own IoU over the classes present, "
+        "alpha_0 from eq. (2), the last iterate returned; this run used "
+        f"`l2_penalty={params['l2_penalty']}`, `iou_average='{params['iou_average']}'`, "
+        f"`initial_step='{params['initial_step']}'`. adv_lib subtracts ||X_n - X||², uses one batch-level IoU "
+        "over all 21 classes, starts with alpha_0 = tau and returns its best iterate. Each of its readings is an "
+        "option; with them our steps equal adv_lib's at batch 1 (tests/test_adv_lib.py), and at a larger batch "
+        "only with adv_lib's logit term divided by the batch size, since adv_lib sums that term over the batch."
+    )
 
 
-SPEC = register(AttackSpec(
-    name="asma", fn=asma, label="ASMA", paper_params=paper_params, paper_steps=1000, default_steps=300,
-    # the paper's beta/tau, with the budget as the optional L-inf bound
-    budget=lambda eps, steps, backbone: {**paper_params(backbone), "eps": eps, "steps": steps},
-    compared=True, in_paper=True,
-    describe=lambda p: f"g = {p['score']}, IoU {p['iou_average']}, L2 term {'on' if p['l2_penalty'] else 'off'}",
-    notes=_adv_lib_notes))
+SPEC = register(
+    AttackSpec(
+        name="asma",
+        fn=asma,
+        label="ASMA",
+        paper_params=paper_params,
+        paper_steps=1000,
+        default_steps=300,
+        # the paper's beta/tau, with the budget as the optional L-inf bound
+        budget=lambda eps, steps, backbone: {**paper_params(backbone), "eps": eps, "steps": steps},
+        compared=True,
+        in_paper=True,
+        describe=lambda p: f"g = {p['score']}, IoU {p['iou_average']}, L2 term {'on' if p['l2_penalty'] else 'off'}",
+        notes=_adv_lib_notes,
+    )
+)

@@ -25,12 +25,10 @@ from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
 from .registry import AttackSpec, register
 
-
 Cosine = Literal["softmax", "sigmoid"]
 
 
-def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool,
-                cosine: Cosine = "softmax") -> torch.Tensor:
+def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, cosine: Cosine = "softmax") -> torch.Tensor:
     """(B,) CosPGD's cosine-weighted cross-entropy, averaged over each image's labelled pixels.
 
     The cosine between class scores p and a one-hot label y is p_y / ||p||: no one-hot tensor is
@@ -48,10 +46,22 @@ def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool,
 
 
 @guarded
-def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
-           norm: Literal["linf", "l2"] = "linf", eps: float | None = None, alpha: float | None = None,
-           cosine: Cosine = "softmax", random_start: bool = False, adv_threshold: float | None = None,
-           generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
+def cospgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 20,
+    targeted: bool = True,
+    norm: Literal["linf", "l2"] = "linf",
+    eps: float | None = None,
+    alpha: float | None = None,
+    cosine: Cosine = "softmax",
+    random_start: bool = False,
+    adv_threshold: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """CosPGD on a batch of [0,1] images; ``eps`` defaults to 8/255 (L-inf) or 0.5 (L2).
 
     ``adv_threshold`` (None: every step) stops a sample once that fraction of its pixels is done."""
@@ -65,14 +75,43 @@ def cospgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
     eps = (8 / 255 if norm == "linf" else 0.5) if eps is None else eps
     alpha = 2.5 * eps / steps if alpha is None else alpha
     check_positive(eps=eps, alpha=alpha)
-    params: dict[str, Any] = {"attack": "cospgd", "targeted": targeted, "steps": steps, "norm": norm, "eps": eps,
-                              "alpha": alpha, "cosine": cosine, "random_start": random_start, "adv_threshold": adv_threshold,
-                              "space": "[0,1] pixels"}
-    return projected_gradient(model, images, labels, lambda z, y, _, __: cospgd_loss(z, y, targeted, cosine),
-                              targeted=targeted, steps=steps, eps=eps, alpha=alpha, norm=norm,
-                              random_init=random_start, generator=generator, adv_threshold=adv_threshold,
-                              progress=progress, params=params)
+    params: dict[str, Any] = {
+        "attack": "cospgd",
+        "targeted": targeted,
+        "steps": steps,
+        "norm": norm,
+        "eps": eps,
+        "alpha": alpha,
+        "cosine": cosine,
+        "random_start": random_start,
+        "adv_threshold": adv_threshold,
+        "space": "[0,1] pixels",
+    }
+    return projected_gradient(
+        model,
+        images,
+        labels,
+        lambda z, y, _, __: cospgd_loss(z, y, targeted, cosine),
+        targeted=targeted,
+        steps=steps,
+        eps=eps,
+        alpha=alpha,
+        norm=norm,
+        random_init=random_start,
+        generator=generator,
+        adv_threshold=adv_threshold,
+        progress=progress,
+        params=params,
+    )
 
 
-SPEC = register(AttackSpec(name="cospgd", fn=cospgd, label="CosPGD", paper_steps=20,
-                           budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps}, compared=True))
+SPEC = register(
+    AttackSpec(
+        name="cospgd",
+        fn=cospgd,
+        label="CosPGD",
+        paper_steps=20,
+        budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps},
+        compared=True,
+    )
+)

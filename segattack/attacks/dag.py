@@ -44,9 +44,19 @@ def logit_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> 
 
 
 @guarded
-def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 200, targeted: bool = True,
-        gamma: float = PAPER_GAMMA, norm: Literal["linf", "l2"] = "linf", adv_threshold: float | None = 0.99,
-        unsuccessful: Literal["last", "clean"] = "last", progress: bool = False) -> AttackResult:
+def dag(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 200,
+    targeted: bool = True,
+    gamma: float = PAPER_GAMMA,
+    norm: Literal["linf", "l2"] = "linf",
+    adv_threshold: float | None = 0.99,
+    unsuccessful: Literal["last", "clean"] = "last",
+    progress: bool = False,
+) -> AttackResult:
     """DAG on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (summed positive margins) and ``success`` per iteration; a stopped sample's
@@ -67,8 +77,15 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     counts = valid.flatten(1).sum(1).clamp_min(1)
     r = torch.zeros_like(images)
     tracker = SampleTracker(len(images), images.device, ("loss", "success"), adv_threshold)
-    params: dict[str, Any] = {"attack": "dag", "targeted": targeted, "steps": steps, "gamma": gamma, "norm": norm,
-                              "adv_threshold": adv_threshold, "unsuccessful": unsuccessful}
+    params: dict[str, Any] = {
+        "attack": "dag",
+        "targeted": targeted,
+        "steps": steps,
+        "gamma": gamma,
+        "norm": norm,
+        "adv_threshold": adv_threshold,
+        "unsuccessful": unsuccessful,
+    }
     for step in tqdm(range(steps), desc="dag", disable=not progress, leave=False):
         rows = tracker.rows()
         if rows is None:
@@ -91,6 +108,14 @@ def dag(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
 
 
 # DAG is unbounded by design: the studies give it steps of L-inf size eps/4 and report the norms it reaches.
-SPEC = register(AttackSpec(name="dag", fn=dag, label="DAG", paper_steps=200,
-                           budget=lambda eps, steps, backbone: {"gamma": eps / 4, "steps": steps},
-                           compared=True, security_curve=False))
+SPEC = register(
+    AttackSpec(
+        name="dag",
+        fn=dag,
+        label="DAG",
+        paper_steps=200,
+        budget=lambda eps, steps, backbone: {"gamma": eps / 4, "steps": steps},
+        compared=True,
+        security_curve=False,
+    )
+)

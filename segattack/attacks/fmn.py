@@ -40,10 +40,23 @@ FmnLoss = Literal["masked", "sum"]
 
 
 @guarded
-def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 100,
-        norm: MinNorm = "linf", adv_threshold: float = 0.99, alpha_init: float = 1.0, alpha_final: float | None = None,
-        gamma_init: float = 0.05, gamma_final: float = 0.001, loss: FmnLoss = "masked",
-        projection: Literal["ball", "sphere"] = "ball", progress: bool = False) -> AttackResult:
+def fmn(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    steps: int = 100,
+    norm: MinNorm = "linf",
+    adv_threshold: float = 0.99,
+    alpha_init: float = 1.0,
+    alpha_final: float | None = None,
+    gamma_init: float = 0.05,
+    gamma_final: float = 0.001,
+    loss: FmnLoss = "masked",
+    projection: Literal["ball", "sphere"] = "ball",
+    progress: bool = False,
+) -> AttackResult:
     """FMN on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (L), ``success`` (share of pixels won), ``norm`` (of the iterate's
@@ -63,9 +76,19 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
     alpha_final = alpha_init / 100 if alpha_final is None else alpha_final
     check_positive(alpha_init=alpha_init, alpha_final=alpha_final, gamma_init=gamma_init, gamma_final=gamma_final)
     params: dict[str, Any] = {
-        "attack": "fmn", "targeted": targeted, "steps": steps, "norm": norm, "adv_threshold": adv_threshold,
-        "alpha_init": alpha_init, "alpha_final": alpha_final, "gamma_init": gamma_init, "gamma_final": gamma_final,
-        "loss": loss, "projection": projection, "space": "[0,1] pixels"}
+        "attack": "fmn",
+        "targeted": targeted,
+        "steps": steps,
+        "norm": norm,
+        "adv_threshold": adv_threshold,
+        "alpha_init": alpha_init,
+        "alpha_final": alpha_final,
+        "gamma_init": gamma_init,
+        "gamma_final": gamma_final,
+        "loss": loss,
+        "projection": projection,
+        "space": "[0,1] pixels",
+    }
     x = images.detach()
     n, view = len(x), (-1, 1, 1, 1)
     valid = labels != IGNORE_INDEX
@@ -89,7 +112,7 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
         value = (m * counted).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(value.sum(), d)
         with torch.no_grad():
-            guard_finite(k, logits, grad, lambda: best_adv, tracker, params)
+            guard_finite(k, logits, grad, lambda best=best_adv: best, tracker, params)
             size = lp_norm(delta, norm)
             share = pixel_share(pred, labels, targeted)
             success = share >= adv_threshold
@@ -98,8 +121,11 @@ def fmn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
             best_norm = torch.where(smaller, size, best_norm)
             best_adv = torch.where(smaller.view(view), x + delta, best_adv)
             to_boundary = value.abs() / grad.flatten(1).norm(p=dual, dim=1).clamp_min(1e-12)
-            eps = torch.where(success, torch.minimum(eps * (1 - gamma), best_norm),
-                              torch.where(found, eps * (1 + gamma), size + to_boundary))
+            eps = torch.where(
+                success,
+                torch.minimum(eps * (1 - gamma), best_norm),
+                torch.where(found, eps * (1 + gamma), size + to_boundary),
+            )
             eps = torch.minimum(eps, worst_norm)
             tracker.record(slice(None), loss=value, success=share, norm=size, epsilon=eps)
             step = delta - alpha * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)

@@ -22,7 +22,8 @@ so sign and L2-normalised steps and every per-image comparison are the same unde
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
@@ -34,8 +35,29 @@ LossName = Literal["ce", "mask-ce", "mask-ce-bal", "js"]
 PixelLoss = Callable[..., torch.Tensor]
 
 # The SEA authors' class weights for Pascal VOC (their ``VOC_WTS``), background first.
-VOC_CLASS_WEIGHTS = (0.0007, 0.0531, 0.1394, 0.0500, 0.0814, 0.0575, 0.0256, 0.0312, 0.0198, 0.0626, 0.0382,
-                     0.0457, 0.0212, 0.0404, 0.0421, 0.0089, 0.0915, 0.0585, 0.0366, 0.0279, 0.0677)
+VOC_CLASS_WEIGHTS = (
+    0.0007,
+    0.0531,
+    0.1394,
+    0.0500,
+    0.0814,
+    0.0575,
+    0.0256,
+    0.0312,
+    0.0198,
+    0.0626,
+    0.0382,
+    0.0457,
+    0.0212,
+    0.0404,
+    0.0421,
+    0.0089,
+    0.0915,
+    0.0585,
+    0.0366,
+    0.0279,
+    0.0677,
+)
 
 
 def _per_image(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,40 +66,50 @@ def _per_image(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return pixel_loss.flatten(1).sum(1) / labelled
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False,
-            pred: torch.Tensor | None = None) -> torch.Tensor:
+def ce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) mean cross-entropy over each image's labelled pixels."""
     return _per_image(F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none"), labels)
 
 
-def unsettled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool,
-              pred: torch.Tensor | None = None) -> torch.Tensor:
+def unsettled(
+    logits: torch.Tensor, labels: torch.Tensor, targeted: bool, pred: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,H,W) the labelled pixels the attack has not won: at the label (untargeted), off the target (targeted)."""
     pred = predict_classes(logits.detach()) if pred is None else pred
     at_label = pred == labels
     return (labels != IGNORE_INDEX) & (~at_label if targeted else at_label)
 
 
-def masked_ce_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False,
-                   pred: torch.Tensor | None = None, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def masked_ce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool = False,
+    pred: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """(B,) cross-entropy summed over the :func:`unsettled` pixels, per labelled pixel; ``class_weights``
     (C,) scale each pixel by its label's weight."""
     ce = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="none")
     return _per_image(ce * unsettled(logits, labels, targeted, pred), labels)
 
 
-def balanced_masked_ce_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False,
-                            pred: torch.Tensor | None = None) -> torch.Tensor:
+def balanced_masked_ce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) :func:`masked_ce_loss` weighted by the SEA authors' Pascal VOC class weights."""
     if logits.shape[1] != len(VOC_CLASS_WEIGHTS):
-        raise ValueError(f"mask-ce-bal has weights for {len(VOC_CLASS_WEIGHTS)} classes, the logits have "
-                         f"{logits.shape[1]}")
+        raise ValueError(
+            f"mask-ce-bal has weights for {len(VOC_CLASS_WEIGHTS)} classes, the logits have {logits.shape[1]}"
+        )
     weights = torch.tensor(VOC_CLASS_WEIGHTS, dtype=logits.dtype, device=logits.device)
     return masked_ce_loss(logits, labels, targeted, pred, weights)
 
 
-def js_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False,
-            pred: torch.Tensor | None = None) -> torch.Tensor:
+def js_loss(
+    logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) mean over labelled pixels of JS(softmax, one-hot label) = (KL(p||m) + KL(q||m)) / 2, m = (p+q)/2."""
     valid = labels != IGNORE_INDEX
     safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(1)
@@ -89,8 +121,12 @@ def js_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False,
     return _per_image((kl_pm + kl_qm) / 2 * valid, labels)
 
 
-LOSSES: dict[str, PixelLoss] = {"ce": ce_loss, "mask-ce": masked_ce_loss, "mask-ce-bal": balanced_masked_ce_loss,
-                                "js": js_loss}
+LOSSES: dict[str, PixelLoss] = {
+    "ce": ce_loss,
+    "mask-ce": masked_ce_loss,
+    "mask-ce-bal": balanced_masked_ce_loss,
+    "js": js_loss,
+}
 
 
 def get_loss(name: str) -> PixelLoss:

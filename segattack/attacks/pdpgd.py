@@ -35,8 +35,16 @@ from tqdm.auto import tqdm
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
-from ._minimal import MinNorm, check_threshold, finish_minimal, is_better, l1_ball_projection, lp_norm, margins
-from ._minimal import pixel_share
+from ._minimal import (
+    MinNorm,
+    check_threshold,
+    finish_minimal,
+    is_better,
+    l1_ball_projection,
+    lp_norm,
+    margins,
+    pixel_share,
+)
 from .registry import AttackSpec, register
 
 
@@ -56,13 +64,30 @@ def _prox(z: torch.Tensor, lam: torch.Tensor, norm: MinNorm) -> torch.Tensor:
 
 
 @guarded
-def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 500,
-          norm: MinNorm = "linf", adv_threshold: float = 0.99, random_init: float = 0.0, primal_lr: float = 0.1,
-          primal_lr_decrease: float = 0.01, dual_ratio_init: float = 1.0, dual_lr: float = 0.1,
-          dual_lr_decrease: float = 0.1, dual_ema: float = 0.9, dual_min_ratio: float = 1e-12,
-          proximal_steps: int = 5, prox_tolerance: float = 1e-2, constraint_masking: bool = False,
-          mask_decay: bool = False, generator: torch.Generator | None = None,
-          progress: bool = False) -> AttackResult:
+def pdpgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    steps: int = 500,
+    norm: MinNorm = "linf",
+    adv_threshold: float = 0.99,
+    random_init: float = 0.0,
+    primal_lr: float = 0.1,
+    primal_lr_decrease: float = 0.01,
+    dual_ratio_init: float = 1.0,
+    dual_lr: float = 0.1,
+    dual_lr_decrease: float = 0.1,
+    dual_ema: float = 0.9,
+    dual_min_ratio: float = 1e-12,
+    proximal_steps: int = 5,
+    prox_tolerance: float = 1e-2,
+    constraint_masking: bool = False,
+    mask_decay: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """PDPGD on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     History: ``loss`` (the weighted softplus of the margins), ``success`` (share of pixels won),
@@ -75,18 +100,38 @@ def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targe
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
     check_threshold(adv_threshold)
-    check_positive(primal_lr=primal_lr, primal_lr_decrease=primal_lr_decrease, dual_ratio_init=dual_ratio_init,
-                   dual_lr=dual_lr, dual_lr_decrease=dual_lr_decrease, dual_min_ratio=dual_min_ratio,
-                   proximal_steps=proximal_steps, prox_tolerance=prox_tolerance)
+    check_positive(
+        primal_lr=primal_lr,
+        primal_lr_decrease=primal_lr_decrease,
+        dual_ratio_init=dual_ratio_init,
+        dual_lr=dual_lr,
+        dual_lr_decrease=dual_lr_decrease,
+        dual_min_ratio=dual_min_ratio,
+        proximal_steps=proximal_steps,
+        prox_tolerance=prox_tolerance,
+    )
     if not 0 <= dual_ema < 1 or random_init < 0:
         raise ValueError(f"dual_ema must be in [0, 1) and random_init >= 0, got {dual_ema} and {random_init}")
     params: dict[str, Any] = {
-        "attack": "pdpgd", "targeted": targeted, "steps": steps, "norm": norm, "adv_threshold": adv_threshold,
-        "random_init": random_init, "primal_lr": primal_lr, "primal_lr_decrease": primal_lr_decrease,
-        "dual_ratio_init": dual_ratio_init, "dual_lr": dual_lr, "dual_lr_decrease": dual_lr_decrease,
-        "dual_ema": dual_ema, "dual_min_ratio": dual_min_ratio, "proximal_steps": proximal_steps,
-        "prox_tolerance": prox_tolerance, "constraint_masking": constraint_masking, "mask_decay": mask_decay,
-        "space": "[0,1] pixels"}
+        "attack": "pdpgd",
+        "targeted": targeted,
+        "steps": steps,
+        "norm": norm,
+        "adv_threshold": adv_threshold,
+        "random_init": random_init,
+        "primal_lr": primal_lr,
+        "primal_lr_decrease": primal_lr_decrease,
+        "dual_ratio_init": dual_ratio_init,
+        "dual_lr": dual_lr,
+        "dual_lr_decrease": dual_lr_decrease,
+        "dual_ema": dual_ema,
+        "dual_min_ratio": dual_min_ratio,
+        "proximal_steps": proximal_steps,
+        "prox_tolerance": prox_tolerance,
+        "constraint_masking": constraint_masking,
+        "mask_decay": mask_decay,
+        "space": "[0,1] pixels",
+    }
     x = images.detach()
     n, view = len(x), (-1, 1, 1, 1)
     valid = labels != IGNORE_INDEX
@@ -135,10 +180,11 @@ def pdpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targe
         loss = (F.softplus(m) * weights).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(loss.sum(), ra)
         with torch.no_grad():
-            guard_finite(i, logits, grad, lambda: best_adv, tracker, params)
+            guard_finite(i, logits, grad, lambda best=best_adv: best, tracker, params)
             step_size = primal_lr * primal_lr_decrease ** (i / steps)
-            tracker.record(slice(None), loss=loss, success=share, norm=dist,
-                           step_size=torch.full((n,), step_size, device=x.device))
+            tracker.record(
+                slice(None), loss=loss, success=share, norm=dist, step_size=torch.full((n,), step_size, device=x.device)
+            )
             exp_avg = torch.lerp(exp_avg, grad, 1 - beta1)
             exp_avg_sq = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2)
             correction1, correction2 = 1 - beta1 ** (i + 1), 1 - beta2 ** (i + 1)

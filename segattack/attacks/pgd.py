@@ -64,21 +64,41 @@ def best_of(results: list[AttackResult]) -> AttackResult:
     best = results[0]
     for other in results[1:]:
         better = other.success > best.success
-        pick = lambda a, b: torch.where(better.view(-1, *[1] * (a.dim() - 1)), b, a)  # noqa: E731
+        pick = lambda a, b, better=better: torch.where(better.view(-1, *[1] * (a.dim() - 1)), b, a)
         history = {k: torch.where(better.view(1, -1), other.history[k], v) for k, v in best.history.items()}
-        params = {**best.params, "iterations": [a + b for a, b in zip(best.params["iterations"],
-                                                                      other.params["iterations"])]}
-        best = AttackResult(pick(best.adv, other.adv), history, params, pick(best.pred, other.pred),
-                            torch.where(better, other.success, best.success))
+        params = {
+            **best.params,
+            "iterations": [a + b for a, b in zip(best.params["iterations"], other.params["iterations"])],
+        }
+        best = AttackResult(
+            pick(best.adv, other.adv),
+            history,
+            params,
+            pick(best.pred, other.pred),
+            torch.where(better, other.success, best.success),
+        )
     return best
 
 
 @guarded
-def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int | None = None,
-        mode: Literal["paper", "linf", "l2"] = "paper", targeted: bool = True, eps: float | None = None,
-        alpha: float | None = None, clip: bool | None = None, reduction: Reduction | None = None,
-        random_start: bool = False, restarts: int = 1, adv_threshold: float | None = None,
-        generator: torch.Generator | None = None, progress: bool = False) -> AttackResult:
+def pgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int | None = None,
+    mode: Literal["paper", "linf", "l2"] = "paper",
+    targeted: bool = True,
+    eps: float | None = None,
+    alpha: float | None = None,
+    clip: bool | None = None,
+    reduction: Reduction | None = None,
+    random_start: bool = False,
+    restarts: int = 1,
+    adv_threshold: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """PGD on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     Defaults per mode: paper ``steps=15, eps=0.1, alpha=100, reduction="batch"`` (normalised space,
@@ -104,21 +124,44 @@ def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: 
     if reduction not in ("batch", "image"):
         raise ValueError(f"reduction must be 'batch' or 'image', got {reduction!r}")
     check_positive(eps=eps, alpha=alpha)
-    params: dict[str, Any] = {"attack": "pgd", "mode": mode, "targeted": targeted, "steps": steps, "eps": eps,
-                              "alpha": alpha, "clip": clip, "reduction": reduction,
-                              "random_start": random_start, "restarts": restarts,
-                              "adv_threshold": adv_threshold,
-                              "space": "imagenet-normalised" if paper else "[0,1] pixels",
-                              "step_rule": "raw gradient" if paper else ("sign of gradient" if mode == "linf"
-                                                                          else "L2-normalised gradient")}
-    runs = [projected_gradient(
-        model, images, labels, lambda logits, y, _, __: per_image_ce(logits, y), targeted=targeted, steps=steps,
-        eps=eps, alpha=alpha, norm="l2" if mode == "l2" else "linf", raw_gradient=paper,
-        scale=input_std(model, images) if paper else None, clip=clip, random_init=random_start,
-        generator=generator, adv_threshold=adv_threshold,
-        weights=batch_mean_weights(labels) if reduction == "batch" else None, progress=progress,
-        params=dict(params))
-        for _ in range(restarts)]
+    params: dict[str, Any] = {
+        "attack": "pgd",
+        "mode": mode,
+        "targeted": targeted,
+        "steps": steps,
+        "eps": eps,
+        "alpha": alpha,
+        "clip": clip,
+        "reduction": reduction,
+        "random_start": random_start,
+        "restarts": restarts,
+        "adv_threshold": adv_threshold,
+        "space": "imagenet-normalised" if paper else "[0,1] pixels",
+        "step_rule": "raw gradient" if paper else ("sign of gradient" if mode == "linf" else "L2-normalised gradient"),
+    }
+    runs = [
+        projected_gradient(
+            model,
+            images,
+            labels,
+            lambda logits, y, _, __: per_image_ce(logits, y),
+            targeted=targeted,
+            steps=steps,
+            eps=eps,
+            alpha=alpha,
+            norm="l2" if mode == "l2" else "linf",
+            raw_gradient=paper,
+            scale=input_std(model, images) if paper else None,
+            clip=clip,
+            random_init=random_start,
+            generator=generator,
+            adv_threshold=adv_threshold,
+            weights=batch_mean_weights(labels) if reduction == "batch" else None,
+            progress=progress,
+            params=dict(params),
+        )
+        for _ in range(restarts)
+    ]
     return best_of(runs)
 
 
@@ -133,16 +176,30 @@ def _paper_notes(params: dict[str, Any], image_size: int, images: int) -> str | 
     if params.get("mode") != "paper":
         return None
     reduction = params.get("reduction")
-    how = ("one cross-entropy mean over the batch, as [5]" if reduction == "batch"
-           else "per-image means summed: each image steps as if alone, B times [5] step")
-    return (f"[5]'s PGD protocol: {params['steps']} raw-gradient steps of alpha={params['alpha']:g} on a batch of "
-            f"{images}, loss reduction `{reduction}` ({how}), eps={params['eps']:g} in normalised space, no clip "
-            f"(its images leave [0,1] by up to {params['eps'] * max(IMAGENET_STD):.4f}; figures show them clamped, "
-            f"every number uses the unclamped tensor).")
+    how = (
+        "one cross-entropy mean over the batch, as [5]"
+        if reduction == "batch"
+        else "per-image means summed: each image steps as if alone, B times [5] step"
+    )
+    return (
+        f"[5]'s PGD protocol: {params['steps']} raw-gradient steps of alpha={params['alpha']:g} on a batch of "
+        f"{images}, loss reduction `{reduction}` ({how}), eps={params['eps']:g} in normalised space, no clip "
+        f"(its images leave [0,1] by up to {params['eps'] * max(IMAGENET_STD):.4f}; figures show them clamped, "
+        f"every number uses the unclamped tensor)."
+    )
 
 
-SPEC = register(AttackSpec(
-    name="pgd", fn=pgd, label="PGD Attack", paper_params=lambda backbone: {"mode": "paper"},
-    paper_steps=PAPER_STEPS, budget=lambda eps, steps, backbone: {"mode": "linf", "eps": eps, "steps": steps},
-    compared=True, in_paper=True,
-    describe=lambda p: f"mode {p['mode']}, {p.get('reduction', 'image')}-mean CE", notes=_paper_notes))
+SPEC = register(
+    AttackSpec(
+        name="pgd",
+        fn=pgd,
+        label="PGD Attack",
+        paper_params=lambda backbone: {"mode": "paper"},
+        paper_steps=PAPER_STEPS,
+        budget=lambda eps, steps, backbone: {"mode": "linf", "eps": eps, "steps": steps},
+        compared=True,
+        in_paper=True,
+        describe=lambda p: f"mode {p['mode']}, {p.get('reduction', 'image')}-mean CE",
+        notes=_paper_notes,
+    )
+)

@@ -14,7 +14,8 @@ The authors' defaults: N = 300, eps = 8/255 (L-inf), stop an image once it is fu
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ STAGE_SHARES, STAGE_RADII = (0.3, 0.3), (2.0, 1.5, 1.0)
 def stage_steps(steps: int) -> list[int]:
     """The iterations of SEA's three stages for a run of ``steps``: int(0.3 N), int(0.3 N), the rest."""
     first = [int(share * steps) for share in STAGE_SHARES]
-    return first + [steps - sum(first)]
+    return [*first, steps - sum(first)]
 
 
 def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str, Any] | None = None) -> AttackResult:
@@ -56,8 +57,10 @@ def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str
         preds.append(result.pred)
         successes.append(result.success)
         if result.params.get("targeted", targeted) != targeted:
-            raise ValueError(f"result {i} is {'un' if targeted else ''}targeted; worst_case was asked for "
-                             f"{'' if targeted else 'un'}targeted results")
+            raise ValueError(
+                f"result {i} is {'un' if targeted else ''}targeted; worst_case was asked for "
+                f"{'' if targeted else 'un'}targeted results"
+            )
         if result.adv.shape != results[0].adv.shape:
             raise ValueError(f"result {i} has images {tuple(result.adv.shape)}, result 0 {tuple(results[0].adv.shape)}")
     success = torch.stack(successes)  # (members, B)
@@ -71,16 +74,34 @@ def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str
     keys = [k for k in results[0].history if all(k in r.history for r in results)]
     history = {k: torch.cat([r.history[k] for r in results]) for k in keys}
     iterations = torch.stack([torch.as_tensor(r.params.get("iterations", [0] * len(chosen))) for r in results]).sum(0)
-    out = {"attack": "worst_case", "targeted": targeted, **(params or {}),
-           "members": [{**r.params, "success": rs.tolist()} for r, rs in zip(results, successes)],
-           "chosen": chosen.tolist(), "iterations": iterations.tolist()}
-    return AttackResult(pick([r.adv for r in results]), history, out, pick(preds),
-                        success.gather(0, chosen.view(1, -1)).squeeze(0))
+    out = {
+        "attack": "worst_case",
+        "targeted": targeted,
+        **(params or {}),
+        "members": [{**r.params, "success": rs.tolist()} for r, rs in zip(results, successes)],
+        "chosen": chosen.tolist(),
+        "iterations": iterations.tolist(),
+    }
+    return AttackResult(
+        pick([r.adv for r in results]), history, out, pick(preds), success.gather(0, chosen.view(1, -1)).squeeze(0)
+    )
 
 
-def staged_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, start: torch.Tensor, *, targeted: bool,
-                steps: int, eps: float, norm: Literal["linf", "l2"], loss: str, track_loss: str,
-                adv_threshold: float | None, progress: bool) -> AttackResult:
+def staged_apgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    targeted: bool,
+    steps: int,
+    eps: float,
+    norm: Literal["linf", "l2"],
+    loss: str,
+    track_loss: str,
+    adv_threshold: float | None,
+    progress: bool,
+) -> AttackResult:
     """One SEA member: APGD with ``loss`` over the three stages' radii, from ``start`` (in the 2 eps ball).
 
     History: the stages' histories one after another; ``params['stages']``: each stage's steps and radius."""
@@ -89,27 +110,69 @@ def staged_apgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, st
         point = (images + project(point - images, radius, norm)).clamp(0, 1)
         if count == 0:
             continue
-        params = {"attack": "apgd", "targeted": targeted, "steps": count, "eps": radius, "norm": norm, "loss": loss,
-                  "track_loss": track_loss, "adv_threshold": adv_threshold}
+        params = {
+            "attack": "apgd",
+            "targeted": targeted,
+            "steps": count,
+            "eps": radius,
+            "norm": norm,
+            "loss": loss,
+            "track_loss": track_loss,
+            "adv_threshold": adv_threshold,
+        }
         stages.append({"steps": count, "eps": radius})
-        result = run_apgd(model, images, labels, point, targeted=targeted, steps=count, eps=radius, norm=norm,
-                          loss=loss, track_loss=track_loss, rho=0.75, adv_threshold=adv_threshold,
-                          progress=progress, params=params)
+        result = run_apgd(
+            model,
+            images,
+            labels,
+            point,
+            targeted=targeted,
+            steps=count,
+            eps=radius,
+            norm=norm,
+            loss=loss,
+            track_loss=track_loss,
+            rho=0.75,
+            adv_threshold=adv_threshold,
+            progress=progress,
+            params=params,
+        )
         results.append(result)
         point = result.adv
     last = results[-1]
     history = {k: torch.cat([r.history[k] for r in results]) for k in last.history}
     iterations = torch.tensor([r.params["iterations"] for r in results]).sum(0).tolist()
-    params = {"attack": "apgd", "targeted": targeted, "steps": steps, "eps": eps, "norm": norm, "loss": loss,
-              "track_loss": track_loss, "adv_threshold": adv_threshold, "stages": stages, "iterations": iterations}
+    params = {
+        "attack": "apgd",
+        "targeted": targeted,
+        "steps": steps,
+        "eps": eps,
+        "norm": norm,
+        "loss": loss,
+        "track_loss": track_loss,
+        "adv_threshold": adv_threshold,
+        "stages": stages,
+        "iterations": iterations,
+    }
     return AttackResult(last.adv, history, params, last.pred, last.success)
 
 
 @guarded
-def sea(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targeted: bool = True, steps: int = 300,
-        eps: float = 8 / 255, norm: Literal["linf", "l2"] = "linf", losses: list[LossName] | None = None,
-        track_loss: LossName = "ce", adv_threshold: float | None = 1.0, generator: torch.Generator | None = None,
-        progress: bool = False) -> AttackResult:
+def sea(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool = True,
+    steps: int = 300,
+    eps: float = 8 / 255,
+    norm: Literal["linf", "l2"] = "linf",
+    losses: list[LossName] | None = None,
+    track_loss: LossName = "ce",
+    adv_threshold: float | None = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """SEA on a batch of [0,1] images toward (targeted) or away from ``labels`` (B,H,W).
 
     ``steps`` is each member's iteration count (the authors' ``n_iter``; SEA costs 3 x that);
@@ -133,14 +196,44 @@ def sea(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, targete
     members = []
     for loss in losses:
         start = (images + random_point(images.shape, STAGE_RADII[0] * eps, norm, generator, images)).clamp(0, 1)
-        members.append(staged_apgd(model, images, labels, start, targeted=targeted, steps=steps, eps=eps, norm=norm,
-                                   loss=loss, track_loss=track_loss, adv_threshold=adv_threshold, progress=progress))
-    params = {"attack": "sea", "steps": steps, "eps": eps, "norm": norm, "losses": losses, "track_loss": track_loss,
-              "adv_threshold": adv_threshold, "stage_steps": stage_steps(steps),
-              "stage_eps": [r * eps for r in STAGE_RADII], "random_start": True, "space": "[0,1] pixels"}
+        members.append(
+            staged_apgd(
+                model,
+                images,
+                labels,
+                start,
+                targeted=targeted,
+                steps=steps,
+                eps=eps,
+                norm=norm,
+                loss=loss,
+                track_loss=track_loss,
+                adv_threshold=adv_threshold,
+                progress=progress,
+            )
+        )
+    params = {
+        "attack": "sea",
+        "steps": steps,
+        "eps": eps,
+        "norm": norm,
+        "losses": losses,
+        "track_loss": track_loss,
+        "adv_threshold": adv_threshold,
+        "stage_steps": stage_steps(steps),
+        "stage_eps": [r * eps for r in STAGE_RADII],
+        "random_start": True,
+        "space": "[0,1] pixels",
+    }
     return worst_case(members, targeted, params)
 
 
-SPEC = register(AttackSpec(
-    name="sea", fn=sea, label="SEA", paper_steps=300,
-    budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"}))
+SPEC = register(
+    AttackSpec(
+        name="sea",
+        fn=sea,
+        label="SEA",
+        paper_steps=300,
+        budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps, "norm": "linf"},
+    )
+)

@@ -21,8 +21,9 @@ from ._projected import projected_gradient
 from .registry import AttackSpec, register
 
 
-def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool,
-                pred: torch.Tensor | None = None) -> torch.Tensor:
+def segpgd_loss(
+    logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, targeted: bool, pred: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B,) SegPGD's reweighted cross-entropy, averaged over each image's labelled pixels
     (``pred``: the prediction from these logits, when the caller has it)."""
     lam = step / (2 * steps)
@@ -35,10 +36,20 @@ def segpgd_loss(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: in
 
 
 @guarded
-def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20, targeted: bool = True,
-           eps: float = 8 / 255, alpha: float | None = None, random_start: bool = False,
-           adv_threshold: float | None = None, generator: torch.Generator | None = None,
-           progress: bool = False) -> AttackResult:
+def segpgd(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 20,
+    targeted: bool = True,
+    eps: float = 8 / 255,
+    alpha: float | None = None,
+    random_start: bool = False,
+    adv_threshold: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> AttackResult:
     """SegPGD on a batch of [0,1] images (L-inf ball, sign steps, ``alpha`` default 2.5*eps/steps).
 
     ``adv_threshold`` (None: every step) stops a sample once that fraction of its pixels is done."""
@@ -47,14 +58,41 @@ def segpgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, step
         raise ValueError(f"steps must be > 0, got {steps}")
     alpha = 2.5 * eps / steps if alpha is None else alpha
     check_positive(eps=eps, alpha=alpha)
-    params: dict[str, Any] = {"attack": "segpgd", "targeted": targeted, "steps": steps, "eps": eps, "alpha": alpha,
-                              "random_start": random_start, "adv_threshold": adv_threshold, "space": "[0,1] pixels",
-                              "norm": "linf"}
-    return projected_gradient(model, images, labels,
-                              lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred), targeted=targeted,
-                              steps=steps, eps=eps, alpha=alpha, random_init=random_start, generator=generator,
-                              adv_threshold=adv_threshold, progress=progress, params=params)
+    params: dict[str, Any] = {
+        "attack": "segpgd",
+        "targeted": targeted,
+        "steps": steps,
+        "eps": eps,
+        "alpha": alpha,
+        "random_start": random_start,
+        "adv_threshold": adv_threshold,
+        "space": "[0,1] pixels",
+        "norm": "linf",
+    }
+    return projected_gradient(
+        model,
+        images,
+        labels,
+        lambda z, y, pred, t: segpgd_loss(z, y, t, steps, targeted, pred),
+        targeted=targeted,
+        steps=steps,
+        eps=eps,
+        alpha=alpha,
+        random_init=random_start,
+        generator=generator,
+        adv_threshold=adv_threshold,
+        progress=progress,
+        params=params,
+    )
 
 
-SPEC = register(AttackSpec(name="segpgd", fn=segpgd, label="SegPGD", paper_steps=20,
-                           budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps}, compared=True))
+SPEC = register(
+    AttackSpec(
+        name="segpgd",
+        fn=segpgd,
+        label="SegPGD",
+        paper_steps=20,
+        budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps},
+        compared=True,
+    )
+)
