@@ -13,7 +13,7 @@ import torch
 
 from .attacks import AttackSpec
 from .config import ModelKey
-from .data import image_set
+from .data import Resize, image_set
 from .metrics import predict_classes
 from .models import SegmentationModel, load_model
 from .numerics import DEFAULT_NUMERICS, Numerics, jittered, numerics
@@ -25,7 +25,7 @@ class ImageSetKey(NamedTuple):
 
     source: str
     size: int
-    resize: str
+    resize: Resize
     seed: int
     jitter: int = 0
 
@@ -44,7 +44,8 @@ def clean_prediction(
 ) -> torch.Tensor:
     """The clean prediction (H,W) of image ``index`` of ``images`` by ``model`` under ``settings``,
     made alone so that it is the same bits in every shard and cell that needs it."""
-    x = jittered(image_set(*images[:4]).load([index]).images[0], images.jitter, index)
+    x = image_set(images.source, images.size, images.resize, images.seed).load([index]).images[0]
+    x = jittered(x, images.jitter, index)
     net = cached_model(model)  # loaded outside inference mode: the attacks differentiate through it
     with numerics(settings), torch.inference_mode():
         return predict_classes(net(x[None].to(model.device)))[0].to(torch.uint8)

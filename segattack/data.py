@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import os
+import typing
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,16 +93,17 @@ def _open(path: Path) -> Image.Image:
     if max(w, h) > MAX_SIDE or min(w, h) < MIN_SIDE:
         img.close()
         raise ImageError(f"{path} is {w}x{h}; sides must be between {MIN_SIDE} and {MAX_SIDE} px")
-    if getattr(img, "n_frames", 1) > 1:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
         img.close()
-        raise ImageError(f"{path} holds {img.n_frames} frames (animation or multi-page); give one image per file")
+        raise ImageError(f"{path} holds {frames} frames (animation or multi-page); give one image per file")
     return img
 
 
 def _open_rgb(path: Path) -> Image.Image:
     """An image file whose header says 8-bit RGB (still undecoded)."""
     img = _open(path)
-    if img.mode != "RGB" or any(";16" in str(tile.args) for tile in img.tile):
+    if img.mode != "RGB" or any(";16" in str(tile.args) for tile in getattr(img, "tile", [])):
         mode = "16-bit RGB" if img.mode == "RGB" else img.mode
         img.close()
         raise ImageError(
@@ -152,7 +154,7 @@ def _load_pair(
     box, out = _geometry(*img.size, size, resize)
     if min(box[2] - box[0], box[3] - box[1]) < min(out):
         notes.append(f"{path.name}: upscaled from {img.size[0]}x{img.size[1]}")
-    data = np.asarray(img.crop(box).resize(out, Image.BILINEAR), dtype=np.uint8)
+    data = np.asarray(img.crop(box).resize(out, Image.Resampling.BILINEAR), dtype=np.uint8)
     image = torch.from_numpy(data.copy()).permute(2, 0, 1).float().div(255)
     mask = None
     if mask_path is not None:
@@ -184,7 +186,7 @@ def _load_mask(
             f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
             f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)"
         )
-    ids = np.asarray(img.crop(box).resize(out, Image.NEAREST), dtype=np.uint8)
+    ids = np.asarray(img.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
     return torch.from_numpy(ids.astype(np.int64))
 
 
@@ -215,11 +217,13 @@ class ImageSet:
             raise ImageError(f"the number of images must be > 0 for {self.source}, got {num_images}")
         if self.count is not None and num_images > self.count:
             raise ImageError(f"{self.source} holds {self.count} images; asked for {num_images}")
-        return num_images or self.count
+        return num_images or typing.cast(int, self.count)  # a finite set here: 0 on an endless one is refused
 
     def check(self, count: int) -> None:
         """Read the headers of the first ``count`` files (and masks): a bad file is refused before any work."""
-        for i in range(count if self.files is not None else 0):
+        for i in range(count):
+            if self.files is None:
+                return
             _open_rgb(self.files[i]).close()
             if self.masks is not None:
                 _open(self.masks[i]).close()
@@ -241,7 +245,7 @@ class ImageSet:
             out.images.append(image)
             out.names.append(self.files[i].stem)
             out.notes += notes
-            if out.truth is not None:
+            if out.truth is not None and mask is not None:
                 out.truth.append(mask)
         return out
 

@@ -8,7 +8,7 @@ metric takes ``(pred, reference)``: the reference is the clean prediction (the p
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 
@@ -108,7 +108,15 @@ def changed_share(targets: torch.Tensor, clean_pred: torch.Tensor) -> torch.Tens
     return changed_pixels(targets, clean_pred).flatten(1).sum(1).double() / labelled
 
 
-def dataset_scores(conf: torch.Tensor) -> dict[str, float]:
+class DatasetScores(TypedDict):
+    """A data set's clean quality from summed confusion counts."""
+
+    miou: float
+    pixel_accuracy: float
+    class_iou: list[float]  # NaN for a class absent from prediction and reference
+
+
+def dataset_scores(conf: torch.Tensor) -> DatasetScores:
     """Dataset-level mIoU (over classes present in the set) and pixel accuracy from summed counts."""
     conf = conf.reshape(-1, conf.shape[-2], conf.shape[-1]).sum(0).double()
     inter = conf.diagonal()

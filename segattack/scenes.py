@@ -84,12 +84,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         crop = Image.fromarray((photo[y : y + side, x : x + side] * 255).astype(np.uint8))
-        bg = np.asarray(crop.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+        bg = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
         if rng.random() < 0.5:
             bg = bg[:, ::-1]
     else:
         coarse = rng.random((4 + int(rng.integers(5)),) * 2 + (3,)).astype(np.float32)
-        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
         bg = np.asarray(img, dtype=np.float32) / 255.0
     gray = bg.mean(axis=2, keepdims=True)
     keep = rng.uniform(0.2, 0.6)

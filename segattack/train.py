@@ -26,7 +26,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import checkpoints
-from .metrics import IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, dataset_scores, finite_or_none, predict_classes
+from .metrics import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetScores,
+    confusion_matrix,
+    dataset_scores,
+    finite_or_none,
+    predict_classes,
+)
 from .models import BACKBONES, SegmentationModel, build_network
 from .scenes import GENERATOR_VERSION, scene_batch
 from .store import atomic_save, atomic_write_text
@@ -99,7 +107,7 @@ def _normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, seed: int, count: int, size: int, batch: int = 16) -> dict[str, Any]:
+def evaluate(model: nn.Module, seed: int, count: int, size: int, batch: int = 16) -> DatasetScores:
     """Held-out mIoU and pixel accuracy of an eval-mode [0,1]-input model on ``count`` scenes."""
     if any(m.training for m in model.modules()):  # batch statistics would score (and change) the model
         raise ValueError("evaluate needs a model in eval mode")
@@ -117,7 +125,7 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _eval_copy(net: nn.Module, cfg: TrainConfig, images: int) -> dict[str, Any]:
+def _eval_copy(net: nn.Module, cfg: TrainConfig, images: int) -> DatasetScores:
     probe = copy.deepcopy(net)
     recalibrate_batchnorm(probe, cfg, max(4, cfg.recalibration_batches // 3))
     return evaluate(SegmentationModel(probe), cfg.seed, images, cfg.size)

@@ -28,14 +28,15 @@ class AttackResult:
     each measured at the iterate *before* that iteration's update. ``params``: the resolved
     hyperparameters, so a result file says exactly what ran. ``pred``: (B,H,W) the model's
     prediction on ``adv``; ``success``: (B,) fraction of labelled pixels at the target (targeted)
-    or away from the label (untargeted) in ``pred``.
+    or away from the label (untargeted) in ``pred``. Both are empty in a partial result
+    (:attr:`AttackDiverged.partial`), whose images the model was not run on.
     """
 
     adv: torch.Tensor
     history: dict[str, torch.Tensor]
     params: dict[str, Any] = field(default_factory=dict)
-    pred: torch.Tensor | None = None
-    success: torch.Tensor | None = None
+    pred: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    success: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
     @property
     def loss(self) -> torch.Tensor:
@@ -152,16 +153,16 @@ def guard_finite(
     step: int,
     logits: torch.Tensor,
     grad: torch.Tensor | None,
-    current: Callable[[], torch.Tensor],
+    current: Callable[[], torch.Tensor] | torch.Tensor,
     tracker: SampleTracker,
     params: dict[str, Any],
 ) -> None:
     """Raise :class:`AttackDiverged` on NaN/inf logits or gradients, with the finished iterations
-    and the images ``current()`` gives (built only then)."""
+    and the current images (``current``, or what ``current()`` gives, built only then)."""
     what = "logits" if not _finite(logits) else ("gradients" if grad is not None and not _finite(grad) else None)
     if what is None:
         return
-    adv = current()
+    adv = current() if callable(current) else current
     done = {k: torch.stack(v[:step]) if step else torch.empty(0, adv.shape[0]) for k, v in tracker.history.items()}
     raise AttackDiverged(
         f"the model produced non-finite {what} at iteration {step}; {step} finished iterations are kept in .partial",

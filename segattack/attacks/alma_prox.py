@@ -231,7 +231,7 @@ def alma_prox(
             loss = (p2_penalty(c64, rho, mu) * keep).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(constraints, d, grad_outputs=slope.to(constraints.dtype))
         with torch.no_grad():
-            guard_finite(i, logits, grad, lambda best=best_adv: best, tracker, params)
+            guard_finite(i, logits, grad, best_adv, tracker, params)
             if lr_reduction != 1:
                 tangent = lr_reduction / (1 - lr_reduction) * (steps - first_success).clamp_min(1)
                 lam = lr * tangent / ((i - first_success).clamp_min(0) + tangent)

@@ -112,7 +112,7 @@ def fmn(
         value = (m * counted).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(value.sum(), d)
         with torch.no_grad():
-            guard_finite(k, logits, grad, lambda best=best_adv: best, tracker, params)
+            guard_finite(k, logits, grad, best_adv, tracker, params)
             size = lp_norm(delta, norm)
             share = pixel_share(pred, labels, targeted)
             success = share >= adv_threshold

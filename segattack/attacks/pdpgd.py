@@ -180,7 +180,7 @@ def pdpgd(
         loss = (F.softplus(m) * weights).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(loss.sum(), ra)
         with torch.no_grad():
-            guard_finite(i, logits, grad, lambda best=best_adv: best, tracker, params)
+            guard_finite(i, logits, grad, best_adv, tracker, params)
             step_size = primal_lr * primal_lr_decrease ** (i / steps)
             tracker.record(
                 slice(None), loss=loss, success=share, norm=dist, step_size=torch.full((n,), step_size, device=x.device)

@@ -52,7 +52,7 @@ def worst_case(results: Sequence[AttackResult], targeted: bool, params: dict[str
         raise ValueError("worst_case needs at least one result")
     preds, successes = [], []
     for i, result in enumerate(results):
-        if result.success is None or result.pred is None:
+        if not result.success.numel() or not result.pred.numel():
             raise ValueError(f"result {i} has no prediction or success to compare")
         preds.append(result.pred)
         successes.append(result.success)
