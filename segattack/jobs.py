@@ -55,6 +55,7 @@ class Job(ABC):
 
     def __init__(self, name: str, path: str | os.PathLike, digest: str) -> None:
         self.name, self.digest = name, digest
+        self.given = Path(path).expanduser().absolute()  # as named (a symlink not followed): the grid checks it
         self.path = output_folder(path)
         self._units: list[str] | None = None
 
@@ -119,7 +120,12 @@ class Job(ABC):
         return [self.decode(torch.load(self._file(u), map_location="cpu", weights_only=True)) for u in self.units()]
 
     def finish(self) -> None:
-        """Assemble the unit records and replace the folder with the result whole (its records kept)."""
+        """Assemble the unit records and replace the folder with the result whole (its records kept);
+        refused, with nothing written, unless every unit's record is on disk."""
+        missing = self.pending()
+        if missing:
+            raise RuntimeError(f"{self.name}: {len(missing)} of {len(self.units())} units have no record in "
+                               f"{self.unit_dir} (first: {missing[0]}); not assembled from the rest, run it again")
         records = self.records()
 
         def build(staging: Path) -> None:

@@ -4,7 +4,9 @@ A finished result is only ever replaced by a complete successor: files are writt
 destination and renamed, and a run folder is built whole in a staging folder on the destination's
 own file system, then swapped in. A folder segattack wrote carries a marker file, so a folder it
 did not write (a user's own files) is refused rather than overwritten; a lock file beside a folder
-keeps two processes from writing it at once.
+keeps two processes from writing it at once. Where the folder's parent is not writable (a writable
+mount point under a read-only parent, a common scratch layout), the lock and the staging folder live
+inside the folder instead, and the new content is swapped in entry by entry.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from filelock import FileLock, Timeout
 
 MARKER = ".segattack"  # present in every folder segattack writes (run folders, report folders)
+INNER_LOCK = ".segattack.lock"  # the lock inside a folder whose parent is not writable
 
 
 class FolderError(OSError):
@@ -74,7 +77,7 @@ def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     folder = Path(path).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise FolderError(f"{what} {folder} is a file")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+    if folder.is_dir() and any(p.name != INNER_LOCK for p in folder.iterdir()) and not (folder / MARKER).is_file():
         raise FolderError(f"{what} {folder} holds files segattack did not write; choose a new or empty folder "
                           f"(segattack replaces its own folders whole)")
     return folder
@@ -87,12 +90,27 @@ def claim(folder: Path) -> Path:
     return folder
 
 
+def in_place(folder: Path) -> bool:
+    """True when ``folder`` must be rewritten in place: it exists and is a mount point (which cannot
+    be renamed) or its parent is not writable (nothing can be created beside it)."""
+    return folder.is_dir() and (os.path.ismount(folder) or not os.access(folder.parent, os.W_OK))
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of ``folder``: beside it, so replacing the folder keeps the lock; inside it
+    (left alone by the swap) when nothing can be written beside it."""
+    if folder.is_dir() and not os.access(folder.parent, os.W_OK):
+        return folder / INNER_LOCK
+    return folder.parent / f".{folder.name}.lock"
+
+
 @contextmanager
 def locked(folder: Path, wait: float = 0) -> Iterator[None]:
-    """Hold the lock of ``folder`` (a file beside it, so replacing the folder keeps the lock);
-    another holder gets a message naming the folder after ``wait`` seconds."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    """Hold the lock of ``folder`` (:func:`lock_path`); another holder gets a message naming the
+    folder after ``wait`` seconds."""
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path(folder))
     try:
         lock.acquire(timeout=wait)
     except Timeout:
@@ -105,8 +123,8 @@ def locked(folder: Path, wait: float = 0) -> Iterator[None]:
 
 
 def _staging_parent(folder: Path) -> Path:
-    """A place on ``folder``'s own file system: its parent, or the folder itself if it is a mount point."""
-    return folder if folder.is_dir() and os.path.ismount(folder) else folder.parent
+    """A place on ``folder``'s own file system: its parent, or the folder itself (:func:`in_place`)."""
+    return folder if in_place(folder) else folder.parent
 
 
 def replace_folder(folder: Path, build: Callable[[Path], None]) -> None:
@@ -119,7 +137,7 @@ def replace_folder(folder: Path, build: Callable[[Path], None]) -> None:
         build(staging)
         (staging / MARKER).touch()
         os.chmod(staging, 0o755)
-        if parent == folder:  # a mount point cannot be renamed: swap its entries instead
+        if parent == folder:  # a mount point, or a read-only parent: swap the folder's entries instead
             _swap_entries(folder, staging)
             return
         old = None
@@ -136,7 +154,7 @@ def replace_folder(folder: Path, build: Callable[[Path], None]) -> None:
 def _swap_entries(folder: Path, staging: Path) -> None:
     old = Path(tempfile.mkdtemp(dir=folder, prefix=".old-"))
     for entry in folder.iterdir():
-        if entry not in (staging, old):
+        if entry not in (staging, old) and entry.name != INNER_LOCK:
             os.replace(entry, old / entry.name)
     for entry in staging.iterdir():
         os.replace(entry, folder / entry.name)
