@@ -17,10 +17,25 @@ import torch
 
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
-from .data import MIN_SIDE, RESIZES, resolve_source
+from .data import MAX_SIDE, MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
 from .params import ParameterError, check_attack_params, coerce
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
+
+
+# The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
+MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
+MAX_LONG_SIDE = MAX_SIDE  # resize=shorter's longer output side (the aspect ratio scales it up)
+MAX_SCENES = 100_000  # images of the endless synthetic scenes in one run or study
+DEFAULT_SIZE = 520  # torchvision's evaluation size: what size=0 means for weights without their own
+
+
+def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
+    """Refuse a size above :data:`MAX_SIZE` and more than :data:`MAX_SCENES` synthetic scenes."""
+    if size > MAX_SIZE:
+        raise ParameterError(f"{prefix}size must be <= {MAX_SIZE} px, got {size}")
+    if images == "scenes" and num_images > MAX_SCENES:
+        raise ParameterError(f"{prefix}num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got {num_images}")
 
 
 class ModelKey(NamedTuple):
@@ -84,6 +99,7 @@ class RunConfig:
             raise ParameterError(f"size must be 0 (the weights' own) or >= {MIN_SIDE} px, got {self.size}")
         if self.seed >= 2**63:
             raise ParameterError(f"seed must be < 2**63, got {self.seed}")
+        check_bounds("", self.size, self.images, self.num_images)
         try:  # paths are made absolute before hashing and before any worker sees them
             self.weights = resolve_weights(self.weights)
             self.images = resolve_source(self.images)

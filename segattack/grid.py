@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from .cluster import check_cluster, dask_client
+from .cluster import as_completed, check_cluster, dask_client, worker_wait
 from .jobs import Job, TaskState
 from .render import record_failure, render
 from .store import FolderError, claim, locked, output_folder
@@ -63,12 +63,10 @@ def execute(tasks: list[Task], cluster: str, done: Callable[[Task, Any], None],
                 else:
                     finished(task, result)
             return errors
-        from distributed import as_completed
-
         with dask_client(cluster) as client:
             bar.write(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             futures = {client.submit(t.job.compute, t.unit, key=t.key, pure=False): t for t in tasks}
-            for future in as_completed(futures):
+            for future in as_completed(client, futures):
                 try:
                     result = future.result()
                 except Exception as exc:
@@ -86,6 +84,8 @@ def run_grid(jobs: list[Job], out_dir: str | Path, cluster: str = "local",
     """Compute every unit of ``jobs`` not on disk on ``cluster``; assemble and render each job as soon
     as its last unit is in. Returns job name -> SKIPPED | DONE | FAILED."""
     check_cluster(cluster)
+    if cluster != "inprocess":
+        worker_wait()
     out = output_folder(out_dir, "report folder")
     check_job_folders(jobs, out)
     with locked(out), ExitStack() as held:

@@ -28,7 +28,7 @@ from torch import nn
 from .attacks import ATTACKS, AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .config import ModelKey, coerce_fields, digest
+from .config import ModelKey, check_bounds, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
 from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
@@ -73,6 +73,7 @@ class StudyConfig:
                 raise ParameterError(f"studies {name} must be >= 1, got {getattr(self, name)}")
         if self.size < MIN_SIDE or self.curve_images < 0 or self.seed < 0:
             raise ParameterError(f"studies size must be >= {MIN_SIDE}, curve_images and seed >= 0")
+        check_bounds("studies ", self.size, self.images, self.num_images)
         if not (self.eps > 0 and self.eps_values and all(e > 0 for e in self.eps_values)):
             raise ParameterError("studies eps and eps_values must be > 0")
         try:  # paths are made absolute before hashing and before any worker sees them
