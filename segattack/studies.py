@@ -31,7 +31,8 @@ from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .config import ModelKey, check_bounds, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
-from .metrics import confusion_matrix, dataset_scores, mean_iou, perturbation_norm, pixel_accuracy, predict_classes
+from .metrics import (confusion_matrix, dataset_scores, finite_or_none, mean_iou, perturbation_norm, pixel_accuracy,
+                      predict_classes)
 from .models import BACKBONES, resolve_weights
 from .params import ParameterError
 from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
@@ -267,8 +268,8 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
     return StudiesResults(
         config_hash=study.digest(), results_version=RESULTS_VERSION,
         params={**asdict(study), "targets": "roll (image i -> prediction of image i+1)"}, weights=weights,
-        clean_iou_truth={b: dataset_scores(torch.stack(clean_conf[b]))["miou"] if b in clean_conf else None
-                         for b in study.backbones},
+        clean_iou_truth={b: finite_or_none(dataset_scores(torch.stack(clean_conf[b]))["miou"]) if b in clean_conf
+                         else None for b in study.backbones},  # None too where every truth pixel is ignore
         comparison=comparison, security=security, transfer=transfer, difficulty=difficulty,
         # per backbone and attack: success per iteration, one list per image, transposed to (steps, images)
         iteration_curves={b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()}
