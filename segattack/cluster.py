@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -136,12 +138,13 @@ def local_cluster(workers: int = 1, threads: int | None = None, torch_threads: i
 
     Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536: glibc then hands freed memory
     back to the system at once and torch's large activation buffers are faulted in again every
-    iteration (an attack shard ran 1.35x slower here), so the workers start without it."""
+    iteration (an attack shard ran 1.35x slower here), so the workers start without it. The
+    workers ignore Ctrl-C (:func:`_workers_ignore_ctrl_c`)."""
     import dask
     from distributed import Client, LocalCluster
 
     environ = {name: torch_threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), _workers_ignore_ctrl_c():
         if cuda:
             try:
                 from dask_cuda import LocalCUDACluster
@@ -153,6 +156,21 @@ def local_cluster(workers: int = 1, threads: int | None = None, torch_threads: i
                                    processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while the workers start, so they inherit it ignored: Ctrl-C reaches the whole
+    process group, and a worker would print its KeyboardInterrupt traceback under the command's one
+    line. The command itself stops and shuts the cluster down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
-from .params import ParameterError, check_attack_params, coerce
+from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 
@@ -54,6 +54,21 @@ def digest(settings: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def dict_from_text(name: str, value: Any) -> Any:
+    """``value``, or the dict its text writes (JSON or a Python literal: papermill's ``-p NAME '{...}'``
+    passes text); text that writes no dict is refused with a message naming ``name``."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = parse_literal(value)
+    if not isinstance(parsed, dict):
+        raise ParameterError(f"{name} must be a dict such as {{'eps': 0.03}} or its JSON text '{{\"eps\": 0.03}}', "
+                             f"got {value!r}")
+    return parsed
+
+
 def coerce_fields(config: Any, prefix: str = "") -> None:
     """Convert every field of the dataclass ``config`` to its type hint, strictly (:func:`params.coerce`)."""
     hints = typing.get_type_hints(type(config))
@@ -86,6 +101,7 @@ class RunConfig:
     attack_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.attack_params = dict_from_text("attack_params", self.attack_params)
         coerce_fields(self)
         for name, allowed in (("backbone", tuple(BACKBONES)), ("attack", tuple(ATTACKS)), ("resize", RESIZES),
                               ("target_scheme", TARGET_SCHEMES), ("target_source", TARGET_SOURCES)):

@@ -11,6 +11,7 @@ inside the folder instead, and the new content is swapped in entry by entry.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from filelock import FileLock, Timeout
 
 MARKER = ".segattack"  # present in every folder segattack writes (run folders, report folders)
 INNER_LOCK = ".segattack.lock"  # the lock inside a folder whose parent is not writable
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a full quota
 
 
 class FolderError(OSError):
@@ -33,30 +35,47 @@ class FolderError(OSError):
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename (never half a file)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _no_space_named(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make shared results unreadable
+    with _no_space_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared results unreadable
+            with os.fdopen(fd, "wb") as handle:  # a Python file: a full disk is OSError(ENOSPC), not torch's text
+                torch.save(obj, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextmanager
+def _no_space_named(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing ``path`` becomes one message naming the file."""
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        reason = exc.strerror or os.strerror(exc.errno)
+        error = FolderError(f"cannot write {path}: no space left on its device ({reason}); free some space and run "
+                            f"the same command again (finished work is kept)")
+        error.errno = exc.errno
+        raise error from None
 
 
 def json_matches(path: Path, **expected: Any) -> bool:
