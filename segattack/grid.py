@@ -120,7 +120,8 @@ def check_job_folders(jobs: list[Job], out: Path) -> None:
     sharing one folder."""
     seen: dict[Path, str] = {}
     for job in jobs:
-        link = next((p for p in (job.given, *job.given.parents) if p.is_symlink() and p.is_relative_to(out)), None)
+        link = next((p for p in (job.given, *job.given.parents)  # a link that lives inside the report folder
+                     if p.is_symlink() and p.parent.resolve().is_relative_to(out)), None)
         if link is not None:
             raise FolderError(f"{link} is a symbolic link; the report's run and studies folders must be plain "
                               f"folders inside {out} (remove the link)")
