@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .records import RESULTS_VERSION
-from .store import atomic_save, claim, json_matches, locked, output_folder, replace_folder
+from .store import atomic_save, claim, json_matches, locked, no_space_named, output_folder, replace_folder
 
 
 class TaskState(str, Enum):
@@ -133,7 +133,8 @@ class Job(ABC):
             (staging / self.unit_folder).mkdir()
             os.replace(self.unit_dir, staging / self.unit_folder / self.digest)
 
-        replace_folder(self.path, build)
+        with no_space_named(self.path):
+            replace_folder(self.path, build)
 
     def run_here(self, progress: bool = True) -> None:
         """Compute the units not on disk in this process, then assemble (nothing to do when complete)."""

@@ -35,7 +35,7 @@ class FolderError(OSError):
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename (never half a file)."""
     path = Path(path)
-    with _no_space_named(path):
+    with no_space_named(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -50,7 +50,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a kill never leaves half a file."""
     path = Path(path)
-    with _no_space_named(path):
+    with no_space_named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -64,8 +64,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def _no_space_named(path: Path) -> Iterator[None]:
-    """A full disk (or quota) while writing ``path`` becomes one message naming the file."""
+def no_space_named(path: Path) -> Iterator[None]:
+    """A full disk (or quota) while writing ``path`` (a file, or a folder being assembled) becomes one
+    message naming it."""
     try:
         yield
     except OSError as exc:

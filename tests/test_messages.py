@@ -97,3 +97,31 @@ def test_local_cluster_workers_ignore_ctrl_c():
         os.kill(pid, signal.SIGINT)
         assert list(client.run(os.getpid).values()) == [pid]  # the same worker, alive and answering
         assert client.submit(pow, 3, 2).result() == 9
+
+
+@pytest.mark.parametrize("where", ["tensors", "png"])
+def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(small_checkpoint, tmp_path, monkeypatch,
+                                                                                where):
+    from PIL import Image
+
+    from segattack.runner import RunJob
+
+    cfg = RunConfig(weights=str(small_checkpoint), num_images=2, steps=1, size=48)
+    job = RunJob(cfg, tmp_path / "run")
+    for unit in job.units():
+        job.write(unit, job.compute(unit))
+    if where == "tensors":  # tensors.pt lands on /dev/full
+        real = os.fdopen
+        monkeypatch.setattr(store.os, "fdopen", lambda fd, mode="r", *a, **k: (
+            os.close(fd), real(os.open("/dev/full", os.O_WRONLY), mode, *a, **k))[1])
+    else:  # PIL writes the PNGs itself
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(store.FolderError) as info:  # the message names the run folder being assembled
+        job.finish()
+    assert str(info.value) == (f"cannot write {tmp_path / 'run'}: no space left on its device (No space left on "
+                               f"device); free some space and run the same command again (finished work is kept)")
+    assert job.pending() == [] and not (job.path / "results.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
