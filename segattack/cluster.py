@@ -63,8 +63,10 @@ def check_cluster(cluster: str) -> str:
 
 async def _identity(address: str, timeout: float) -> Any:
     from distributed.comm import connect
+    from distributed.security import Security
 
-    comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+    args = Security().get_connection_args("client")  # TLS settings from Dask's configuration, as a Client's
+    comm = await asyncio.wait_for(connect(address, timeout=timeout, **args), timeout)
     try:
         await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout)
         return await asyncio.wait_for(comm.read(), timeout)
