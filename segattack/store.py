@@ -54,8 +54,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o644)  # mkstemp's 0600 would make shared results unreadable
             with os.fdopen(fd, "wb") as handle:  # a Python file: a full disk is OSError(ENOSPC), not torch's text
+                os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would make shared results unreadable
                 torch.save(obj, handle)
             os.replace(tmp, path)
         except BaseException:
