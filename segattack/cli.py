@@ -2,13 +2,14 @@
 
 Every parameter is checked before any work (and before any folder is touched); a failure prints
 one line and exits with 2 (bad input), 1 (an attack diverged, a run failed) or 130 / 128+signal
-(stopped: what finished is kept, and the same command resumes).
+(stopped: what finished is kept, and the same command resumes). ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from dataclasses import fields
@@ -102,8 +103,11 @@ def _report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segattack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error too")
 
-    at = sub.add_parser("attack", help="attack a set of images and write metrics, images and history")
+    at = sub.add_parser("attack", parents=[common],
+                        help="attack a set of images and write metrics, images and history")
     at.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
     at.add_argument("--weights", default=DEFAULTS["weights"],
@@ -160,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="any other keyword of the attack function, e.g. -a targeted=false -a gamma=0.2 -a eps=8/255")
     at.set_defaults(func=_attack)
 
-    rp = sub.add_parser("report", help="run the grid on Dask, its notebooks with papermill, and render the report")
+    rp = sub.add_parser("report", parents=[common],
+                        help="run the grid on Dask, its notebooks with papermill, and render the report")
     rp.add_argument("--profile", default="default", help="default (embedded, CPU), paper (torchvision, 520 px), tiny")
     rp.add_argument("--out", default="reports", help="output folder (default reports/)")
     rp.add_argument("-p", "--param", action="append", type=_override, metavar="KEY=VALUE",
@@ -175,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{', '.join(CLUSTERS)}, or a Dask scheduler address such as tcp://host:8786 (default local)")
     rp.set_defaults(func=_report)
 
-    tr = sub.add_parser("train", help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")
+    tr = sub.add_parser("train", parents=[common],
+                        help="train an embedded DeepLabV3 model on the synthetic scenes (CPU)")
     tr.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
     tr.add_argument("--size", type=int, default=96, help="scene size in pixels (default 96)")
     tr.add_argument("--batch", type=int, default=16, help="scenes per step (default 16)")
@@ -211,9 +217,22 @@ def main(argv: list[str] | None = None) -> int:
               f"run the same command again to resume", file=sys.stderr)
         return 128 + signum
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{prefix} error: {message}", file=sys.stderr)
+        _explain(args, f"{prefix} error: {_first_line(exc)}")
         return 2
+    except Exception as exc:  # a notebook's, a kernel's or Dask's own failure: still one line (-v: the traceback)
+        _explain(args, f"{prefix} error: {type(exc).__name__}: {_first_line(exc)} (-v prints the traceback)")
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _explain(args: argparse.Namespace, line: str) -> None:
+    """The error's one line, after its traceback when ``-v`` asked for it."""
+    if getattr(args, "verbose", False):
+        traceback.print_exc()
+    print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

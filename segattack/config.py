@@ -17,11 +17,26 @@ import torch
 
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
-from .data import MIN_SIDE, RESIZES, resolve_source
+from .data import MAX_SIDE, MIN_SIDE, RESIZES, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
-from .params import ParameterError, check_attack_params, coerce
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
+from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
+
+
+# The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
+MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
+MAX_LONG_SIDE = MAX_SIDE  # resize=shorter's longer output side (the aspect ratio scales it up)
+MAX_SCENES = 100_000  # images of the endless synthetic scenes in one run or study
+DEFAULT_SIZE = 520  # torchvision's evaluation size: what size=0 means for weights without their own
+
+
+def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
+    """Refuse a size above :data:`MAX_SIZE` and more than :data:`MAX_SCENES` synthetic scenes."""
+    if size > MAX_SIZE:
+        raise ParameterError(f"{prefix}size must be <= {MAX_SIZE} px, got {size}")
+    if images == "scenes" and num_images > MAX_SCENES:
+        raise ParameterError(f"{prefix}num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got {num_images}")
 
 
 class ModelKey(NamedTuple):
@@ -38,6 +53,21 @@ def digest(settings: Any) -> str:
     """A stable 16-hex-digit hash of a config dataclass (how finished results are recognised)."""
     blob = json.dumps(asdict(settings), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dict_from_text(name: str, value: Any) -> Any:
+    """``value``, or the dict its text writes (JSON or a Python literal: papermill's ``-p NAME '{...}'``
+    passes text); text that writes no dict is refused with a message naming ``name``."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = parse_literal(value)
+    if not isinstance(parsed, dict):
+        raise ParameterError(f"{name} must be a dict such as {{'eps': 0.03}} or its JSON text '{{\"eps\": 0.03}}', "
+                             f"got {value!r}")
+    return parsed
 
 
 def coerce_fields(config: Any, prefix: str = "") -> None:
@@ -75,6 +105,7 @@ class RunConfig:
     attack_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.attack_params = dict_from_text("attack_params", self.attack_params)
         coerce_fields(self)
         for name, allowed in (("backbone", tuple(BACKBONES)), ("attack", tuple(ATTACKS)), ("resize", RESIZES),
                               ("target_scheme", TARGET_SCHEMES), ("target_source", TARGET_SOURCES)):
@@ -88,6 +119,7 @@ class RunConfig:
             raise ParameterError(f"size must be 0 (the weights' own) or >= {MIN_SIDE} px, got {self.size}")
         if self.seed >= 2**63:
             raise ParameterError(f"seed must be < 2**63, got {self.seed}")
+        check_bounds("", self.size, self.images, self.num_images)
         try:  # paths are made absolute before hashing and before any worker sees them
             self.weights = resolve_weights(self.weights)
             self.images = resolve_source(self.images)

@@ -11,16 +11,17 @@ task re-run elsewhere by Dask's scheduler.
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from .cluster import check_cluster, dask_client
+from .cluster import as_completed, check_cluster, dask_client, worker_wait
 from .jobs import Job, TaskState
 from .render import record_failure, render
-from .store import claim, locked, output_folder
+from .store import FolderError, claim, locked, output_folder
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,10 @@ def execute(tasks: list[Task], cluster: str, done: Callable[[Task, Any], None],
                 else:
                     finished(task, result)
             return errors
-        from distributed import as_completed
-
         with dask_client(cluster) as client:
             bar.write(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             futures = {client.submit(t.job.compute, t.unit, key=t.key, pure=False): t for t in tasks}
-            for future in as_completed(futures):
+            for future in as_completed(client, futures):
                 try:
                     result = future.result()
                 except Exception as exc:
@@ -85,8 +84,13 @@ def run_grid(jobs: list[Job], out_dir: str | Path, cluster: str = "local",
     """Compute every unit of ``jobs`` not on disk on ``cluster``; assemble and render each job as soon
     as its last unit is in. Returns job name -> SKIPPED | DONE | FAILED."""
     check_cluster(cluster)
+    if cluster != "inprocess":
+        worker_wait()
     out = output_folder(out_dir, "report folder")
-    with locked(out):
+    check_job_folders(jobs, out)
+    with locked(out), ExitStack() as held:
+        for job in jobs:  # every job's own lock too: `segattack attack --out` on a job folder waits its turn
+            held.enter_context(locked(job.path))
         claim(out)
         states = {job.name: job.state() for job in jobs}
         by_name = {job.name: job for job in jobs}
@@ -110,12 +114,33 @@ def run_grid(jobs: list[Job], out_dir: str | Path, cluster: str = "local",
     return states
 
 
+def check_job_folders(jobs: list[Job], out: Path) -> None:
+    """Refuse, before any work, a job folder that is a symbolic link or lies outside the report
+    folder ``out`` (a link there would have the grid replace a folder elsewhere), or two jobs
+    sharing one folder."""
+    seen: dict[Path, str] = {}
+    for job in jobs:
+        link = next((p for p in (job.given, *job.given.parents)  # a link that lives inside the report folder
+                     if p.is_symlink() and p.parent.resolve().is_relative_to(out)), None)
+        if link is not None:
+            raise FolderError(f"{link} is a symbolic link; the report's run and studies folders must be plain "
+                              f"folders inside {out} (remove the link)")
+        if not job.path.is_relative_to(out) or job.path == out:
+            raise FolderError(f"{job.name}'s folder {job.path} is not inside the report folder {out}")
+        if job.path in seen:
+            raise FolderError(f"{job.name} and {seen[job.path]} would share the folder {job.path}")
+        seen[job.path] = job.name
+
+
 def _finish(job: Job, state: TaskState, error: str | None) -> TaskState:
     """Assemble a job whose units are all in (unless its results are there) and render it; a failure
-    keeps the earlier results (if any) and is recorded beside them."""
+    (a missing unit record among them) keeps the earlier results (if any) and is recorded beside them."""
+    if error is None and state is TaskState.PENDING:
+        try:
+            job.finish()
+        except (OSError, RuntimeError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:2000]
     if error is not None:
         record_failure(job.path, error)
         return TaskState.FAILED
-    if state is TaskState.PENDING:
-        job.finish()
     return render(job)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .records import RESULTS_VERSION
-from .store import atomic_save, claim, json_matches, locked, output_folder, replace_folder
+from .store import atomic_save, claim, json_matches, locked, no_space_named, output_folder, replace_folder
 
 
 class TaskState(str, Enum):
@@ -55,6 +55,7 @@ class Job(ABC):
 
     def __init__(self, name: str, path: str | os.PathLike, digest: str) -> None:
         self.name, self.digest = name, digest
+        self.given = Path(path).expanduser().absolute()  # as named (a symlink not followed): the grid checks it
         self.path = output_folder(path)
         self._units: list[str] | None = None
 
@@ -121,7 +122,12 @@ class Job(ABC):
         return [self.decode(torch.load(self._file(u), map_location="cpu", weights_only=True)) for u in self.units()]
 
     def finish(self) -> None:
-        """Assemble the unit records and replace the folder with the result whole (its records kept)."""
+        """Assemble the unit records and replace the folder with the result whole (its records kept);
+        refused, with nothing written, unless every unit's record is on disk."""
+        missing = self.pending()
+        if missing:
+            raise RuntimeError(f"{self.name}: {len(missing)} of {len(self.units())} units have no record in "
+                               f"{self.unit_dir} (first: {missing[0]}); not assembled from the rest, run it again")
         records = self.records()
 
         def build(staging: Path) -> None:
@@ -129,7 +135,8 @@ class Job(ABC):
             (staging / self.unit_folder).mkdir()
             os.replace(self.unit_dir, staging / self.unit_folder / self.digest)
 
-        replace_folder(self.path, build)
+        with no_space_named(self.path):
+            replace_folder(self.path, build)
 
     def run_here(self, progress: bool = True) -> None:
         """Compute the units not on disk in this process, then assemble (nothing to do when complete)."""

@@ -7,6 +7,10 @@ SIGTERM and SIGHUP (a batch scheduler's time limit, ``timeout``, a closed termin
 clean stop as Ctrl-C and, whatever ends the command, kills the kernels still alive. jupyter_client
 starts kernels in their own session, so a signal to the command's process group never reaches
 them: without this they run on for as long as their cell lasts.
+
+Kernels run this process's own interpreter whatever kernelspec named ``python3`` a user has
+installed, with matplotlib's inline backend whatever ``MPLBACKEND`` the command inherited, and
+their sockets in a folder short enough for an IPC path (107 bytes) whatever ``TMPDIR`` is.
 """
 
 from __future__ import annotations
@@ -14,14 +18,37 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 
 _live: set[int] = set()  # process ids (= process group ids) of the kernels this process started
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+IPC_PATH_MAX = 107  # bytes of a Unix socket path (sun_path less its terminating NUL)
+_IPC_NAME = "/segattack-kernel-XXXXXXXX/kernel-65535"  # the longest a socket under the chosen folder gets
+
+
+def ipc_parent() -> str:
+    """A writable folder for kernel sockets whose paths stay under :data:`IPC_PATH_MAX` bytes: the
+    temporary folder, else ``/tmp`` or ``/dev/shm``."""
+    for folder in (tempfile.gettempdir(), "/tmp", "/dev/shm"):
+        if (len(os.fsencode(folder)) + len(_IPC_NAME) < IPC_PATH_MAX and os.path.isdir(folder)
+                and os.access(folder, os.W_OK | os.X_OK)):
+            return folder
+    raise RuntimeError(f"no folder for notebook kernel sockets: TMPDIR {tempfile.gettempdir()!r} is too long for a "
+                       f"socket path ({IPC_PATH_MAX} bytes) and /tmp and /dev/shm are not writable; set a shorter "
+                       f"TMPDIR")
+
+
+def kernel_spec() -> KernelSpec:
+    """The kernel every notebook runs on: ipykernel on this interpreter, figures inline."""
+    return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                      display_name="Python (segattack)", language="python", env={"MPLBACKEND": INLINE_BACKEND})
 
 
 class Stopped(KeyboardInterrupt):
@@ -33,13 +60,20 @@ class Stopped(KeyboardInterrupt):
 
 
 class IPCKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernels use IPC transport and are registered until shut down."""
+    """A kernel manager whose kernels use IPC transport and are registered until shut down; its
+    kernel is always :func:`kernel_spec` (the notebook's ``python3`` never resolves to another Python)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._ipc_dir = tempfile.mkdtemp(prefix="segattack-kernel-")
+        self._ipc_dir = tempfile.mkdtemp(prefix="segattack-kernel-", dir=ipc_parent())
         self.transport = "ipc"
         self.ip = os.path.join(self._ipc_dir, "kernel")
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        if self._kernel_spec is None:
+            self._kernel_spec = kernel_spec()
+        return self._kernel_spec
 
     async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
         await super().start_kernel(**kwargs)

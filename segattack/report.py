@@ -76,7 +76,8 @@ def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[Failure]]:
     its earlier results stay in the tables until a successor is complete. A folder whose results
     cannot be read is listed as failed with the reason, and the report goes on."""
     runs, failed = [], []
-    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir()) if Path(runs_dir).is_dir() else []
+    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and not p.name.startswith(".")
+                     ) if Path(runs_dir).is_dir() else []  # hidden: staging and replaced folders mid-swap
     for folder in folders:
         results, failure, notebook = folder / "results.json", folder / "failed.json", str(folder / "attack.ipynb")
         finished = False

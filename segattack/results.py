@@ -26,7 +26,7 @@ from .metrics import dataset_scores, finite_or_none, pooled_from_counts
 from .numerics import describe
 from .records import (RESULTS_VERSION, CleanTruth, Curve, Pooled, RecordError, Results, SavedImages, Score,
                       ShardRecord, Stat, shallow_dict)
-from .store import atomic_write_text
+from .store import atomic_save, atomic_write_text
 from .targets import attacked_images
 
 
@@ -106,7 +106,7 @@ def write_run(results: Results, saved: SavedImages, folder: Path) -> None:
         Image.fromarray(adv).save(folder / f"{idx:02d}_adv.png")
         Image.fromarray(palette[saved.clean_pred[i].numpy()]).save(folder / f"{idx:02d}_pred_clean.png")
         Image.fromarray(palette[saved.adv_pred[i].numpy()]).save(folder / f"{idx:02d}_pred_adv.png")
-    torch.save(shallow_dict(saved), folder / "tensors.pt")
+    atomic_save(shallow_dict(saved), folder / "tensors.pt")  # through a Python file: a full disk is ENOSPC, named
     atomic_write_text(folder / "results.json", results.to_json())
 
 

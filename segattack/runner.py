@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .attacks import AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
-from .config import RunConfig
+from .config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
 from .data import MIN_SIDE, ImageError, Loaded, image_set
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
@@ -43,10 +43,27 @@ def count_images(cfg: RunConfig) -> int:
     images = image_set(cfg.images, max(cfg.size, MIN_SIDE), cfg.resize, cfg.seed)
     count = images.select(cfg.num_images)
     images.check(count)
+    if cfg.resize == "shorter" and images.files is not None:
+        check_long_sides(images.files[:count], cfg.size or DEFAULT_SIZE)
     target_sources([], count, cfg.target_scheme, cfg.target_index)
     if cfg.target_source == "truth" and not images.has_truth:
         raise ImageError(f"target_source='truth' needs ground truth, and {cfg.images} has none")
     return count
+
+
+def check_long_sides(files: list[Path], size: int) -> None:
+    """Refuse a file whose longer side, with its shorter side resized to ``size``, would exceed
+    :data:`~segattack.config.MAX_LONG_SIDE` (read from headers; size 0 is checked as 520, the
+    largest default)."""
+    from PIL import Image
+
+    for path in files:
+        with Image.open(path) as img:
+            w, h = img.size
+        if size * max(w, h) > MAX_LONG_SIDE * min(w, h):
+            raise ImageError(f"{path} is {w}x{h}: with resize=shorter at {size} px its longer side would be "
+                             f"{size * max(w, h) // min(w, h)} px, over {MAX_LONG_SIDE}; use resize=crop or a "
+                             f"smaller size")
 
 
 def shard_ranges(total: int, batch: int) -> list[range]:

@@ -28,7 +28,7 @@ from torch import nn
 from .attacks import ATTACKS, AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .config import ModelKey, coerce_fields, digest
+from .config import ModelKey, check_bounds, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
 from .metrics import (changed_share, changed_success, confusion_matrix, dataset_scores, finite_or_none, mean_iou,
@@ -77,6 +77,7 @@ class StudyConfig:
                 raise ParameterError(f"studies {name} must be >= 1, got {getattr(self, name)}")
         if self.size < MIN_SIDE or self.curve_images < 0 or self.seed < 0:
             raise ParameterError(f"studies size must be >= {MIN_SIDE}, curve_images and seed >= 0")
+        check_bounds("studies ", self.size, self.images, self.num_images)
         if not (self.eps > 0 and self.eps_values and all(e > 0 for e in self.eps_values)):
             raise ParameterError("studies eps and eps_values must be > 0")
         try:  # paths are made absolute before hashing and before any worker sees them
@@ -282,8 +283,8 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
     return StudiesResults(
         config_hash=study.digest(), results_version=RESULTS_VERSION,
         params={**asdict(study), "targets": "roll (image i -> prediction of image i+1)"}, weights=weights,
-        clean_iou_truth={b: dataset_scores(torch.stack(clean_conf[b]))["miou"] if b in clean_conf else None
-                         for b in study.backbones},
+        clean_iou_truth={b: finite_or_none(dataset_scores(torch.stack(clean_conf[b]))["miou"]) if b in clean_conf
+                         else None for b in study.backbones},  # None too where every truth pixel is ignore
         comparison=comparison, security=security, transfer=transfer, difficulty=difficulty,
         # per backbone and attack: success per iteration, one list per image, transposed to (steps, images)
         iteration_curves={b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()}
