@@ -206,7 +206,7 @@ def provenance(runs: list[Run]) -> pd.DataFrame:
             "clean mIoU vs ground truth (these images)": (
                 f"{truth.miou:.3f} (pixel acc. {truth.pixel_accuracy:.3f}; one confusion matrix over "
                 f"{truth.images} images, resize {truth.resize})" if truth and truth.miou is not None
-                else "no ground truth"),
+                else "undefined: every ground-truth pixel is ignore (255)" if truth else "no ground truth"),
             "images": (f"{len(r.names)} × {c.images} at {r.image_size} px ({c.resize}), "
                        f"{r.shards} shard(s) of {c.batch}"),
             "input notes": "; ".join(r.notes + [f"skipped {n}" for n in r.skipped]) or "none",

@@ -46,8 +46,8 @@ def test_a_run_on_ignore_only_truth_writes_null_readings(ignore_only, small_chec
     assert doc["clean_truth"]["miou"] is None and doc["clean_truth"]["class_iou"] == [None] * 21
     assert doc["clean_truth"]["pixel_accuracy"] == 0.0  # no labelled pixel: nothing right, a defined 0
     for scope in ("summary", "summary_all"):
-        assert doc[scope]["iou_truth"] == {"mean": None, "ci95": None}
-        assert doc[scope]["clean_iou_truth"] == {"mean": None, "ci95": None}
+        assert doc[scope]["iou_truth"] == {"mean": None, "ci95": None, "images": 0}
+        assert doc[scope]["clean_iou_truth"] == {"mean": None, "ci95": None, "images": 0}
         assert doc[scope]["acc_truth"]["mean"] == 0.0
     assert doc["per_image"]["iou_truth"] == [None] * 3
     assert doc["pooled"]["all"]["truth"]["iou"] == {"value": None, "ci95": None}
