@@ -22,9 +22,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from .params import ParameterError
@@ -41,8 +42,9 @@ def check_cluster(cluster: str) -> str:
         return cluster
     scheme, sep, rest = str(cluster).partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ParameterError(f"unknown cluster {cluster!r}; use {', '.join(CLUSTERS)} or a scheduler address such as "
-                             f"tcp://host:8786")
+        raise ParameterError(
+            f"unknown cluster {cluster!r}; use {', '.join(CLUSTERS)} or a scheduler address such as tcp://host:8786"
+        )
     if scheme == "inproc":
         if rest.strip():
             return cluster
@@ -84,11 +86,15 @@ def probe_scheduler(address: str, timeout: float | None = None) -> None:
         try:
             reply = pool.submit(asyncio.run, _identity(address, timeout)).result()
         except (TimeoutError, asyncio.TimeoutError):
-            raise RuntimeError(f"no Dask scheduler answered at {address} within {timeout:.0f} s (nothing listening, "
-                               f"or a service that says nothing); check --cluster") from None
+            raise RuntimeError(
+                f"no Dask scheduler answered at {address} within {timeout:.0f} s (nothing listening, "
+                f"or a service that says nothing); check --cluster"
+            ) from None
         except (OSError, ValueError, TypeError, MemoryError, EOFError, RuntimeError) as exc:
-            raise RuntimeError(f"{address} is not a Dask scheduler (it answered with what Dask cannot read: "
-                               f"{type(exc).__name__}); check --cluster") from None
+            raise RuntimeError(
+                f"{address} is not a Dask scheduler (it answered with what Dask cannot read: "
+                f"{type(exc).__name__}); check --cluster"
+            ) from None
     kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
     if kind != "Scheduler":
         raise RuntimeError(f"{address} is not a Dask scheduler (it answered as {kind}); check --cluster")
@@ -106,8 +112,9 @@ def worker_wait() -> float:
     return value
 
 
-def as_completed(client: Any, futures: Iterable[Any], patience: float | None = None, poll: float = 1.0
-                 ) -> Iterator[Any]:
+def as_completed(
+    client: Any, futures: Iterable[Any], patience: float | None = None, poll: float = 1.0
+) -> Iterator[Any]:
     """``futures`` as each finishes, like ``distributed.as_completed``, but a cluster that has had no
     worker for ``patience`` seconds (:func:`worker_wait`) raises :class:`RuntimeError` instead of
     waiting forever."""
@@ -126,14 +133,17 @@ def as_completed(client: Any, futures: Iterable[Any], patience: float | None = N
             continue
         since = since or time.monotonic()
         if time.monotonic() - since >= patience:
-            raise RuntimeError(f"the Dask cluster at {client.scheduler.address} has had no workers for "
-                               f"{patience:.0f} s; every finished task is kept: start workers and run the same "
-                               f"command again")
+            raise RuntimeError(
+                f"the Dask cluster at {client.scheduler.address} has had no workers for "
+                f"{patience:.0f} s; every finished task is kept: start workers and run the same "
+                f"command again"
+            )
 
 
 @contextmanager
-def local_cluster(workers: int = 1, threads: int | None = None, torch_threads: int = 1,
-                  cuda: bool = False) -> Iterator[Any]:
+def local_cluster(
+    workers: int = 1, threads: int | None = None, torch_threads: int = 1, cuda: bool = False
+) -> Iterator[Any]:
     """A client of a new local cluster, shut down on exit: ``workers`` processes running ``threads``
     tasks at once each (default: one process, a task per core), each task with ``torch_threads``
     intra-op threads; with ``cuda``, dask-cuda's one worker per GPU.
@@ -154,8 +164,13 @@ def local_cluster(workers: int = 1, threads: int | None = None, torch_threads: i
                 raise ParameterError("--cluster local-cuda needs dask-cuda: pip install dask-cuda") from None
             cluster = LocalCUDACluster(dashboard_address=":0", silence_logs=logging.ERROR)
         else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads or os.cpu_count() or 1,
-                                   processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads or os.cpu_count() or 1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            )
     with cluster, Client(cluster) as client:
         yield client
 

@@ -17,12 +17,11 @@ import torch
 
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
-from .data import MAX_SIDE, MIN_SIDE, RESIZES, resolve_source
+from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source
 from .models import BACKBONES, resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
-
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
@@ -65,8 +64,9 @@ def dict_from_text(name: str, value: Any) -> Any:
     except ValueError:
         parsed = parse_literal(value)
     if not isinstance(parsed, dict):
-        raise ParameterError(f"{name} must be a dict such as {{'eps': 0.03}} or its JSON text '{{\"eps\": 0.03}}', "
-                             f"got {value!r}")
+        raise ParameterError(
+            f"{name} must be a dict such as {{'eps': 0.03}} or its JSON text '{{\"eps\": 0.03}}', got {value!r}"
+        )
     return parsed
 
 
@@ -87,7 +87,7 @@ class RunConfig:
     images: str = "scenes"
     num_images: int = 8  # 0: every image of a finite set (a folder, voc:, pairs:)
     size: int = 0  # 0: the embedded model's training size, else 520 (torchvision weights)
-    resize: str = "crop"  # crop: centre square | shorter: shorter side to size (torchvision's transforms)
+    resize: Resize = "crop"  # crop: centre square | shorter: shorter side to size | squash: both sides ([5])
     batch: int = 4  # images per shard, attacked together ([5]'s batch of 4)
     steps: int = 50
     target_scheme: str = "single"
@@ -107,12 +107,24 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.attack_params = dict_from_text("attack_params", self.attack_params)
         coerce_fields(self)
-        for name, allowed in (("backbone", tuple(BACKBONES)), ("attack", tuple(ATTACKS)), ("resize", RESIZES),
-                              ("target_scheme", TARGET_SCHEMES), ("target_source", TARGET_SOURCES)):
+        for name, allowed in (
+            ("backbone", tuple(BACKBONES)),
+            ("attack", tuple(ATTACKS)),
+            ("resize", RESIZES),
+            ("target_scheme", TARGET_SCHEMES),
+            ("target_source", TARGET_SOURCES),
+        ):
             if getattr(self, name) not in allowed:
                 raise ParameterError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        for name, low in (("num_images", 0), ("batch", 1), ("steps", 1), ("target_index", 0), ("seed", 0),
-                          ("save_images", 0), ("input_jitter", 0)):
+        for name, low in (
+            ("num_images", 0),
+            ("batch", 1),
+            ("steps", 1),
+            ("target_index", 0),
+            ("seed", 0),
+            ("save_images", 0),
+            ("input_jitter", 0),
+        ):
             if getattr(self, name) < low:
                 raise ParameterError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if self.size and self.size < MIN_SIDE:
@@ -163,8 +175,13 @@ def _probe(cfg: RunConfig) -> None:
     probe = wrap_model(torch.nn.Conv2d(3, NUM_CLASSES, 1), "probe")
     try:
         with torch.no_grad(), torch.enable_grad():
-            cfg.spec(probe, torch.full((1, 3, MIN_SIDE, MIN_SIDE), 0.5),
-                     torch.zeros(1, MIN_SIDE, MIN_SIDE, dtype=torch.long), steps=1, **cfg.attack_kwargs())
+            cfg.spec(
+                probe,
+                torch.full((1, 3, MIN_SIDE, MIN_SIDE), 0.5),
+                torch.zeros(1, MIN_SIDE, MIN_SIDE, dtype=torch.long),
+                steps=1,
+                **cfg.attack_kwargs(),
+            )
     except (ValueError, TypeError) as exc:
         raise ParameterError(str(exc)) from None
     except ArithmeticError:  # diverging on a dummy model says nothing about the real one

@@ -11,10 +11,11 @@ task re-run elsewhere by Dask's scheduler.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -36,8 +37,9 @@ class Task:
         return f"{self.job.name}-{self.job.digest}-{self.unit}"
 
 
-def execute(tasks: list[Task], cluster: str, done: Callable[[Task, Any], None],
-            progress: bool = True) -> dict[str, str]:
+def execute(
+    tasks: list[Task], cluster: str, done: Callable[[Task, Any], None], progress: bool = True
+) -> dict[str, str]:
     """Run ``tasks`` on ``cluster`` with one progress bar, handing each record to ``done`` as it arrives.
 
     Returns job name -> the first error of its failed tasks; the other tasks go on."""
@@ -79,8 +81,9 @@ def execute(tasks: list[Task], cluster: str, done: Callable[[Task, Any], None],
     return errors
 
 
-def run_grid(jobs: list[Job], out_dir: str | Path, cluster: str = "local",
-             progress: bool = True) -> dict[str, TaskState]:
+def run_grid(
+    jobs: list[Job], out_dir: str | Path, cluster: str = "local", progress: bool = True
+) -> dict[str, TaskState]:
     """Compute every unit of ``jobs`` not on disk on ``cluster``; assemble and render each job as soon
     as its last unit is in. Returns job name -> SKIPPED | DONE | FAILED."""
     check_cluster(cluster)
@@ -120,11 +123,19 @@ def check_job_folders(jobs: list[Job], out: Path) -> None:
     sharing one folder."""
     seen: dict[Path, str] = {}
     for job in jobs:
-        link = next((p for p in (job.given, *job.given.parents)  # a link that lives inside the report folder
-                     if p.is_symlink() and p.parent.resolve().is_relative_to(out)), None)
+        link = next(
+            (
+                p
+                for p in (job.given, *job.given.parents)  # a link that lives inside the report folder
+                if p.is_symlink() and p.parent.resolve().is_relative_to(out)
+            ),
+            None,
+        )
         if link is not None:
-            raise FolderError(f"{link} is a symbolic link; the report's run and studies folders must be plain "
-                              f"folders inside {out} (remove the link)")
+            raise FolderError(
+                f"{link} is a symbolic link; the report's run and studies folders must be plain "
+                f"folders inside {out} (remove the link)"
+            )
         if not job.path.is_relative_to(out) or job.path == out:
             raise FolderError(f"{job.name}'s folder {job.path} is not inside the report folder {out}")
         if job.path in seen:

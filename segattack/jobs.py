@@ -85,7 +85,7 @@ class Job(ABC):
             self._units = self.list_units()
         return self._units
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 (a hook: most jobs need nothing)
         """Load what every unit needs (a model) before any unit runs, so that a bad input fails
         before any progress is shown. Nothing by default."""
 
@@ -126,8 +126,10 @@ class Job(ABC):
         refused, with nothing written, unless every unit's record is on disk."""
         missing = self.pending()
         if missing:
-            raise RuntimeError(f"{self.name}: {len(missing)} of {len(self.units())} units have no record in "
-                               f"{self.unit_dir} (first: {missing[0]}); not assembled from the rest, run it again")
+            raise RuntimeError(
+                f"{self.name}: {len(missing)} of {len(self.units())} units have no record in "
+                f"{self.unit_dir} (first: {missing[0]}); not assembled from the rest, run it again"
+            )
         records = self.records()
 
         def build(staging: Path) -> None:

@@ -15,13 +15,15 @@ their sockets in a folder short enough for an IPC path (107 bytes) whatever ``TM
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
@@ -37,18 +39,27 @@ def ipc_parent() -> str:
     """A writable folder for kernel sockets whose paths stay under :data:`IPC_PATH_MAX` bytes: the
     temporary folder, else ``/tmp`` or ``/dev/shm``."""
     for folder in (tempfile.gettempdir(), "/tmp", "/dev/shm"):
-        if (len(os.fsencode(folder)) + len(_IPC_NAME) < IPC_PATH_MAX and os.path.isdir(folder)
-                and os.access(folder, os.W_OK | os.X_OK)):
+        if (
+            len(os.fsencode(folder)) + len(_IPC_NAME) < IPC_PATH_MAX
+            and os.path.isdir(folder)
+            and os.access(folder, os.W_OK | os.X_OK)
+        ):
             return folder
-    raise RuntimeError(f"no folder for notebook kernel sockets: TMPDIR {tempfile.gettempdir()!r} is too long for a "
-                       f"socket path ({IPC_PATH_MAX} bytes) and /tmp and /dev/shm are not writable; set a shorter "
-                       f"TMPDIR")
+    raise RuntimeError(
+        f"no folder for notebook kernel sockets: TMPDIR {tempfile.gettempdir()!r} is too long for a "
+        f"socket path ({IPC_PATH_MAX} bytes) and /tmp and /dev/shm are not writable; set a shorter "
+        f"TMPDIR"
+    )
 
 
 def kernel_spec() -> KernelSpec:
     """The kernel every notebook runs on: ipykernel on this interpreter, figures inline."""
-    return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                      display_name="Python (segattack)", language="python", env={"MPLBACKEND": INLINE_BACKEND})
+    return KernelSpec(
+        argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name="Python (segattack)",
+        language="python",
+        env={"MPLBACKEND": INLINE_BACKEND},
+    )
 
 
 class Stopped(KeyboardInterrupt):
@@ -94,10 +105,8 @@ class IPCKernelManager(AsyncKernelManager):
 def kill_kernels() -> None:
     """Kill every kernel this process started that is still alive (with its own child processes)."""
     for pid in list(_live):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         _live.discard(pid)
 
 

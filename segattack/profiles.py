@@ -26,18 +26,53 @@ BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Embedded weights on their held-out scenes at their training size: CPU-friendly.
-    "default": {"weights": "embedded", "images": "scenes", "num_images": 8, "size": 0, "steps": "default",
-                "stability": "combined", "stability_images": 4, "studies": "default", "studies_images": "scenes", "studies_num_images": 16, "studies_size": 96},
+    "default": {
+        "weights": "embedded",
+        "images": "scenes",
+        "num_images": 8,
+        "size": 0,
+        "steps": "default",
+        "stability": "combined",
+        "stability_images": 4,
+        "studies": "default",
+        "studies_images": "scenes",
+        "studies_num_images": 16,
+        "studies_size": 96,
+    },
     # The paper: torchvision's COCO weights, the shipped photos squashed to 520 x 520 as [5] resizes, [5]'s
     # batch of 4, targets from image 1's clean prediction (the photos have no ground truth; with voc:PATH,
     # -p target_source=truth is [5]'s target). A GPU or a patient CPU: -p studies=none trims the studies.
-    "paper": {"weights": "torchvision", "images": "photos", "num_images": 4, "size": 520, "resize": "squash",
-              "target_source": "prediction", "steps": "paper", "stability": "each", "stability_images": 4,
-              "studies": "default", "studies_images": "photos", "studies_num_images": 4, "studies_size": 520},
+    "paper": {
+        "weights": "torchvision",
+        "images": "photos",
+        "num_images": 4,
+        "size": 520,
+        "resize": "squash",
+        "target_source": "prediction",
+        "steps": "paper",
+        "stability": "each",
+        "stability_images": 4,
+        "studies": "default",
+        "studies_images": "photos",
+        "studies_num_images": 4,
+        "studies_size": 520,
+    },
     # Smoke test for CI: two small images, two iterations.
-    "tiny": {"weights": "embedded", "images": "scenes", "num_images": 2, "size": 64, "steps": 2, "stability": "off",
-             "studies": "default", "studies_images": "scenes", "studies_num_images": 2, "studies_size": 48,
-             "studies_steps": 2, "studies_curve_steps": 1, "studies_curve_images": 2},
+    "tiny": {
+        "weights": "embedded",
+        "images": "scenes",
+        "num_images": 2,
+        "size": 64,
+        "steps": 2,
+        "stability": "off",
+        "studies": "default",
+        "studies_images": "scenes",
+        "studies_num_images": 2,
+        "studies_size": 48,
+        "studies_steps": 2,
+        "studies_curve_steps": 1,
+        "studies_curve_images": 2,
+    },
 }
 
 
@@ -50,7 +85,7 @@ def _settings(profile: str, overrides: dict[str, Any] | None) -> tuple[dict[str,
     """(run parameters, studies settings) of ``profile`` with ``overrides``, unknown names refused."""
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    merged = {**PROFILES[profile], **(overrides or {})}
+    merged: dict[str, Any] = {**PROFILES[profile], **(overrides or {})}
     run = {k: v for k, v in merged.items() if not k.startswith(("studies", "stability"))}
     study = {k.removeprefix("studies_"): v for k, v in merged.items() if k.startswith("studies_")}
     study["level"] = merged.get("studies", "none")
@@ -63,9 +98,12 @@ def _settings(profile: str, overrides: dict[str, Any] | None) -> tuple[dict[str,
     return run, study
 
 
-def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
-                 backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None
-                 ) -> list[RunConfig]:
+def grid_configs(
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    backbones: tuple[str, ...] = BACKBONE_ORDER,
+    attacks: tuple[str, ...] | None = None,
+) -> list[RunConfig]:
     """The runs of ``profile`` (with ``overrides`` applied to every run), in report order, each
     checked on construction; duplicate names run once. ``attacks`` defaults to the paper's."""
     settings, _ = _settings(profile, overrides)
@@ -79,8 +117,11 @@ def grid_configs(profile: str, overrides: dict[str, Any] | None = None,
     def steps_of(attack: str) -> Any:
         return ATTACKS[attack].steps_for(steps) if steps in ("paper", "default") else steps
 
-    return [RunConfig(backbone=b, attack=a, **settings, steps=steps_of(a))
-            for b in dict.fromkeys(backbones) for a in dict.fromkeys(attacks)]
+    return [
+        RunConfig(backbone=b, attack=a, **settings, steps=steps_of(a))
+        for b in dict.fromkeys(backbones)
+        for a in dict.fromkeys(attacks)
+    ]
 
 
 def study_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig | None:
@@ -91,11 +132,12 @@ def study_config(profile: str, overrides: dict[str, Any] | None = None) -> Study
     level = study.pop("level")
     if level not in (*LEVELS, "none"):
         raise ParameterError(f"unknown studies {level!r}; choose one of none, {', '.join(LEVELS)}")
-    shared = {k: run[k] for k in ("weights", "device", "seed", "threads", "deterministic") if k in run}
+    shared: dict[str, Any] = {k: run[k] for k in ("weights", "device", "seed", "threads", "deterministic") if k in run}
     unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
     if unknown:
         raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")
-    config = StudyConfig(**{**LEVELS[level if level in LEVELS else "default"], **shared, **study})
+    settings: dict[str, Any] = {**LEVELS[level if level in LEVELS else "default"], **shared, **study}
+    config = StudyConfig(**settings)
     return None if level == "none" else config
 
 
@@ -106,7 +148,7 @@ STABILITY: tuple[str, ...] = ("off", "combined", "each")
 def stability_repeats(profile: str, overrides: dict[str, Any] | None = None) -> tuple[Stability, int]:
     """The stability repeats of a profile: ``stability`` (off; combined: one repeat under both
     perturbations at once; each: one repeat per perturbation) and how many images they attack."""
-    merged = {**PROFILES[profile], **(overrides or {})}
+    merged: dict[str, Any] = {**PROFILES[profile], **(overrides or {})}
     unknown = sorted(k for k in merged if k.startswith("stability") and k not in ("stability", "stability_images"))
     if unknown:
         raise ParameterError(f"unknown stability settings: {', '.join(unknown)}")
@@ -127,8 +169,8 @@ def repeats(cfg: RunConfig, images: int, mode: Stability = "each") -> dict[str, 
     count = -(-count // cfg.batch) * cfg.batch
     if cfg.num_images:
         count = min(count, cfg.num_images)
-    base = {"num_images": count, "save_images": 0}
-    threads = {"threads": 2 if cfg.threads == 1 else 1}
+    base: dict[str, Any] = {"num_images": count, "save_images": 0}
+    threads: dict[str, Any] = {"threads": 2 if cfg.threads == 1 else 1}
     if mode == "combined":
         return {"threads+jitter": replace(cfg, **base, **threads, input_jitter=1)}
     if mode == "each":
@@ -136,9 +178,14 @@ def repeats(cfg: RunConfig, images: int, mode: Stability = "each") -> dict[str, 
     return {}
 
 
-def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
-         backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None,
-         studies: str | None = None) -> list[Job]:
+def plan(
+    profile: str,
+    out_dir: str | Path,
+    overrides: dict[str, Any] | None = None,
+    backbones: tuple[str, ...] = BACKBONE_ORDER,
+    attacks: tuple[str, ...] | None = None,
+    studies: str | None = None,
+) -> list[Job]:
     """The jobs of a report in ``out_dir``: ``runs/BACKBONE-ATTACK`` per run, then ``studies`` (whose
     level ``studies`` overrides the profile's). Every parameter and input is checked here, before
     any folder is written."""
@@ -148,8 +195,11 @@ def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = N
     out = Path(out_dir).expanduser().resolve()
     jobs: list[Job] = [RunJob(cfg, out / "runs" / cfg.name, profile) for cfg in configs]
     mode, images = stability_repeats(profile, overrides)  # repeats under other numerics, as shards of their own
-    jobs += [RepeatJob(variant, out / "stability" / f"{cfg.name}-{name}")
-             for cfg in configs for name, variant in repeats(cfg, images, mode).items()]
+    jobs += [
+        RepeatJob(variant, out / "stability" / f"{cfg.name}-{name}")
+        for cfg in configs
+        for name, variant in repeats(cfg, images, mode).items()
+    ]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
     for job in jobs:
@@ -157,9 +207,16 @@ def plan(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = N
     return jobs
 
 
-def run_profile(profile: str, out_dir: str | Path, overrides: dict[str, Any] | None = None,
-                backbones: tuple[str, ...] = BACKBONE_ORDER, attacks: tuple[str, ...] | None = None,
-                studies: str | None = None, cluster: str = "local", progress: bool = True) -> dict[str, TaskState]:
+def run_profile(
+    profile: str,
+    out_dir: str | Path,
+    overrides: dict[str, Any] | None = None,
+    backbones: tuple[str, ...] = BACKBONE_ORDER,
+    attacks: tuple[str, ...] | None = None,
+    studies: str | None = None,
+    cluster: str = "local",
+    progress: bool = True,
+) -> dict[str, TaskState]:
     """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.grid.run_grid`)."""
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

@@ -60,8 +60,14 @@ def _build(hint: Any, value: Any, where: str) -> Any:
             raise RecordError(f"{where} must be an object, got {type(value).__name__}")
         hints = typing.get_type_hints(hint)
         known = {f.name for f in dataclasses.fields(hint) if f.init}
-        missing = [f.name for f in dataclasses.fields(hint) if f.init and f.name not in value
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(hint)
+            if f.init
+            and f.name not in value
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise RecordError(f"{where} lacks the field {missing[0]!r}")
         try:
@@ -97,8 +103,9 @@ def read_document(kind: type[T], path: Path) -> T:
     if not isinstance(value, dict):
         raise RecordError(f"{path} holds a JSON {type(value).__name__}, not a results document")
     if value.get("results_version") != RESULTS_VERSION:
-        raise RecordError(f"{path} is from results version {value.get('results_version')}, not {RESULTS_VERSION}: "
-                          f"run the grid again")
+        raise RecordError(
+            f"{path} is from results version {value.get('results_version')}, not {RESULTS_VERSION}: run the grid again"
+        )
     return build(kind, value, path.name)
 
 
@@ -209,6 +216,7 @@ class SavedImages:
     @classmethod
     def join(cls, parts: list[SavedImages]) -> SavedImages:
         """The saved images of consecutive shards, in order."""
+
         def cat(name: str) -> list[Any]:
             return [x for p in parts for x in getattr(p, name)]
 

@@ -29,8 +29,9 @@ def notebooks_dir() -> Path:
 def record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
     """``failed.json`` in ``folder``: the error, and the executed notebook that shows it (if any)."""
     claim(folder)
-    atomic_write_text(folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")},
-                                                         allow_nan=False))
+    atomic_write_text(
+        folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")}, allow_nan=False)
+    )
 
 
 def render(job: Job) -> TaskState:
@@ -53,7 +54,7 @@ def render(job: Job) -> TaskState:
 def _message(exc: BaseException) -> str:
     cause = exc.__cause__
     if isinstance(exc, RenderError) and cause is not None and hasattr(cause, "ename"):
-        return f"{cause.ename}: {cause.evalue}"[:2000]
+        return f"{cause.ename}: {getattr(cause, 'evalue', '')}"[:2000]
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
@@ -66,13 +67,20 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
 
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:
-        pm.execute_notebook(str(notebooks_dir() / notebook), str(partial), parameters=parameters,
-                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-                            kernel_manager_class=IPCKernelManager)
+        pm.execute_notebook(
+            str(notebooks_dir() / notebook),
+            str(partial),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(notebooks_dir()),
+            kernel_manager_class=IPCKernelManager,
+        )
     except pm.PapermillExecutionError as exc:
         os.replace(partial, output)
-        raise RenderError(f"{notebook} failed with {exc.ename}: {exc.evalue} (the executed notebook {output} "
-                          f"shows where)") from exc
+        raise RenderError(
+            f"{notebook} failed with {exc.ename}: {exc.evalue} (the executed notebook {output} shows where)"
+        ) from exc
     os.replace(partial, output)
 
 
@@ -85,9 +93,16 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
     with locked(out):
         claim(out)
         executed = out / "report.ipynb"
-        execute("report.ipynb", executed,
-                {"runs_dir": str(out / "runs"), "studies_dir": str(out / "studies"),
-                 "stability_dir": str(out / "stability"), "profile": profile})
+        execute(
+            "report.ipynb",
+            executed,
+            {
+                "runs_dir": str(out / "runs"),
+                "studies_dir": str(out / "studies"),
+                "stability_dir": str(out / "stability"),
+                "profile": profile,
+            },
+        )
         exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
         body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
         # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded

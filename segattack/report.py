@@ -11,12 +11,11 @@ import json
 import math
 import typing
 from collections.abc import Collection
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from .attacks import ATTACKS
 from .metrics import IMAGENET_STD
@@ -76,8 +75,11 @@ def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[Failure]]:
     its earlier results stay in the tables until a successor is complete. A folder whose results
     cannot be read is listed as failed with the reason, and the report goes on."""
     runs, failed = [], []
-    folders = sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and not p.name.startswith(".")
-                     ) if Path(runs_dir).is_dir() else []  # hidden: staging and replaced folders mid-swap
+    folders = (
+        sorted(p for p in Path(runs_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
+        if Path(runs_dir).is_dir()
+        else []
+    )  # hidden: staging and replaced folders mid-swap
     for folder in folders:
         results, failure, notebook = folder / "results.json", folder / "failed.json", str(folder / "attack.ipynb")
         finished = False
@@ -118,8 +120,9 @@ def _fmt_pooled(score: Score, scale: float = 100.0, digits: int = 2) -> str:
     if score.value is None or not math.isfinite(score.value):
         return "–"
     ci = score.ci95
-    return f"{score.value * scale:.{digits}f}" + (f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
-                                                  if ci else "")
+    return f"{score.value * scale:.{digits}f}" + (
+        f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else ""
+    )
 
 
 def reading(run: Run) -> str:
@@ -173,8 +176,21 @@ def table1(runs: list[Run]) -> pd.DataFrame:
     return frame
 
 
-READING_METRICS = ("iou_original", "iou_all_original", "acc_original", "iou_target", "iou_all_target", "acc_target",
-                   "iou_truth", "acc_truth", "l2_unit", "l2_255", "l2_normalized", "linf_unit", "clean_iou_truth")
+READING_METRICS = (
+    "iou_original",
+    "iou_all_original",
+    "acc_original",
+    "iou_target",
+    "iou_all_target",
+    "acc_target",
+    "iou_truth",
+    "acc_truth",
+    "l2_unit",
+    "l2_255",
+    "l2_normalized",
+    "linf_unit",
+    "clean_iou_truth",
+)
 
 
 def readings_table(runs: list[Run]) -> pd.DataFrame:
@@ -182,8 +198,10 @@ def readings_table(runs: list[Run]) -> pd.DataFrame:
     image included): per-image means ± interval (fractions) and [5]'s pooled scores."""
     rows = {}
     for run in runs:
-        for label, scope, summary in (("attacked", "attacked", run.results.summary),
-                                      ("all images", "all", run.results.summary_all)):
+        for label, scope, summary in (
+            ("attacked", "attacked", run.results.summary),
+            ("all images", "all", run.results.summary_all),
+        ):
             row = {m: _fmt(summary[m], 1, 4) for m in READING_METRICS if m in summary}
             scores: Pooled
             for ref, scores in run.results.pooled[scope].items():
@@ -205,10 +223,15 @@ def provenance(runs: list[Run]) -> pd.DataFrame:
             "clean mIoU (weights' own)": f"{w.clean_miou:.3f}" if w.clean_miou is not None else "n/a",
             "clean mIoU vs ground truth (these images)": (
                 f"{truth.miou:.3f} (pixel acc. {truth.pixel_accuracy:.3f}; one confusion matrix over "
-                f"{truth.images} images, resize {truth.resize})" if truth and truth.miou is not None
-                else "undefined: every ground-truth pixel is ignore (255)" if truth else "no ground truth"),
-            "images": (f"{len(r.names)} × {c.images} at {r.image_size} px ({c.resize}), "
-                       f"{r.shards} shard(s) of {c.batch}"),
+                f"{truth.images} images, resize {truth.resize})"
+                if truth and truth.miou is not None
+                else "undefined: every ground-truth pixel is ignore (255)"
+                if truth
+                else "no ground truth"
+            ),
+            "images": (
+                f"{len(r.names)} × {c.images} at {r.image_size} px ({c.resize}), {r.shards} shard(s) of {c.batch}"
+            ),
             "input notes": "; ".join(r.notes + [f"skipped {n}" for n in r.skipped]) or "none",
             "hyperparameters": ", ".join(f"{k}={v}" for k, v in r.attack_params.items() if k != "attack"),
             "targets": f"{c.target_scheme} (image {c.target_index})",
@@ -231,8 +254,12 @@ def max_l2(size: int) -> float:
 
 
 PAPER_SIZE = 520  # the paper attacks torchvision's DeepLabV3 at its 520 px evaluation size
-STABILITY_METRICS = {"iou_original": "IoU vs original (%)", "acc_original": "pixel acc. vs original (%)",
-                     "success_changed": "targeted success, changed pixels (%)", "l2_255": "L2 (0-255)"}
+STABILITY_METRICS = {
+    "iou_original": "IoU vs original (%)",
+    "acc_original": "pixel acc. vs original (%)",
+    "success_changed": "targeted success, changed pixels (%)",
+    "l2_255": "L2 (0-255)",
+}
 
 
 class Spread(typing.NamedTuple):
@@ -261,11 +288,13 @@ def spreads(run: Run, repeats: list[Run]) -> dict[str, Spread]:
     run's own values for the same images."""
     out = {}
     for metric in STABILITY_METRICS:
-        means, images = [], []
+        means: list[float] = []
+        images: list[float] = []
         for repeat in repeats:
             ours, theirs = run.results.per_image[metric], repeat.results.per_image[metric]
-            pairs = [(ours[i], theirs[i]) for i in repeat.results.attacked
-                     if ours[i] is not None and theirs[i] is not None]
+            pairs = [
+                (a, b) for i in repeat.results.attacked if (a := ours[i]) is not None and (b := theirs[i]) is not None
+            ]
             if pairs:
                 images += [abs(a - b) for a, b in pairs]
                 means.append(abs(sum(a for a, _ in pairs) - sum(b for _, b in pairs)) / len(pairs))
@@ -284,7 +313,7 @@ def stability_table(runs: list[Run], repeats: dict[str, list[Run]]) -> pd.DataFr
             continue
         row = {}
         for metric, spread in found.items():
-            scale, name = (1.0, STABILITY_METRICS[metric]) if metric.startswith("l2") else (100.0, STABILITY_METRICS[metric])
+            scale, name = (1.0 if metric.startswith("l2") else 100.0), STABILITY_METRICS[metric]
             row[(name, "spread of mean")] = f"{spread.mean * scale:,.2f}"
             row[(name, "largest image change")] = f"{spread.image * scale:,.2f}"
             row[(name, "95% interval")] = f"± {spread.interval * scale:,.2f}" if spread.interval is not None else "–"
@@ -299,7 +328,8 @@ def stability_table(runs: list[Run], repeats: dict[str, list[Run]]) -> pd.DataFr
 def _stability_lines(runs: list[Run], repeats: dict[str, list[Run]]) -> tuple[list[str], set[tuple[str, str]]]:
     """The discussion's opening on numerical stability, and the (run, reading) pairs that are unstable."""
     unstable: set[tuple[str, str]] = set()
-    stable, flagged = [], []
+    stable: list[str] = []
+    flagged: list[str] = []
     for run in runs:
         for metric, spread in spreads(run, repeats.get(run.name, [])).items():
             (flagged if spread.flagged else stable).append(f"{run.label} {STABILITY_METRICS[metric]}")
@@ -308,10 +338,12 @@ def _stability_lines(runs: list[Run], repeats: dict[str, list[Run]]) -> tuple[li
     if not stable and not flagged:
         return [], unstable
     variants = sorted({r.name.rsplit("-", 1)[1] for rs in repeats.values() for r in rs})
-    lines = [f"- **Numerical stability first** (each run repeated on its first images under: {', '.join(variants)}; "
-             f"the stability table gives the spreads): stable, the spread of the mean within the 95% interval: "
-             f"{'; '.join(stable) or 'none'}. **Numerically unstable**, their spread larger than their interval, so "
-             f"a conclusion resting on them is not established here: {'; '.join(flagged) or 'none'}."]
+    lines = [
+        f"- **Numerical stability first** (each run repeated on its first images under: {', '.join(variants)}; "
+        f"the stability table gives the spreads): stable, the spread of the mean within the 95% interval: "
+        f"{'; '.join(stable) or 'none'}. **Numerically unstable**, their spread larger than their interval, so "
+        f"a conclusion resting on them is not established here: {'; '.join(flagged) or 'none'}."
+    ]
     return lines, unstable
 
 
@@ -323,7 +355,8 @@ def _paper_claims(runs: list[Run], unstable: Collection[tuple[str, str]] = ()) -
     def verdict(holds: bool, metric: str, *compared: Run) -> str:
         shaky = [r.label for r in compared if (r.name, metric) in unstable]
         return ("holds" if holds else "does not hold") + (
-            f" (not established: {', '.join(shaky)} numerically unstable in this reading)" if shaky else "")
+            f" (not established: {', '.join(shaky)} numerically unstable in this reading)" if shaky else ""
+        )
 
     by = {(r.backbone, r.attack): r for r in runs}
     for backbone in dict.fromkeys(b for b, _ in paper.index):
@@ -335,30 +368,38 @@ def _paper_claims(runs: list[Run], unstable: Collection[tuple[str, str]] = ()) -
         name = BACKBONE_LABEL.get(backbone, backbone)
         ls, lw = attack_label(strong), attack_label(weak)
         holds = s.mean("iou_original") < w.mean("iou_original")
-        lines.append(f"- **{name}: {ls} lowers IoU to the original prediction more than {lw}** — "
-                     f"{verdict(holds, 'iou_original', s, w)} here ({ls} {100 * s.mean('iou_original'):.1f}% vs "
-                     f"{lw} {100 * w.mean('iou_original'):.1f}%; paper {rows.loc[strong, 'iou_percent']:.2f}% vs "
-                     f"{rows.loc[weak, 'iou_percent']:.2f}%).")
+        lines.append(
+            f"- **{name}: {ls} lowers IoU to the original prediction more than {lw}** — "
+            f"{verdict(holds, 'iou_original', s, w)} here ({ls} {100 * s.mean('iou_original'):.1f}% vs "
+            f"{lw} {100 * w.mean('iou_original'):.1f}%; paper {rows.loc[strong, 'iou_percent']:.2f}% vs "
+            f"{rows.loc[weak, 'iou_percent']:.2f}%)."
+        )
         big, small = sorted(ours, key=lambda item: -rows.loc[item[0], "perturbation_l2"])[:2]
         holds = big[1].mean("l2_255") > small[1].mean("l2_255")
-        lines.append(f"- **{name}: {attack_label(big[0])}'s perturbation L2 is larger than "
-                     f"{attack_label(small[0])}'s** (paper {rows.loc[big[0], 'perturbation_l2']:,.2f} vs "
-                     f"{rows.loc[small[0], 'perturbation_l2']:,.2f}) — {verdict(holds, 'l2_255', big[1], small[1])} "
-                     f"here ({big[1].mean('l2_255'):,.1f} vs {small[1].mean('l2_255'):,.1f} in 0-255 units).")
+        lines.append(
+            f"- **{name}: {attack_label(big[0])}'s perturbation L2 is larger than "
+            f"{attack_label(small[0])}'s** (paper {rows.loc[big[0], 'perturbation_l2']:,.2f} vs "
+            f"{rows.loc[small[0], 'perturbation_l2']:,.2f}) — {verdict(holds, 'l2_255', big[1], small[1])} "
+            f"here ({big[1].mean('l2_255'):,.1f} vs {small[1].mean('l2_255'):,.1f} in 0-255 units)."
+        )
         holds = s.mean("success_changed") > w.mean("success_changed")
-        lines.append(f"- **{name}: targeted success** over the pixels the attack had to change: {ls} "
-                     f"{100 * s.mean('success_changed'):.1f}%, {lw} {100 * w.mean('success_changed'):.1f}% (over all "
-                     f"pixels, counting those already at the target: {100 * s.mean('acc_target'):.1f}% and "
-                     f"{100 * w.mean('acc_target'):.1f}%) — the paper reports no such number; its conclusion that its "
-                     f"stronger attack ({ls}) reaches the target more consistently "
-                     f"{verdict(holds, 'success_changed', s, w)} here.")
+        lines.append(
+            f"- **{name}: targeted success** over the pixels the attack had to change: {ls} "
+            f"{100 * s.mean('success_changed'):.1f}%, {lw} {100 * w.mean('success_changed'):.1f}% (over all "
+            f"pixels, counting those already at the target: {100 * s.mean('acc_target'):.1f}% and "
+            f"{100 * w.mean('acc_target'):.1f}%) — the paper reports no such number; its conclusion that its "
+            f"stronger attack ({ls}) reaches the target more consistently "
+            f"{verdict(holds, 'success_changed', s, w)} here."
+        )
     accs = [100 * r.mean("acc_original") for r in runs]
     if accs:
         spread = max(accs) - min(accs)
         low, high = paper["pixel_accuracy_percent"].min(), paper["pixel_accuracy_percent"].max()
-        lines.append(f"- **Pixel accuracy is similar across runs** (paper: {low:.1f}-{high:.1f}%) — here it spans "
-                     f"{min(accs):.1f}-{max(accs):.1f}% ({spread:.1f} points): "
-                     f"{'holds' if spread <= 10 else 'does not hold'} at a 10-point tolerance.")
+        lines.append(
+            f"- **Pixel accuracy is similar across runs** (paper: {low:.1f}-{high:.1f}%) — here it spans "
+            f"{min(accs):.1f}-{max(accs):.1f}% ({spread:.1f} points): "
+            f"{'holds' if spread <= 10 else 'does not hold'} at a 10-point tolerance."
+        )
     return lines
 
 
@@ -368,42 +409,50 @@ def _l2_space(runs: list[Run]) -> list[str]:
     saturated = saturated_pgd_l2(PAPER_SIZE)
     near = [f"{v:,.2f}" for v in paper["perturbation_l2"] if abs(v / saturated - 1) < 0.05]
     normalised = [r for r in runs if r.results.attack_params.get("space") == "imagenet-normalised"]
-    reached = "; ".join(f"{r.label} reaches {r.mean('l2_255'):,.0f} of at most "
-                        f"{saturated_pgd_l2(r.results.image_size, r.results.attack_params['eps']):,.0f} at "
-                        f"{r.results.image_size} px" for r in normalised)
+    reached = "; ".join(
+        f"{r.label} reaches {r.mean('l2_255'):,.0f} of at most "
+        f"{saturated_pgd_l2(r.results.image_size, r.results.attack_params['eps']):,.0f} at "
+        f"{r.results.image_size} px"
+        for r in normalised
+    )
     if near:
         lines.append(
             f"- **Which space is the paper's L2 in?** A perturbation at ±0.1 in normalised space on every pixel has "
             f"L2 = {saturated:,.0f} in 0-255 units at {PAPER_SIZE} px, which matches the paper's {' and '.join(near)}: "
             f"the paper measured L2 per image in 0-255 pixel units at about {PAPER_SIZE} px."
-            + (f" Here: {reached}." if reached else ""))
+            + (f" Here: {reached}." if reached else "")
+        )
     beyond = paper[paper["perturbation_l2"] > max_l2(PAPER_SIZE)]
     if len(beyond):
-        bounds = ", ".join(sorted({f"{max_l2(r.results.image_size):,.0f} at {r.results.image_size} px"
-                                   for r in runs}))
-        which = ", ".join(f"{BACKBONE_LABEL.get(b, b)} {attack_label(a)} {v:,.0f}"
-                          for (b, a), v in beyond["perturbation_l2"].items())
+        bounds = ", ".join(sorted({f"{max_l2(r.results.image_size):,.0f} at {r.results.image_size} px" for r in runs}))
+        which = ", ".join(
+            f"{BACKBONE_LABEL.get(b, b)} {attack_label(a)} {v:,.0f}" for (b, a), v in beyond["perturbation_l2"].items()
+        )
         lines.append(
             f"- **Some of the paper's L2 cannot come from [0,1] images.** No two {PAPER_SIZE} px RGB images in [0,1] "
             f"differ by more than {max_l2(PAPER_SIZE):,.0f} (0-255 units); the paper reports {which}. Those images "
             f"were therefore not clipped to the valid range (or L2 was taken elsewhere); ours are clipped, so our "
-            f"L2 is bounded by {bounds}.")
+            f"L2 is bounded by {bounds}."
+        )
     return lines
 
 
 def _convergence(run: Run) -> str | None:
     """Whether targeted success still moved over the last tenth of the run's iterations."""
-    success = [v for v in run.results.history["success"].mean if v is not None] \
-        if "success" in run.results.history else []
+    success = (
+        [v for v in run.results.history["success"].mean if v is not None] if "success" in run.results.history else []
+    )
     n = len(success)
     if n < 10:
         return None
     tail = n // 10
     change = 100 * (success[-1] - success[-1 - tail])
-    return (f"- **{run.label}: did it converge?** Targeted success {100 * success[0]:.1f}% at iteration 1, "
-            f"{100 * success[-1]:.1f}% at iteration {n}; over the last {tail} iterations it moved {change:+.1f} "
-            f"points: " + ("converged at this budget." if abs(change) < 1 else
-                           "still moving: more iterations would change its row."))
+    return (
+        f"- **{run.label}: did it converge?** Targeted success {100 * success[0]:.1f}% at iteration 1, "
+        f"{100 * success[-1]:.1f}% at iteration {n}; over the last {tail} iterations it moved {change:+.1f} "
+        f"points: "
+        + ("converged at this budget." if abs(change) < 1 else "still moving: more iterations would change its row.")
+    )
 
 
 def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> str:
@@ -414,10 +463,11 @@ def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> 
     if runs:
         lines += _l2_space(runs)
     for attack in dict.fromkeys(r.attack for r in runs):
-        spec = ATTACKS[attack] if attack in ATTACKS else None
-        for run in (r for r in runs if r.attack == attack and spec is not None and spec.notes is not None):
-            assert spec is not None and spec.notes is not None
-            note = spec.notes(run.results.attack_params, run.results.image_size, len(run.results.names))
+        notes = ATTACKS[attack].notes if attack in ATTACKS else None
+        if notes is None:
+            continue
+        for run in (r for r in runs if r.attack == attack):
+            note = notes(run.results.attack_params, run.results.image_size, len(run.results.names))
             if note:
                 lines.append(f"- **{run.label}:** {note}")
     if runs:
@@ -426,20 +476,22 @@ def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> 
             "`IoUAcc(y, pred_adv)`: one confusion matrix pooled over the batch of 4, IoU averaged over the classes "
             "present in the *reference* mask, accuracy over every pixel (void borders counting as misses), the "
             "reference being the original images' masks (ground truth in [5]). The paper's text agrees (\"how close "
-            "the adversarial mask was to the original mask\"), and its PGD IoU of about 15% rules out the target as "
-            "reference, since it says PGD reaches the target \"very consistently\". So the paper's numbers most "
+            'the adversarial mask was to the original mask"), and its PGD IoU of about 15% rules out the target as '
+            'reference, since it says PGD reaches the target "very consistently". So the paper\'s numbers most '
             "likely are the **vs original, [5] pooled** columns (with ground truth as reference where a data set has "
             "it: the every-reading table's `[5] iou_truth`). Per-image means over the classes in either mask are "
             "lower whenever the attack adds classes, so the two readings differ by design. Table 1 averages over the "
             "attacked images: under the paper's target scheme the target image attacks its own prediction, and the "
-            "every-reading table gives both sets.")
+            "every-reading table gives both sets."
+        )
     lines += [line for line in map(_convergence, runs) if line]
     unverified = [r.label for r in runs if r.results.weights.source == UNVERIFIED_SOURCE]
     if unverified:
         lines.append(
             f"- **Unverified weights:** {', '.join(unverified)} ran on a file under torchvision's weights name whose "
             f"SHA-256 does not match the prefix in that name: it is not the published network, so no published "
-            f"figure is quoted for it and its numbers say nothing about the paper's weights.")
+            f"figure is quoted for it and its numbers say nothing about the paper's weights."
+        )
     if any(r.results.weights.source == "embedded" for r in runs):
         lines.append(
             "- **Why our numbers differ from the paper's:** these runs attack segattack's *embedded* models, trained "
@@ -447,7 +499,8 @@ def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> 
             "at the models' training size rather than photos at 520 px; the attack hyperparameters are the paper's, "
             "but a step size like ASMA's beta, tau or PGD's raw-gradient alpha interacts with image size and logit "
             "scale, so absolute values are not comparable — the direction of each comparison is. The `paper` "
-            "profile runs the same notebooks on the real weights.")
+            "profile runs the same notebooks on the real weights."
+        )
     return "\n".join(lines)
 
 
@@ -474,8 +527,11 @@ def _mean_ci(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataF
     return mean.round(3).astype(str) + " ± " + half.round(3).astype(str)
 
 
-SUCCESS_COLUMNS = {"success_changed": "success (changed pixels)", "changed_share": "share of pixels to change",
-                   "success": "success (all pixels)"}
+SUCCESS_COLUMNS = {
+    "success_changed": "success (changed pixels)",
+    "changed_share": "share of pixels to change",
+    "success": "success (all pixels)",
+}
 
 
 def comparison_table(studies: StudiesResults) -> pd.DataFrame:
@@ -484,8 +540,11 @@ def comparison_table(studies: StudiesResults) -> pd.DataFrame:
     original, norms, iterations and wall time (mean ± 95% interval over images; an image with
     nothing to change is left out of the changed-pixel mean)."""
     frame = pd.DataFrame(studies.comparison)
-    table = _mean_ci(frame, ["backbone", "attack"], [*SUCCESS_COLUMNS, "iou_target", "iou_original", "acc_original",
-                                                    "l2", "linf", "iterations"]).rename(columns=SUCCESS_COLUMNS)
+    table = _mean_ci(
+        frame,
+        ["backbone", "attack"],
+        [*SUCCESS_COLUMNS, "iou_target", "iou_original", "acc_original", "l2", "linf", "iterations"],
+    ).rename(columns=SUCCESS_COLUMNS)
     table["seconds"] = frame.groupby(["backbone", "attack"])["seconds"].first().round(1)
     return table
 
@@ -498,8 +557,11 @@ def transfer_table(studies: StudiesResults) -> pd.DataFrame:
     if frame.empty:  # one backbone: nothing to transfer to
         return pd.DataFrame()
     frame["pair"] = frame["source"] + " → " + frame["evaluated_on"]
-    tables = {label: _mean_ci(frame, ["pair", "attack"], [column])[column].unstack("attack")
-              for column, label in SUCCESS_COLUMNS.items() if column != "changed_share"}
+    tables = {
+        label: _mean_ci(frame, ["pair", "attack"], [column])[column].unstack("attack")
+        for column, label in SUCCESS_COLUMNS.items()
+        if column != "changed_share"
+    }
     return pd.concat(tables, axis=1)
 
 
@@ -530,8 +592,12 @@ def budget_rules(studies: StudiesResults) -> str:
         if attack in ATTACKS and studies.weights:
             backbone = next(iter(studies.weights))
             rule = ATTACKS[attack].budget_params(p["eps"], p["steps"], backbone)
-            parts.append(f"{attack_label(attack)} " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                                for k, v in rule.items() if k != "steps"))
+            parts.append(
+                f"{attack_label(attack)} "
+                + ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rule.items() if k != "steps"
+                )
+            )
     return "; ".join(parts)
 
 

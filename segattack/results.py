@@ -24,8 +24,19 @@ from .classes import voc_palette
 from .config import RunConfig
 from .metrics import dataset_scores, finite_or_none, pooled_from_counts
 from .numerics import describe
-from .records import (RESULTS_VERSION, CleanTruth, Curve, Pooled, RecordError, Results, SavedImages, Score,
-                      ShardRecord, Stat, shallow_dict)
+from .records import (
+    RESULTS_VERSION,
+    CleanTruth,
+    Curve,
+    Pooled,
+    RecordError,
+    Results,
+    SavedImages,
+    Score,
+    ShardRecord,
+    Stat,
+    shallow_dict,
+)
 from .store import atomic_save, atomic_write_text
 from .targets import attacked_images
 
@@ -58,14 +69,20 @@ def pooled(conf: torch.Tensor, pixels: torch.Tensor, void: torch.Tensor) -> Pool
 
 def environment(cfg: RunConfig) -> dict[str, str]:
     """Versions, device and numerics: what a run's numbers depend on besides its config."""
-    return {"segattack": __version__, "torch": str(torch.__version__), "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "python": platform.python_version(),
-            "device": cfg.device if cfg.device != "cpu" else f"cpu ({os.cpu_count()} cores)",
-            **describe(cfg.numerics)}
+    return {
+        "segattack": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "device": cfg.device if cfg.device != "cpu" else f"cpu ({os.cpu_count()} cores)",
+        **describe(cfg.numerics),
+    }
 
 
-def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | None = None
-             ) -> tuple[Results, SavedImages]:
+def assemble(
+    cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | None = None
+) -> tuple[Results, SavedImages]:
     """The run's results document and its saved images, from its shard records."""
     records = sorted(records, key=lambda r: r.shard)
     total = sum(len(r.indices) for r in records)
@@ -77,24 +94,42 @@ def assemble(cfg: RunConfig, records: list[ShardRecord], skipped: list[str] | No
     attacked = attacked_images(total, cfg.target_scheme, cfg.target_index)
     seconds, passes = sum(r.seconds for r in records), sum(r.passes for r in records)
     scopes = (("attacked", attacked), ("all", list(range(total))))
-    pooled_scores = {scope: {ref: pooled(conf[ref][rows], pixels[rows], void[ref][rows]) for ref in void}
-                     for scope, rows in scopes}
+    pooled_scores = {
+        scope: {ref: pooled(conf[ref][rows], pixels[rows], void[ref][rows]) for ref in void} for scope, rows in scopes
+    }
     clean_truth = None
     if "clean_truth" in conf:
         scores = dataset_scores(conf["clean_truth"])
-        clean_truth = CleanTruth(finite_or_none(scores["miou"]), finite_or_none(scores["pixel_accuracy"]), total,
-                                 cfg.resize, [finite_or_none(v) for v in scores["class_iou"]])
+        clean_truth = CleanTruth(
+            finite_or_none(scores["miou"]),
+            finite_or_none(scores["pixel_accuracy"]),
+            total,
+            cfg.resize,
+            [finite_or_none(v) for v in scores["class_iou"]],
+        )
     results = Results(
-        config=cfg, config_hash=cfg.digest(), results_version=RESULTS_VERSION, image_size=records[0].size,
-        names=[n for r in records for n in r.names], notes=[n for r in records for n in r.notes],
-        skipped=skipped or [], weights=records[0].weights, attack_params=records[0].attack_params,
-        iterations=[i for r in records for i in r.iterations], shards=len(records),
-        seconds=seconds, seconds_per_iteration=seconds / max(passes, 1),
-        attacked=attacked, summary=summarize(metrics, attacked), summary_all=summarize(metrics),
-        pooled=pooled_scores, clean_truth=clean_truth,
+        config=cfg,
+        config_hash=cfg.digest(),
+        results_version=RESULTS_VERSION,
+        image_size=records[0].size,
+        names=[n for r in records for n in r.names],
+        notes=[n for r in records for n in r.notes],
+        skipped=skipped or [],
+        weights=records[0].weights,
+        attack_params=records[0].attack_params,
+        iterations=[i for r in records for i in r.iterations],
+        shards=len(records),
+        seconds=seconds,
+        seconds_per_iteration=seconds / max(passes, 1),
+        attacked=attacked,
+        summary=summarize(metrics, attacked),
+        summary_all=summarize(metrics),
+        pooled=pooled_scores,
+        clean_truth=clean_truth,
         per_image={k: [finite_or_none(x) for x in v.tolist()] for k, v in metrics.items()},
         history={k: curve(v, attacked) for k, v in history.items()},
-        environment=environment(cfg))
+        environment=environment(cfg),
+    )
     return results, SavedImages.join([r.saved for r in records])
 
 
@@ -116,8 +151,11 @@ def read_run(folder: str | os.PathLike, cfg: RunConfig | None = None) -> tuple[R
     results = Results.read(folder / "results.json")
     if cfg is not None and results.config_hash != cfg.digest():
         theirs, ours = asdict(results.config), asdict(cfg)
-        diff = [f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in {**theirs, **ours}
-                if theirs.get(k) != ours.get(k)]
-        raise RecordError(f"{folder} holds results of other parameters: "
-                          f"{'; '.join(diff) or 'the same fields, hashed by another segattack version'}")
+        diff = [
+            f"{k}={theirs.get(k)!r} (asked {ours.get(k)!r})" for k in {**theirs, **ours} if theirs.get(k) != ours.get(k)
+        ]
+        raise RecordError(
+            f"{folder} holds results of other parameters: "
+            f"{'; '.join(diff) or 'the same fields, hashed by another segattack version'}"
+        )
     return results, SavedImages.read(folder / "tensors.pt")

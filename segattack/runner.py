@@ -14,7 +14,7 @@ import time
 import typing
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -61,9 +61,11 @@ def check_long_sides(files: list[Path], size: int) -> None:
         with Image.open(path) as img:
             w, h = img.size
         if size * max(w, h) > MAX_LONG_SIDE * min(w, h):
-            raise ImageError(f"{path} is {w}x{h}: with resize=shorter at {size} px its longer side would be "
-                             f"{size * max(w, h) // min(w, h)} px, over {MAX_LONG_SIDE}; use resize=crop or a "
-                             f"smaller size")
+            raise ImageError(
+                f"{path} is {w}x{h}: with resize=shorter at {size} px its longer side would be "
+                f"{size * max(w, h) // min(w, h)} px, over {MAX_LONG_SIDE}; use resize=crop or a "
+                f"smaller size"
+            )
 
 
 def shard_ranges(total: int, batch: int) -> list[range]:
@@ -86,8 +88,9 @@ def _resize_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return F.interpolate(mask[None, None].float(), size=tuple(shape), mode="nearest")[0, 0].long()
 
 
-def run_shard(cfg: RunConfig, shard: int, model: SegmentationModel | None = None,
-              progress: bool = False) -> ShardRecord:
+def run_shard(
+    cfg: RunConfig, shard: int, model: SegmentationModel | None = None, progress: bool = False
+) -> ShardRecord:
     """Attack shard ``shard`` of the run and measure it, under the run's numerics.
 
     Clean predictions are made one image at a time (:func:`~segattack.cache.clean_prediction`), so
@@ -128,8 +131,9 @@ def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: b
             seconds += time.perf_counter() - started
         passes += max(result.params["iterations"])  # fewer than steps once every sample has stopped
         parts.append(_Part(group, x, t, result))
-    return _measure(cfg, shard, indices, loaded, [clean[i] for i in indices], targets, truth, parts, seconds,
-                    passes, model)
+    return _measure(
+        cfg, shard, indices, loaded, [clean[i] for i in indices], targets, truth, parts, seconds, passes, model
+    )
 
 
 class _Part(typing.NamedTuple):
@@ -141,9 +145,19 @@ class _Part(typing.NamedTuple):
     result: AttackResult
 
 
-def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, clean: list[torch.Tensor],
-             targets: list[torch.Tensor], truth: list[torch.Tensor] | None, parts: list[_Part], seconds: float,
-             passes: int, model: SegmentationModel) -> ShardRecord:
+def _measure(
+    cfg: RunConfig,
+    shard: int,
+    indices: list[int],
+    loaded: Loaded,
+    clean: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    truth: list[torch.Tensor] | None,
+    parts: list[_Part],
+    seconds: float,
+    passes: int,
+    model: SegmentationModel,
+) -> ShardRecord:
     """Every reading of a shard's attacked images, their confusion counts, histories and saved images."""
     metrics: dict[str, list[torch.Tensor]] = {}
     conf: dict[str, list[torch.Tensor]] = {}
@@ -160,9 +174,11 @@ def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, cle
             refs["truth"] = torch.stack([truth[i] for i in part.group])
         values = attack_metrics(clean_pred, result.pred, part.targets, part.images, result.adv)
         if truth is not None:
-            values.update(iou_truth=mean_iou(result.pred, refs["truth"]),
-                          acc_truth=pixel_accuracy(result.pred, refs["truth"]),
-                          clean_iou_truth=mean_iou(clean_pred, refs["truth"]))
+            values.update(
+                iou_truth=mean_iou(result.pred, refs["truth"]),
+                acc_truth=pixel_accuracy(result.pred, refs["truth"]),
+                clean_iou_truth=mean_iou(clean_pred, refs["truth"]),
+            )
         for name, value in values.items():
             metrics.setdefault(name, []).append(value.cpu())
         for name, ref in refs.items():
@@ -176,25 +192,42 @@ def _measure(cfg: RunConfig, shard: int, indices: list[int], loaded: Loaded, cle
         adv_all += list(result.adv.cpu())
         adv_pred_all += list(result.pred.cpu())
     keep = [p for p, i in enumerate(indices) if i < cfg.save_images]
-    saved = SavedImages(index=[indices[p] for p in keep], images=[loaded.images[p] for p in keep],
-                        adv=[adv_all[p] for p in keep], clean_pred=[clean[p].cpu() for p in keep],
-                        adv_pred=[adv_pred_all[p] for p in keep], targets=[targets[p].cpu() for p in keep],
-                        truth=[truth[p].cpu() for p in keep] if truth is not None else None)
+    saved = SavedImages(
+        index=[indices[p] for p in keep],
+        images=[loaded.images[p] for p in keep],
+        adv=[adv_all[p] for p in keep],
+        clean_pred=[clean[p].cpu() for p in keep],
+        adv_pred=[adv_pred_all[p] for p in keep],
+        targets=[targets[p].cpu() for p in keep],
+        truth=[truth[p].cpu() for p in keep] if truth is not None else None,
+    )
     attack_params = {k: v for k, v in parts[0].result.params.items() if k != "iterations"}
     return ShardRecord(
-        config_hash=cfg.digest(), shard=shard, indices=indices, size=image_size(cfg, model), names=loaded.names,
-        notes=loaded.notes, sizes=[list(x.shape[1:]) for x in loaded.images],
-        metrics={k: torch.cat(v) for k, v in metrics.items()}, conf={k: torch.cat(v) for k, v in conf.items()},
+        config_hash=cfg.digest(),
+        shard=shard,
+        indices=indices,
+        size=image_size(cfg, model),
+        names=loaded.names,
+        notes=loaded.notes,
+        sizes=[list(x.shape[1:]) for x in loaded.images],
+        metrics={k: torch.cat(v) for k, v in metrics.items()},
+        conf={k: torch.cat(v) for k, v in conf.items()},
         void={k: torch.cat(v) for k, v in void.items()},
         pixels=torch.tensor([x.shape[1] * x.shape[2] for x in loaded.images], dtype=torch.float64),
-        history={k: torch.cat(v, dim=1) for k, v in history.items()}, iterations=iterations, seconds=seconds,
-        passes=passes, attack_params=attack_params, weights=model.info, saved=saved)
+        history={k: torch.cat(v, dim=1) for k, v in history.items()},
+        iterations=iterations,
+        seconds=seconds,
+        passes=passes,
+        attack_params=attack_params,
+        weights=model.info,
+        saved=saved,
+    )
 
 
 class RunJob(Job):
     """A backbone x attack run as a job: its units are its shards, its document ``results.json``."""
 
-    notebook = "attack.ipynb"
+    notebook: ClassVar[str | None] = "attack.ipynb"
     document = "results.json"
     unit_folder = "shards"
 

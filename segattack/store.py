@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
@@ -73,8 +74,10 @@ def no_space_named(path: Path) -> Iterator[None]:
         if exc.errno not in NO_SPACE:
             raise
         reason = exc.strerror or os.strerror(exc.errno)
-        error = FolderError(f"cannot write {path}: no space left on its device ({reason}); free some space and run "
-                            f"the same command again (finished work is kept)")
+        error = FolderError(
+            f"cannot write {path}: no space left on its device ({reason}); free some space and run "
+            f"the same command again (finished work is kept)"
+        )
         error.errno = exc.errno
         raise error from None
 
@@ -98,8 +101,10 @@ def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     if folder.exists() and not folder.is_dir():
         raise FolderError(f"{what} {folder} is a file")
     if folder.is_dir() and any(p.name != INNER_LOCK for p in folder.iterdir()) and not (folder / MARKER).is_file():
-        raise FolderError(f"{what} {folder} holds files segattack did not write; choose a new or empty folder "
-                          f"(segattack replaces its own folders whole)")
+        raise FolderError(
+            f"{what} {folder} holds files segattack did not write; choose a new or empty folder "
+            f"(segattack replaces its own folders whole)"
+        )
     return folder
 
 
@@ -134,8 +139,9 @@ def locked(folder: Path, wait: float = 0) -> Iterator[None]:
     try:
         lock.acquire(timeout=wait)
     except Timeout:
-        raise FolderError(f"another segattack process is writing {folder}; wait for it to finish or choose "
-                          f"another folder") from None
+        raise FolderError(
+            f"another segattack process is writing {folder}; wait for it to finish or choose another folder"
+        ) from None
     try:
         yield
     finally:

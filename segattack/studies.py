@@ -31,9 +31,18 @@ from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .config import ModelKey, check_bounds, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
-from .metrics import (changed_share, changed_success, confusion_matrix, dataset_scores, finite_or_none, mean_iou,
-                      perturbation_norm, pixel_accuracy, predict_classes)
-from .models import BACKBONES, resolve_weights
+from .metrics import (
+    changed_share,
+    changed_success,
+    confusion_matrix,
+    dataset_scores,
+    finite_or_none,
+    mean_iou,
+    perturbation_norm,
+    pixel_accuracy,
+    predict_classes,
+)
+from .models import BACKBONES, SegmentationModel, WeightsInfo, resolve_weights
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from .params import ParameterError
 from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
@@ -42,10 +51,18 @@ from .store import atomic_write_text
 from .targets import target_sources
 
 LEVELS: dict[str, dict[str, Any]] = {
-    "default": {"steps": 20, "curve_steps": 10, "curve_images": 8,
-                "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255]},
-    "full": {"steps": 50, "curve_steps": 50, "curve_images": 0,
-             "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255]},
+    "default": {
+        "steps": 20,
+        "curve_steps": 10,
+        "curve_images": 8,
+        "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255],
+    },
+    "full": {
+        "steps": 50,
+        "curve_steps": 50,
+        "curve_images": 0,
+        "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255],
+    },
 }
 
 
@@ -110,23 +127,50 @@ class StudyConfig:
         return ModelKey(backbone, self.weights, self.device, True, True)
 
 
-def _rows(attack: str, backbone: str, clean: torch.Tensor, adv: torch.Tensor, pred: torch.Tensor,
-          targets: torch.Tensor, clean_pred: torch.Tensor, index: list[int] | None = None,
-          **extra: Any) -> list[Row]:
+def _rows(
+    attack: str,
+    backbone: str,
+    clean: torch.Tensor,
+    adv: torch.Tensor,
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    clean_pred: torch.Tensor,
+    index: list[int] | None = None,
+    **extra: Any,
+) -> list[Row]:
     per_image = {
-        "success_changed": changed_success(pred, targets, clean_pred), "changed_share": changed_share(targets, clean_pred),
-        "success": pixel_accuracy(pred, targets), "iou_target": mean_iou(pred, targets),
-        "acc_original": pixel_accuracy(pred, clean_pred), "iou_original": mean_iou(pred, clean_pred),
-        "l2": perturbation_norm(adv, clean, 2), "linf": perturbation_norm(adv, clean, float("inf")),
+        "success_changed": changed_success(pred, targets, clean_pred),
+        "changed_share": changed_share(targets, clean_pred),
+        "success": pixel_accuracy(pred, targets),
+        "iou_target": mean_iou(pred, targets),
+        "acc_original": pixel_accuracy(pred, clean_pred),
+        "iou_original": mean_iou(pred, clean_pred),
+        "l2": perturbation_norm(adv, clean, 2),
+        "linf": perturbation_norm(adv, clean, float("inf")),
     }
     index = index or list(range(len(clean)))
-    return [{"attack": attack, "backbone": backbone, "image": index[i], **extra,
-             **{k: finite_or_none(float(v[i])) for k, v in per_image.items()}} for i in range(len(clean))]
+    return [
+        {
+            "attack": attack,
+            "backbone": backbone,
+            "image": index[i],
+            **extra,
+            **{k: finite_or_none(float(v[i])) for k, v in per_image.items()},
+        }
+        for i in range(len(clean))
+    ]
 
 
-def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Tensor, target_model: nn.Module,
-                    target: str, targets: torch.Tensor, index: list[int] | None = None,
-                    with_clean: bool = True) -> list[Row]:
+def transfer_matrix(
+    source: str,
+    advs: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    target_model: nn.Module,
+    target: str,
+    targets: torch.Tensor,
+    index: list[int] | None = None,
+    with_clean: bool = True,
+) -> list[Row]:
     """Adversarial images crafted on ``source`` evaluated on ``target``: per-image success and
     IoU to target, against the same targets, beside the clean images' scores (``with_clean``)."""
     rows = []
@@ -135,18 +179,35 @@ def transfer_matrix(source: str, advs: dict[str, torch.Tensor], images: torch.Te
         clean_pred = predict_classes(target_model(images))
         for attack, adv in advs.items():
             pred = predict_classes(target_model(adv))
-            rows += [dict(r, source=source, evaluated_on=target)
-                     for r in _rows(attack, target, images, adv, pred, targets, clean_pred, index)]
+            rows += [
+                dict(r, source=source, evaluated_on=target)
+                for r in _rows(attack, target, images, adv, pred, targets, clean_pred, index)
+            ]
         base, base_changed = pixel_accuracy(clean_pred, targets), changed_success(clean_pred, targets, clean_pred)
     if with_clean:  # over the changed pixels the clean images score 0 (or nothing to change) by construction
-        rows += [{"attack": "none (clean)", "backbone": target, "image": index[i], "source": source,
-                  "evaluated_on": target, "success": float(base[i]),
-                  "success_changed": finite_or_none(float(base_changed[i]))} for i in range(len(images))]
+        rows += [
+            {
+                "attack": "none (clean)",
+                "backbone": target,
+                "image": index[i],
+                "source": source,
+                "evaluated_on": target,
+                "success": float(base[i]),
+                "success_changed": finite_or_none(float(base_changed[i])),
+            }
+            for i in range(len(images))
+        ]
     return rows
 
 
-def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: torch.Tensor,
-                     clean_pred: torch.Tensor, index: list[int] | None = None) -> list[Row]:
+def class_difficulty(
+    attack: str,
+    backbone: str,
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    clean_pred: torch.Tensor,
+    index: list[int] | None = None,
+) -> list[Row]:
     """Per image and target class: the fraction of its target pixels imposed, counting only pixels
     whose clean prediction was another class (so classes already present do not look easy)."""
     rows = []
@@ -157,8 +218,16 @@ def class_difficulty(attack: str, backbone: str, pred: torch.Tensor, targets: to
             where = to_change[i] & (targets[i] == c)
             total = int(where.sum())
             if total:
-                rows.append({"attack": attack, "backbone": backbone, "image": index[i], "class": VOC_CLASSES[c],
-                             "pixels": total, "imposed": float((pred[i][where] == c).float().mean())})
+                rows.append(
+                    {
+                        "attack": attack,
+                        "backbone": backbone,
+                        "image": index[i],
+                        "class": VOC_CLASSES[c],
+                        "pixels": total,
+                        "imposed": float((pred[i][where] == c).float().mean()),
+                    }
+                )
     return rows
 
 
@@ -166,10 +235,20 @@ def study_cells(study: StudyConfig) -> list[str]:
     """The names of every cell of the studies: ``compare/BACKBONE/ATTACK/SHARD`` for every compared
     attack, and ``curve/BACKBONE/ATTACK/EPS_INDEX/SHARD`` for those with a security curve."""
     compared = ATTACKS.compared()
-    compare = [f"compare/{b}/{a.name}/{k}" for b in study.backbones for a in compared
-               for k in range(len(shard_ranges(study.total, study.batch)))]
-    curve = [f"curve/{b}/{a.name}/{e}/{k}" for b in study.backbones for a in compared if a.security_curve
-             for e in range(len(study.eps_values)) for k in range(len(shard_ranges(study.curve_total, study.batch)))]
+    compare = [
+        f"compare/{b}/{a.name}/{k}"
+        for b in study.backbones
+        for a in compared
+        for k in range(len(shard_ranges(study.total, study.batch)))
+    ]
+    curve = [
+        f"curve/{b}/{a.name}/{e}/{k}"
+        for b in study.backbones
+        for a in compared
+        if a.security_curve
+        for e in range(len(study.eps_values))
+        for k in range(len(shard_ranges(study.curve_total, study.batch)))
+    ]
     return compare + curve
 
 
@@ -181,7 +260,7 @@ class _Inputs(typing.NamedTuple):
     clean: torch.Tensor
     targets: torch.Tensor
     truth: torch.Tensor | None
-    model: nn.Module
+    model: SegmentationModel
 
 
 def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int) -> _Inputs:
@@ -194,13 +273,26 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
     clean = {i: clean_prediction(model_key, set_key, i, study.numerics).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
     truth = None if loaded.truth is None else torch.stack(loaded.truth).to(device)
-    return _Inputs(torch.stack(loaded.images).to(device), torch.stack([clean[i] for i in indices]),
-                   torch.stack([clean[i] for i in sources]), truth, cached_model(model_key))
+    return _Inputs(
+        torch.stack(loaded.images).to(device),
+        torch.stack([clean[i] for i in indices]),
+        torch.stack([clean[i] for i in sources]),
+        truth,
+        cached_model(model_key),
+    )
 
 
-def compare_attack(model: nn.Module, backbone: str, attack: str, images: torch.Tensor, targets: torch.Tensor,
-                   clean_pred: torch.Tensor, eps: float, steps: int,
-                   index: list[int] | None = None) -> tuple[list[Row], AttackResult]:
+def compare_attack(
+    model: SegmentationModel,
+    backbone: str,
+    attack: str,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    clean_pred: torch.Tensor,
+    eps: float,
+    steps: int,
+    index: list[int] | None = None,
+) -> tuple[list[Row], AttackResult]:
     """One attack at the studies' budget: per-image rows (with iterations and the batch's wall time)
     and the attack's result (its images and prediction feed transfer and difficulty)."""
     spec = ATTACKS[attack]
@@ -210,13 +302,24 @@ def compare_attack(model: nn.Module, backbone: str, attack: str, images: torch.T
     res = spec(model, images, targets, **budget)
     seconds = time.perf_counter() - started
     iterations = res.params.get("iterations", [steps] * len(images))
-    rows = [dict(r, iterations=iterations[p], seconds=seconds)
-            for p, r in enumerate(_rows(attack, backbone, images, res.adv, res.pred, targets, clean_pred, index))]
+    rows = [
+        dict(r, iterations=iterations[p], seconds=seconds)
+        for p, r in enumerate(_rows(attack, backbone, images, res.adv, res.pred, targets, clean_pred, index))
+    ]
     return rows, res
 
 
-def curve_rows(model: nn.Module, backbone: str, attack: str, images: torch.Tensor, targets: torch.Tensor,
-               clean_pred: torch.Tensor, eps: float, steps: int, index: list[int] | None = None) -> list[Row]:
+def curve_rows(
+    model: nn.Module,
+    backbone: str,
+    attack: str,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    clean_pred: torch.Tensor,
+    eps: float,
+    steps: int,
+    index: list[int] | None = None,
+) -> list[Row]:
     """Per-image success and IoU to target of ``attack`` at budget ``eps`` (one point of a security curve)."""
     res = ATTACKS[attack](model, images, targets, **ATTACKS[attack].budget_params(eps, steps, backbone))
     return _rows(attack, backbone, images, res.adv, res.pred, targets, clean_pred, index, eps=eps)
@@ -236,21 +339,27 @@ def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
     images, clean, targets, model = inputs.images, inputs.clean, inputs.targets, inputs.model
     if kind == "curve":
         eps = study.eps_values[int(rest[0])]
-        return CellRecord(cell, security=curve_rows(model, backbone, attack, images, targets, clean, eps,
-                                                    study.curve_steps, indices))
+        return CellRecord(
+            cell, security=curve_rows(model, backbone, attack, images, targets, clean, eps, study.curve_steps, indices)
+        )
     rows, res = compare_attack(model, backbone, attack, images, targets, clean, study.eps, study.steps, indices)
     transfer = []
     first = ATTACKS.compared()[0].name  # its cells also carry the clean baselines, once per image
     for other in (b for b in study.backbones if b != backbone):
         other_model = cached_model(study.model_key(other))
-        transfer += transfer_matrix(backbone, {attack: res.adv}, images, other_model, other, targets, indices,
-                                    with_clean=attack == first)
+        transfer += transfer_matrix(
+            backbone, {attack: res.adv}, images, other_model, other, targets, indices, with_clean=attack == first
+        )
     truth = inputs.truth
-    return CellRecord(cell, comparison=rows, transfer=transfer,
-                      difficulty=class_difficulty(attack, backbone, res.pred, targets, clean, indices),
-                      success_history=res.history["success"].T.tolist(),
-                      clean_conf=None if truth is None else confusion_matrix(clean, truth).sum(0).tolist(),
-                      weights=model.info)
+    return CellRecord(
+        cell,
+        comparison=rows,
+        transfer=transfer,
+        difficulty=class_difficulty(attack, backbone, res.pred, targets, clean, indices),
+        success_history=res.history["success"].T.tolist(),
+        clean_conf=None if truth is None else confusion_matrix(clean, truth).sum(0).tolist(),
+        weights=model.info,
+    )
 
 
 def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResults:
@@ -260,7 +369,8 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
     transfer: list[Row] = []
     difficulty: list[Row] = []
     curves: dict[str, dict[str, list[list[float]]]] = {}
-    weights, clean_conf = {}, {}
+    weights: dict[str, WeightsInfo] = {}
+    clean_conf: dict[str, list[torch.Tensor]] = {}
     totals: dict[tuple[str, str], float] = {}
     first = ATTACKS.compared()[0].name
     for cell in cells:
@@ -281,15 +391,24 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
         if attack == first and cell.clean_conf is not None:
             clean_conf.setdefault(backbone, []).append(torch.tensor(cell.clean_conf))
     return StudiesResults(
-        config_hash=study.digest(), results_version=RESULTS_VERSION,
-        params={**asdict(study), "targets": "roll (image i -> prediction of image i+1)"}, weights=weights,
-        clean_iou_truth={b: finite_or_none(dataset_scores(torch.stack(clean_conf[b]))["miou"]) if b in clean_conf
-                         else None for b in study.backbones},  # None too where every truth pixel is ignore
-        comparison=comparison, security=security, transfer=transfer, difficulty=difficulty,
+        config_hash=study.digest(),
+        results_version=RESULTS_VERSION,
+        params={**asdict(study), "targets": "roll (image i -> prediction of image i+1)"},
+        weights=weights,
+        clean_iou_truth={
+            b: finite_or_none(dataset_scores(torch.stack(clean_conf[b]))["miou"]) if b in clean_conf else None
+            for b in study.backbones
+        },  # None too where every truth pixel is ignore
+        comparison=comparison,
+        security=security,
+        transfer=transfer,
+        difficulty=difficulty,
         # per backbone and attack: success per iteration, one list per image, transposed to (steps, images)
-        iteration_curves={b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()}
-                          for b, per in curves.items()},
-        seconds=sum(totals.values()))
+        iteration_curves={
+            b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()} for b, per in curves.items()
+        },
+        seconds=sum(totals.values()),
+    )
 
 
 class StudiesJob(Job):
