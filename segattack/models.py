@@ -222,7 +222,7 @@ def embedded_weights_path(backbone: str) -> Path:
 
 def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, WeightsInfo]:
     """A study backbone or a :data:`TORCHVISION` model with its published weights, hash-checked."""
-    constructor, enum = _torchvision_entry(backbone)
+    _, enum = _torchvision_entry(backbone)
     weights = enum.COCO_WITH_VOC_LABELS_V1
     path = torchvision_weights_path(backbone)
     if not path.is_file():

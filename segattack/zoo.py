@@ -226,12 +226,13 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
                 raise
             config, model = fetch(offline=False)
     except OSError as exc:
+        offline = "" if download else ", and download=False"
         raise WeightsUnavailable(f"{spec}: not in a local directory or the Hugging Face cache "
-                                 f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){'' if download else ', and download=False'}"
-                                 f": {exc}") from None
+                                 f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){offline}: {exc}") from None
     except ValueError as exc:  # a config of no semantic segmentation model
         raise SpecError(f"{spec}: not a semantic segmentation model ({exc})") from None
-    task_inputs = _oneformer_task(spec, where, config, local or not download) if config.model_type == "oneformer" else None
+    oneformer = config.model_type == "oneformer"
+    task_inputs = _oneformer_task(spec, where, config, local or not download) if oneformer else None
     processor = cached_file(where, "preprocessor_config.json", local_files_only=local or not download,
                             _raise_exceptions_for_missing_entries=False)
     mean, std, how = _hf_normalisation(json.loads(Path(processor).read_text()) if processor else None, spec)
@@ -248,7 +249,7 @@ def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tupl
     values ``v`` to ``(v * r - mean) / std`` (``r`` its rescale factor, 1 without rescaling), and our
     images are ``v / 255``, so the same map is ``(x - mean / (255 r)) / (std / (255 r))``."""
     if processor is None:
-        warnings.warn(f"{spec} has no preprocessor_config.json: normalised with ImageNet's mean and std")
+        warnings.warn(f"{spec} has no preprocessor_config.json: normalised with ImageNet's mean and std", stacklevel=4)
         return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (no image processor config)"
     scale = 255.0 * (processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0)
     if not processor.get("do_normalize", True):
