@@ -153,8 +153,8 @@ class SegmentationModel(nn.Module):
             out = out["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a dict with 'out'")
-        if out.dim() == 4 and out.shape[-2:] != images.shape[-2:]:
-            out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        if out.dim() == 4 and out.shape[-2:] != images.shape[-2:]:  # NCHW: its bilinear backward is faster on CPU
+            out = F.interpolate(out.contiguous(), size=images.shape[-2:], mode="bilinear", align_corners=False)
         return out
 
 
