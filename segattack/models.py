@@ -1,7 +1,10 @@
-"""DeepLabV3 models behind one interface: images in [0,1] (B,3,H,W) in, logits (B,21,H,W) out.
+"""Segmentation models behind one interface: images in [0,1] (B,3,H,W) in, logits (B,C,H,W) out.
 
-ImageNet normalisation lives here, in the wrapper, so every attack works in [0,1] pixel space.
-Weight sources:
+Normalisation lives here, in the wrapper, so every attack works in [0,1] pixel space; logits are
+upsampled to the input size here too, so every loss and metric sees one logit per input pixel.
+:func:`load_model` takes the study's DeepLabV3 backbones (below) or a model spec
+(``torchvision:NAME``, ``hf:REPO_OR_DIR``, ``smp:ARCH:ENCODER[:CHECKPOINT]``,
+``module:PKG.MOD:CALLABLE``; see :mod:`segattack.zoo`). The backbones' weight sources:
 
 - ``"torchvision"``: the COCO_WITH_VOC_LABELS_V1 weights through torchvision's weights API
   (from ``$TORCH_HOME/hub/checkpoints`` or downloaded on an online machine). The file's SHA-256
@@ -26,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import segmentation as tvseg
 
@@ -37,6 +41,15 @@ from .paths import cache_dir, weights_dir
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, tvseg.DeepLabV3_MobileNet_V3_Large_Weights),
     "resnet50": (tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights),
+}
+# every torchvision segmentation model, by its constructor's name (the ``torchvision:NAME`` specs)
+TORCHVISION: dict[str, tuple[Callable[..., nn.Module], Any]] = {
+    "fcn_resnet50": (tvseg.fcn_resnet50, tvseg.FCN_ResNet50_Weights),
+    "fcn_resnet101": (tvseg.fcn_resnet101, tvseg.FCN_ResNet101_Weights),
+    "deeplabv3_mobilenet_v3_large": BACKBONES["mobilenet_v3_large"],
+    "deeplabv3_resnet50": BACKBONES["resnet50"],
+    "deeplabv3_resnet101": (tvseg.deeplabv3_resnet101, tvseg.DeepLabV3_ResNet101_Weights),
+    "lraspp_mobilenet_v3_large": (tvseg.lraspp_mobilenet_v3_large, tvseg.LRASPP_MobileNet_V3_Large_Weights),
 }
 WEIGHT_SOURCES = ("auto", "torchvision", "embedded")
 UNVERIFIED_SOURCE = "torchvision (unverified)"  # a file under torchvision's name whose hash does not match it
@@ -93,7 +106,11 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
 
 
 class SegmentationModel(nn.Module):
-    """Wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits.
+    """Wrapper: normalises [0,1] images, runs the network, returns the ``'out'`` logits at the input size.
+
+    Logits at another resolution (SegFormer's 1/4, a mask classifier's masks) are upsampled
+    bilinearly (``align_corners=False``, as torchvision's heads and SegFormer's post-processing do)
+    inside ``forward``, so every loss and metric reads one logit per input pixel.
 
     The network is used as it is: its mode and ``requires_grad`` flags are left alone (the wrapper
     reports the network's mode as its own), since the attacks run it in eval mode with frozen
@@ -136,6 +153,8 @@ class SegmentationModel(nn.Module):
             out = out["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a dict with 'out'")
+        if out.dim() == 4 and out.shape[-2:] != images.shape[-2:]:  # NCHW: its bilinear backward is faster on CPU
+            out = F.interpolate(out.contiguous(), size=images.shape[-2:], mode="bilinear", align_corners=False)
         return out
 
 
@@ -151,10 +170,20 @@ def _backbone_entry(backbone: str) -> tuple[Callable[..., nn.Module], Any]:
     return BACKBONES[backbone]
 
 
+def _torchvision_entry(name: str) -> tuple[Callable[..., nn.Module], Any]:
+    """A study backbone's or a ``torchvision:NAME`` model's constructor and weights enum."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if name in TORCHVISION:
+        return TORCHVISION[name]
+    raise ValueError(f"unknown torchvision segmentation model {name!r}; choose one of {', '.join(TORCHVISION)}")
+
+
 def torchvision_weights_path(backbone: str) -> Path:
     """Where torchvision keeps the COCO_WITH_VOC_LABELS_V1 file: ``$TORCH_HOME/hub/checkpoints/<name>``
-    (absolute, so a relative ``TORCH_HOME`` names the same file from any working directory)."""
-    _, enum = _backbone_entry(backbone)
+    (absolute, so a relative ``TORCH_HOME`` names the same file from any working directory). ``backbone``
+    is a study backbone or any name in :data:`TORCHVISION`."""
+    _, enum = _torchvision_entry(backbone)
     url = enum.COCO_WITH_VOC_LABELS_V1.url
     return Path(os.path.abspath(Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)))
 
@@ -192,7 +221,8 @@ def embedded_weights_path(backbone: str) -> Path:
 
 
 def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, WeightsInfo]:
-    constructor, enum = _backbone_entry(backbone)
+    """A study backbone or a :data:`TORCHVISION` model with its published weights, hash-checked."""
+    _, enum = _torchvision_entry(backbone)
     weights = enum.COCO_WITH_VOC_LABELS_V1
     path = torchvision_weights_path(backbone)
     if not path.is_file():
@@ -208,17 +238,22 @@ def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, Weights
         except Exception as exc:  # offline, proxy, disk full, truncated or tampered file
             raise WeightsUnavailable(_missing_tv_message(backbone, path, f"download failed: {exc}")) from None
     state = checkpoints.read(path)["state"]
-    # torchvision requires aux_loss with these weights; build as it does, then drop the aux head.
-    net = constructor(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=True)
-    _load_state(net, state, path)
-    net.aux_classifier = None
+    net = build_torchvision(backbone)  # without the aux head: _load_state drops its weights
+    _load_state(net, state, path, type(net).__name__)
     return net, _torchvision_info(backbone, path)
+
+
+def build_torchvision(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """A study backbone's or a :data:`TORCHVISION` model's network, untrained, without an auxiliary head."""
+    constructor, _ = _torchvision_entry(name)
+    aux = {} if constructor is tvseg.lraspp_mobilenet_v3_large else {"aux_loss": False}  # LR-ASPP has none
+    return constructor(weights=None, weights_backbone=None, num_classes=num_classes, **aux)
 
 
 def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
     """The published weights' record when the file's SHA-256 starts with the prefix in its name;
     else an unverified record, without the published mIoU, and a warning naming the file."""
-    _, enum = _backbone_entry(backbone)
+    _, enum = _torchvision_entry(backbone)
     weights = enum.COCO_WITH_VOC_LABELS_V1
     digest, prefix = file_sha256(path), torchvision_hash_prefix(path)
     if not digest.startswith(prefix):
@@ -236,13 +271,14 @@ def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
 
 
 def _missing_tv_message(backbone: str, path: Path, why: str) -> str:
-    _, enum = _backbone_entry(backbone)
+    _, enum = _torchvision_entry(backbone)
+    other = "weights='embedded'" if backbone in BACKBONES else "a checkpoint path as weights"
     return (f"torchvision weights for {backbone} are unavailable ({why}): put "
             f"{os.path.basename(path)} (from {enum.COCO_WITH_VOC_LABELS_V1.url}) at {path} "
-            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or use weights='embedded'")
+            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or use {other}")
 
 
-def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str = "DeepLabV3") -> None:
     expected = net.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.") or k in expected}
     missing = sorted(set(expected) - set(state))
@@ -254,7 +290,7 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
             wrong and f"wrong shapes: {', '.join(wrong[:3])}",
             missing and f"missing: {', '.join(missing[:3])}",
             unexpected and f"unexpected: {', '.join(unexpected[:3])}"]))
-        raise checkpoints.CheckpointError(f"{path} does not fit this DeepLabV3 network ({details})")
+        raise checkpoints.CheckpointError(f"{path} does not fit this {what} network ({details})")
     net.load_state_dict(state)
 
 
@@ -292,15 +328,23 @@ def resolve_weights(weights: str | os.PathLike, what: str = "weights") -> str:
 @torch.inference_mode(False)  # tensors made under inference mode could never be differentiated through
 def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
                download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
-    """Load a DeepLabV3 ``backbone`` ready for attacks: eval mode, frozen parameters.
+    """Load a model ready for attacks: eval mode, frozen parameters, logits at the input size.
 
-    ``weights`` is ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path. The
-    torchvision source fetches its file into the cache when it is missing (``download=False``
-    forbids that); ``"auto"`` never downloads: it takes torchvision's weights only when cached.
-    ``channels_last`` (NHWC layout) and ``fold_bn`` (batch norms folded into the convolutions)
-    keep the numbers up to float rounding and make attack iterations faster (``benchmarks/``).
+    ``backbone`` is one of the study's DeepLabV3 backbones (:data:`BACKBONES`) or a model spec
+    (``torchvision:NAME``, ``hf:REPO_OR_DIR``, ``smp:ARCH:ENCODER[:CHECKPOINT]``,
+    ``module:PKG.MOD:CALLABLE``; :func:`segattack.zoo.load_spec`). For a backbone, ``weights`` is
+    ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path. The torchvision source
+    fetches its file into the cache when it is missing (``download=False`` forbids that); ``"auto"``
+    never downloads: it takes torchvision's weights only when cached. ``channels_last`` (NHWC
+    layout) and ``fold_bn`` (batch norms folded into the convolutions) keep the numbers up to float
+    rounding and make attack iterations faster (``benchmarks/``); for a spec's network, whose
+    module order is not known, the folding is kept only where a probe pass gives the same logits.
     """
-    _backbone_entry(backbone)
+    if backbone not in BACKBONES:
+        from . import zoo  # the specs' loaders import this module
+
+        return zoo.load_spec(backbone, weights, device=device, download=download, channels_last=channels_last,
+                             fold_bn=fold_bn)
     weights = resolve_weights(weights)
     if weights == "auto":
         weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"
@@ -315,8 +359,12 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
         net, info = _load_checkpoint(backbone, path, "embedded")
     else:
         net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")
-    model = SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn)
-    # the network is ours: frozen in eval mode for good (attacks differentiate w.r.t. the input only)
+    info.extra.setdefault("num_classes", NUM_CLASSES)
+    return ready(SegmentationModel(net, info, channels_last=channels_last, fold_bn=fold_bn), device)
+
+
+def ready(model: SegmentationModel, device: str | torch.device) -> SegmentationModel:
+    """A loaded network is ours: frozen in eval mode for good (attacks differentiate w.r.t. the input only)."""
     return model.eval().requires_grad_(False).to(device)
 
 
