@@ -8,6 +8,7 @@ value fails before any folder is touched), and :meth:`RunConfig.digest` names it
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -18,9 +19,10 @@ import torch
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source
-from .models import BACKBONES, resolve_weights, wrap_model
+from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
+from .zoo import resolve_spec
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
@@ -81,7 +83,7 @@ def coerce_fields(config: Any, prefix: str = "") -> None:
 class RunConfig:
     """Everything that determines a run's numbers (hashed to skip finished runs and shards)."""
 
-    backbone: str = "mobilenet_v3_large"
+    backbone: str = "mobilenet_v3_large"  # a study backbone, or a model spec: torchvision:, hf:, smp:, module:
     attack: str = DEFAULT_ATTACK
     weights: str = "auto"  # auto | torchvision | embedded | a checkpoint path
     images: str = "scenes"
@@ -107,8 +109,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.attack_params = dict_from_text("attack_params", self.attack_params)
         coerce_fields(self)
+        try:
+            self.backbone = resolve_spec(self.backbone)
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
         for name, allowed in (
-            ("backbone", tuple(BACKBONES)),
             ("attack", tuple(ATTACKS)),
             ("resize", RESIZES),
             ("target_scheme", TARGET_SCHEMES),
@@ -150,8 +155,8 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        """The run's folder name in a report: ``BACKBONE-ATTACK``."""
-        return f"{self.backbone}-{self.attack}"
+        """The run's folder name in a report: ``BACKBONE-ATTACK`` (a model spec's path characters as ``_``)."""
+        return f"{re.sub(r'[^A-Za-z0-9_.]+', '_', self.backbone).strip('_')}-{self.attack}"
 
     @property
     def model_key(self) -> ModelKey:

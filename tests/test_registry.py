@@ -115,3 +115,18 @@ def test_a_plugin_attack_runs_through_the_cli_the_grid_its_notebook_and_the_stud
     assert {r["attack"] for r in studies["security"]} >= {"toy"}
     html = (out / "index.html").read_text()
     assert "MobileNet Toy FGSM" in html and "Toy FGSM eps=0.03137" in html  # its label and budget rule
+
+
+def test_a_users_module_runs_through_the_cli_by_model_spec(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "segattack", "attack", "--model", "module:toy_model:make",
+                          "--attack", "pgd", "--num-images", "2", "--size", "32", "--steps", "1",
+                          "--out", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert doc["config"]["backbone"] == "module:toy_model:make" and doc["image_size"] == 32
+    assert doc["weights"]["extra"]["num_classes"] == 21
+    assert RunConfig(backbone="module:toy_model:make").name == "module_toy_model_make-pgd"  # a safe folder name
+    with pytest.raises(ParameterError, match="unknown backbone 'nope': use a study backbone"):
+        RunConfig(backbone="nope")
