@@ -96,8 +96,12 @@ def main() -> None:
     seconds: dict[str, list[float]] = {c: [] for c in args.configs}
     for round_ in range(args.rounds):
         for config in args.configs:
-            done = subprocess.run([sys.executable, __file__, "--child", config, "--profile", args.profile],
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", config, "--profile", args.profile],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             seconds[config].append(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
             print(f"round {round_ + 1}: {config} {seconds[config][-1]:.1f} s", flush=True)
             write(Path(args.out), args.profile, images, round_ + 1, seconds)  # a stopped run keeps what it has
@@ -110,9 +114,16 @@ def main() -> None:
 
 def write(out: Path, profile: str, images: int, rounds: int, seconds: dict[str, list[float]]) -> None:
     median = {c: statistics.median(v) for c, v in seconds.items() if v}
-    result = {"profile": profile, "images": images, "rounds": rounds, "seconds": seconds, "median_s": median,
-              "images_per_s": {c: images / s for c, s in median.items()}, "machine": describe(),
-              "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "profile": profile,
+        "images": images,
+        "rounds": rounds,
+        "seconds": seconds,
+        "median_s": median,
+        "images_per_s": {c: images / s for c, s in median.items()},
+        "machine": describe(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if "loop" in median:
         result["over_loop"] = {c: s / median["loop"] for c, s in median.items()}
     out.parent.mkdir(parents=True, exist_ok=True)

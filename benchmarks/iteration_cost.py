@@ -31,8 +31,8 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -50,8 +50,7 @@ def autocast(config: str) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=config == "bf16")
 
 
-def bare_seconds(model: SegmentationModel, x: torch.Tensor, t: torch.Tensor, config: str,
-                 repeats: int) -> list[float]:
+def bare_seconds(model: SegmentationModel, x: torch.Tensor, t: torch.Tensor, config: str, repeats: int) -> list[float]:
     """Seconds of ``repeats`` forward + cross-entropy backward passes w.r.t. the input (after a warm-up)."""
     times = []
     for _ in range(repeats + 1):
@@ -75,12 +74,14 @@ def iteration_seconds(model: SegmentationModel, attack: Callable[[int], object],
     return [b - a for a, b in zip(starts[1:], starts[2:])]
 
 
-def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, attacks: list[str],
-            configs: list[str], peer: bool) -> dict:
+def measure(
+    backbone: str, size: int, batch: int, rounds: int, repeats: int, attacks: list[str], configs: list[str], peer: bool
+) -> dict:
     """Every timing of one (backbone, size, batch), interleaved: each of ``rounds`` rounds times
     every item once (``repeats`` passes or iterations), so a slow spell of a noisy machine touches
     all items alike; an item's seconds are the median of all its rounds x repeats samples."""
-    from adv_lib.attacks.segmentation import asma as ref_asma, dag as ref_dag
+    from adv_lib.attacks.segmentation import asma as ref_asma
+    from adv_lib.attacks.segmentation import dag as ref_dag
 
     models = {c: load_model(backbone, "embedded", **CONFIGS[c]) for c in {*configs, *(["plain", "fast"] * peer)}}
     size = size or int(models["fast" if "fast" in models else configs[0]].info.extra["image_size"])
@@ -94,6 +95,7 @@ def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, att
         def run(n: int) -> None:
             with autocast(config):
                 ATTACKS[name](models[config], x, t, steps=n, **kwargs[name])
+
         return lambda: iteration_seconds(models[config], run, repeats)
 
     items: dict[str, Callable[[], list[float]]] = {}
@@ -102,10 +104,12 @@ def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, att
         items.update({f"{name}/{config}": ours(name, config) for name in attacks})
     for config in ("plain", "fast") if peer else ():
         model = models[config]
-        items[f"adv_lib_asma/{config}"] = lambda m=model: iteration_seconds(m, lambda n: ref_asma(
-            m, x, t, targeted=True, num_steps=n, β=beta, τ=1e-5, adv_threshold=1.01), repeats)
-        items[f"adv_lib_dag/{config}"] = lambda m=model: iteration_seconds(m, lambda n: ref_dag(
-            m, x, t, targeted=True, max_iter=n, γ=1e-3, adv_threshold=1.01), repeats)
+        items[f"adv_lib_asma/{config}"] = lambda m=model: iteration_seconds(
+            m, lambda n: ref_asma(m, x, t, targeted=True, num_steps=n, β=beta, τ=1e-5, adv_threshold=1.01), repeats
+        )
+        items[f"adv_lib_dag/{config}"] = lambda m=model: iteration_seconds(
+            m, lambda n: ref_dag(m, x, t, targeted=True, max_iter=n, γ=1e-3, adv_threshold=1.01), repeats
+        )
     samples: dict[str, list[list[float]]] = {k: [] for k in items}
     for _ in range(rounds):
         for key, timed in items.items():
@@ -113,12 +117,16 @@ def measure(backbone: str, size: int, batch: int, rounds: int, repeats: int, att
     sec = {k: statistics.median(t for one_round in v for t in one_round) for k, v in samples.items()}
     row = {"backbone": backbone, "size": size, "batch": batch, "seconds": sec, "round_seconds": samples}
     plain = sec.get("bare/plain")
-    row["overhead"] = {k: v / sec[f"bare/{k.split('/')[1]}"] for k, v in sec.items()
-                       if not k.startswith("bare") and f"bare/{k.split('/')[1]}" in sec}
+    row["overhead"] = {
+        k: v / sec[f"bare/{k.split('/')[1]}"]
+        for k, v in sec.items()
+        if not k.startswith("bare") and f"bare/{k.split('/')[1]}" in sec
+    }
     row["vs_plain"] = {k: v / plain for k, v in sec.items()} if plain else {}
     if peer and "fast" in configs:
-        row["speedup_over_adv_lib"] = {a: sec[f"adv_lib_{a}/plain"] / sec[f"{a}/fast"] for a in ("asma", "dag")
-                                       if f"{a}/fast" in sec}
+        row["speedup_over_adv_lib"] = {
+            a: sec[f"adv_lib_{a}/plain"] / sec[f"{a}/fast"] for a in ("asma", "dag") if f"{a}/fast" in sec
+        }
     return row
 
 
@@ -128,16 +136,21 @@ def _span(values: list[float]) -> str:
 
 def summary(rows: list[dict], attacks: list[str]) -> str:
     """One line per backbone, size and batch: the ranges over the attacks of every target ratio."""
-    out = ["| backbone | px | batch | plain fwd+bwd (s) | overhead, `fast` (<= 1.05) | `fast` / plain (<= 0.85) | "
-           "`bf16` / plain | adv_lib / ours: ASMA, DAG (>= 1.2) |", "|---" * 8 + "|"]
+    out = [
+        "| backbone | px | batch | plain fwd+bwd (s) | overhead, `fast` (<= 1.05) | `fast` / plain (<= 0.85) | "
+        "`bf16` / plain | adv_lib / ours: ASMA, DAG (>= 1.2) |",
+        "|---" * 8 + "|",
+    ]
     for r in rows:
         fast = _span([r["overhead"][f"{a}/fast"] for a in attacks])
         vs = _span([r["vs_plain"][f"{a}/fast"] for a in attacks])
         bf16 = _span([r["vs_plain"][f"{a}/bf16"] for a in attacks]) if "bare/bf16" in r["seconds"] else "-"
         up = r.get("speedup_over_adv_lib")
         peer = f"{up['asma']:.2f}, {up['dag']:.2f}" if up else "-"
-        out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {r['seconds']['bare/plain']:.3f} | "
-                   f"{fast} | {vs} | {bf16} | {peer} |")
+        out.append(
+            f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {r['seconds']['bare/plain']:.3f} | "
+            f"{fast} | {vs} | {bf16} | {peer} |"
+        )
     return "\n".join(out)
 
 
@@ -148,36 +161,49 @@ def tables(rows: list[dict], attacks: list[str]) -> str:
     for config in ("plain", "fast", "bf16"):
         if not any(f"bare/{config}" in r["seconds"] for r in rows):
             continue
-        out += [f"\nOverhead, `{config}` model: attack iteration / bare fwd+bwd of the same model "
-                "(target <= 1.05)\n", f"| backbone | px | batch | fwd+bwd (s) | {head} |",
-                "|---|---|---|---|" + "---|" * len(attacks)]
+        out += [
+            f"\nOverhead, `{config}` model: attack iteration / bare fwd+bwd of the same model (target <= 1.05)\n",
+            f"| backbone | px | batch | fwd+bwd (s) | {head} |",
+            "|---|---|---|---|" + "---|" * len(attacks),
+        ]
         for r in rows:
             if f"bare/{config}" in r["seconds"]:
                 cells = " | ".join(f"{r['overhead'][f'{a}/{config}']:.2f}" for a in attacks)
-                out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | "
-                           f"{r['seconds'][f'bare/{config}']:.3f} | {cells} |")
+                out.append(
+                    f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | "
+                    f"{r['seconds'][f'bare/{config}']:.3f} | {cells} |"
+                )
     configs = [c for c in ("fast", "bf16") if any(f"bare/{c}" in r["seconds"] for r in rows)]
-    out += ["\nCost against the plain fp32 NCHW fwd+bwd (target <= 0.85)\n",
-            "| backbone | px | batch | config | bare | " + head + " |", "|---|---|---|---|---|" + "---|" * len(attacks)]
+    out += [
+        "\nCost against the plain fp32 NCHW fwd+bwd (target <= 0.85)\n",
+        "| backbone | px | batch | config | bare | " + head + " |",
+        "|---|---|---|---|---|" + "---|" * len(attacks),
+    ]
     for r in rows:
         for c in configs:
             if f"bare/{c}" in r["seconds"] and r["vs_plain"]:
                 cells = " | ".join(f"{r['vs_plain'][f'{a}/{c}']:.2f}" for a in attacks)
-                out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {c} | "
-                           f"{r['vs_plain'][f'bare/{c}']:.2f} | {cells} |")
+                out.append(
+                    f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {c} | "
+                    f"{r['vs_plain'][f'bare/{c}']:.2f} | {cells} |"
+                )
     peers = [r for r in rows if "speedup_over_adv_lib" in r]
     if peers:
-        out += ["\nPeer: seconds per iteration, adv_lib against ours on the same model and batch; speed-up = adv_lib "
-                "on the plain model / ours on `fast` (target >= 1.2)\n",
-                "| backbone | px | batch | attack | adv_lib, plain | ours, plain | adv_lib, fast | ours, fast | "
-                "speed-up |", "|---" * 9 + "|"]
+        out += [
+            "\nPeer: seconds per iteration, adv_lib against ours on the same model and batch; speed-up = adv_lib "
+            "on the plain model / ours on `fast` (target >= 1.2)\n",
+            "| backbone | px | batch | attack | adv_lib, plain | ours, plain | adv_lib, fast | ours, fast | speed-up |",
+            "|---" * 9 + "|",
+        ]
         for r in peers:
             s = r["seconds"]
             for a in ("asma", "dag"):
-                out.append(f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {LABELS[a]} | "
-                           f"{s[f'adv_lib_{a}/plain']:.4f} | {s.get(f'{a}/plain', float('nan')):.4f} | "
-                           f"{s[f'adv_lib_{a}/fast']:.4f} | {s[f'{a}/fast']:.4f} | "
-                           f"{r['speedup_over_adv_lib'][a]:.2f} |")
+                out.append(
+                    f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {LABELS[a]} | "
+                    f"{s[f'adv_lib_{a}/plain']:.4f} | {s.get(f'{a}/plain', float('nan')):.4f} | "
+                    f"{s[f'adv_lib_{a}/fast']:.4f} | {s[f'{a}/fast']:.4f} | "
+                    f"{r['speedup_over_adv_lib'][a]:.2f} |"
+                )
     return "\n".join(out)
 
 
@@ -203,14 +229,33 @@ def main() -> None:
     for backbone in args.backbones:
         for size in args.sizes:
             for batch in args.batches:
-                rows.append(measure(backbone, 0 if size == "default" else int(size), batch, args.rounds,
-                                    args.repeats, args.attacks, args.configs, args.peer and size in args.peer_sizes))
+                rows.append(
+                    measure(
+                        backbone,
+                        0 if size == "default" else int(size),
+                        batch,
+                        args.rounds,
+                        args.repeats,
+                        args.attacks,
+                        args.configs,
+                        args.peer and size in args.peer_sizes,
+                    )
+                )
                 print(json.dumps(rows[-1]), flush=True)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({
-                    "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-                    "torch": str(torch.__version__), "rounds": args.rounds, "repeats": args.repeats,
-                    "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+                Path(args.out).write_text(
+                    json.dumps(
+                        {
+                            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                            "torch": str(torch.__version__),
+                            "rounds": args.rounds,
+                            "repeats": args.repeats,
+                            "date": time.strftime("%Y-%m-%d"),
+                            "rows": rows,
+                        },
+                        indent=1,
+                    )
+                )
     print(summary(rows, args.attacks) + "\n\n" + tables(rows, args.attacks))
 
 

@@ -48,9 +48,19 @@ def child(backbone: str, attack: str, config: str, device: str, steps: int) -> d
     with tempfile.TemporaryDirectory() as folder:
         res, _ = run(RunConfig(backbone=backbone, attack=attack, device=device, **settings), folder, progress=False)
     peak = _peak_mib(cuda)
-    return {"backbone": backbone, "attack": attack, "config": config, "batch": len(res.names),
-            "size": res.image_size, "device": device, "baseline_mib": baseline, "peak_mib": peak,
-            "run_mib": peak - baseline, "attack_seconds": res.seconds, "steps": steps}
+    return {
+        "backbone": backbone,
+        "attack": attack,
+        "config": config,
+        "batch": len(res.names),
+        "size": res.image_size,
+        "device": device,
+        "baseline_mib": baseline,
+        "peak_mib": peak,
+        "run_mib": peak - baseline,
+        "attack_seconds": res.seconds,
+        "steps": steps,
+    }
 
 
 def main() -> None:
@@ -70,9 +80,23 @@ def main() -> None:
     for backbone in args.backbones:
         for attack in args.attacks:
             for config in args.configs:
-                done = subprocess.run([sys.executable, __file__, "--child", backbone, attack, config, "--device",
-                                       args.device, "--steps", str(args.steps)],
-                                      capture_output=True, text=True, check=True)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        backbone,
+                        attack,
+                        config,
+                        "--device",
+                        args.device,
+                        "--steps",
+                        str(args.steps),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(json.dumps(rows[-1]), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -81,8 +105,10 @@ def main() -> None:
     print(f"\n| backbone | attack | model | batch x px | after imports (MiB) | {unit} (MiB) | the run adds (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backbone']} | {r['attack']} | {r['config']} | {r['batch']} x {r['size']} | "
-              f"{r['baseline_mib']:.0f} | {r['peak_mib']:.0f} | {r['run_mib']:.0f} |")
+        print(
+            f"| {r['backbone']} | {r['attack']} | {r['config']} | {r['batch']} x {r['size']} | "
+            f"{r['baseline_mib']:.0f} | {r['peak_mib']:.0f} | {r['run_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

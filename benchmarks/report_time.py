@@ -45,8 +45,12 @@ def main() -> None:
     parser.add_argument("--keep-clone", help="clone into this new folder and keep it (default: a temporary one)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "report_time.json"))
     args = parser.parse_args()
-    result = {"command": "python -m segattack report", "profile": args.profile,
-              "machine": describe(), "date": time.strftime("%Y-%m-%d")}
+    result = {
+        "command": "python -m segattack report",
+        "profile": args.profile,
+        "machine": describe(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.cold:
         with tempfile.TemporaryDirectory(prefix="segattack-clone-") as folder:
             clone = Path(args.keep_clone or Path(folder) / "segattack")

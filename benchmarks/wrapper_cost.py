@@ -26,8 +26,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -60,8 +60,9 @@ def build(name: str, workdir: Path) -> tuple[SegmentationModel, Callable[[torch.
     return model, lambda x: model.net(x)["out"]
 
 
-def ce_backward_seconds(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t: torch.Tensor,
-                        repeats: int) -> list[float]:
+def ce_backward_seconds(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t: torch.Tensor, repeats: int
+) -> list[float]:
     """Seconds of ``repeats`` forward + cross-entropy backward passes w.r.t. the input (after a warm-up);
     the labels are resized to the logits' resolution when it differs."""
     times = []
@@ -69,8 +70,11 @@ def ce_backward_seconds(forward: Callable[[torch.Tensor], torch.Tensor], x: torc
         start = time.perf_counter()
         xx = x.clone().requires_grad_(True)
         logits = forward(xx)
-        labels = t if logits.shape[-2:] == t.shape[-2:] else F.interpolate(
-            t[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        labels = (
+            t
+            if logits.shape[-2:] == t.shape[-2:]
+            else F.interpolate(t[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+        )
         torch.autograd.grad(F.cross_entropy(logits, labels), xx)
         times.append(time.perf_counter() - start)
     return times[1:]
@@ -93,25 +97,38 @@ def measure(name: str, size: int, batch: int, rounds: int, repeats: int, workdir
     x = torch.rand(batch, 3, size, size, generator=g)
     t = torch.randint(0, 21, (batch, size, size), generator=g)
     normalised = ((x - model.mean) / model.std).contiguous(memory_format=torch.channels_last)  # as the wrapper feeds it
-    items = {"bare": lambda: ce_backward_seconds(bare, normalised, t, repeats),
-             "wrapped": lambda: ce_backward_seconds(model, x, t, repeats),
-             "iteration": lambda: iteration_seconds(model, x, t, repeats)}
+    items = {
+        "bare": lambda: ce_backward_seconds(bare, normalised, t, repeats),
+        "wrapped": lambda: ce_backward_seconds(model, x, t, repeats),
+        "iteration": lambda: iteration_seconds(model, x, t, repeats),
+    }
     samples: dict[str, list[list[float]]] = {k: [] for k in items}
     for _ in range(rounds):
         for key, timed in items.items():
             samples[key].append(timed())
     sec = {k: statistics.median(s for one in v for s in one) for k, v in samples.items()}
-    return {"model": name, "spec": model.info.backbone, "size": size, "batch": batch, "seconds": sec,
-            "wrapped_over_bare": sec["wrapped"] / sec["bare"], "iteration_over_bare": sec["iteration"] / sec["bare"],
-            "round_seconds": samples}
+    return {
+        "model": name,
+        "spec": model.info.backbone,
+        "size": size,
+        "batch": batch,
+        "seconds": sec,
+        "wrapped_over_bare": sec["wrapped"] / sec["bare"],
+        "iteration_over_bare": sec["iteration"] / sec["bare"],
+        "round_seconds": samples,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | px | batch | bare fwd+bwd (s) | wrapped fwd+bwd / bare | PGD iteration / bare (<= 1.05) |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| model | px | batch | bare fwd+bwd (s) | wrapped fwd+bwd / bare | PGD iteration / bare (<= 1.05) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {MODELS[r['model']]} | {r['size']} | {r['batch']} | {r['seconds']['bare']:.3f} | "
-                   f"{r['wrapped_over_bare']:.3f} | {r['iteration_over_bare']:.3f} |")
+        out.append(
+            f"| {MODELS[r['model']]} | {r['size']} | {r['batch']} | {r['seconds']['bare']:.3f} | "
+            f"{r['wrapped_over_bare']:.3f} | {r['iteration_over_bare']:.3f} |"
+        )
     return "\n".join(out)
 
 
@@ -135,10 +152,21 @@ def main() -> None:
                 rows.append(measure(name, size, args.batch, args.rounds, args.repeats, Path(workdir)))
                 print(json.dumps({k: v for k, v in rows[-1].items() if k != "round_seconds"}), flush=True)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({
-                    "machine": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads",
-                    "torch": str(torch.__version__), "rounds": args.rounds, "repeats": args.repeats,
-                    "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+                Path(args.out).write_text(
+                    json.dumps(
+                        {
+                            "machine": (
+                                f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads"
+                            ),
+                            "torch": str(torch.__version__),
+                            "rounds": args.rounds,
+                            "repeats": args.repeats,
+                            "date": time.strftime("%Y-%m-%d"),
+                            "rows": rows,
+                        },
+                        indent=1,
+                    )
+                )
     print(table(rows))
 
 

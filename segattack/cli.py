@@ -151,9 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error too")
 
     at = sub.add_parser("attack", parents=[common], help="attack a set of images and write metrics, images and history")
-    at.add_argument("--backbone", "--model", required=True, metavar="MODEL",
-                    help=f"a study backbone ({', '.join(BACKBONES)}) or a model spec: torchvision:NAME, "
-                         f"hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE")
+    at.add_argument(
+        "--backbone",
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help=f"a study backbone ({', '.join(BACKBONES)}) or a model spec: torchvision:NAME, "
+        f"hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE",
+    )
     at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
     at.add_argument(
         "--weights",
@@ -288,8 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--images", help="the runs' image set, as -p images=...: scenes, photos, voc:PATH, pairs:PATH or a folder"
     )
-    rp.add_argument("--backbones", "--models", nargs="+", metavar="MODEL",
-                    help="the models: study backbones or model specs (default: the study's two backbones)")
+    rp.add_argument(
+        "--backbones",
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="the models: study backbones or model specs (default: the study's two backbones)",
+    )
     rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
     rp.add_argument("--studies", choices=["none", *LEVELS], help="the studies (default: the profile's)")
     rp.add_argument(

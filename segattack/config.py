@@ -8,8 +8,8 @@ value fails before any folder is touched), and :meth:`RunConfig.digest` names it
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
@@ -22,8 +22,8 @@ from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source
 from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
-from .zoo import resolve_spec
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
+from .zoo import resolve_spec
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations

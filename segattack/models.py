@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,10 +98,14 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
         raise ValueError("fold_batchnorm needs an eval-mode module: training batch norm uses batch statistics")
     for parent in list(net.modules()):
         names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
+        for first, second in itertools.pairwise(names):
             conv, bn = parent._modules[first], parent._modules[second]
-            if (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d and bn.track_running_stats
-                    and bn.num_features == conv.out_channels):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and type(bn) is nn.BatchNorm2d
+                and bn.track_running_stats
+                and bn.num_features == conv.out_channels
+            ):
                 parent._modules[first] = fuse_conv_bn_eval(conv, bn)
                 parent._modules[second] = nn.Identity()
     return net
@@ -122,18 +128,29 @@ class SegmentationModel(nn.Module):
     holds a SegmentationModel is refused: its images would be normalised twice.
     """
 
-    def __init__(self, net: nn.Module, info: WeightsInfo | None = None,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 channels_last: bool = False, fold_bn: bool = False) -> None:
+    mean: torch.Tensor  # (1,C,1,1) buffers: the normalisation the wrapper applies
+    std: torch.Tensor
+
+    def __init__(
+        self,
+        net: nn.Module,
+        info: WeightsInfo | None = None,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        channels_last: bool = False,
+        fold_bn: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"the model must be a torch.nn.Module, got {type(net).__name__}")
         inner = next((name for name, m in net.named_modules() if isinstance(m, SegmentationModel)), None)
         if inner is not None:
             where = "the model is" if inner == "" else f"the model's submodule {inner!r} is"
-            raise ValueError(f"{where} already a SegmentationModel (from load_model or wrap_model), which normalises "
-                             f"its input: wrapping it would normalise twice; pass it to the attacks as it is, or "
-                             f"wrap its .net")
+            raise ValueError(
+                f"{where} already a SegmentationModel (from load_model or wrap_model), which normalises "
+                f"its input: wrapping it would normalise twice; pass it to the attacks as it is, or "
+                f"wrap its .net"
+            )
         net = fold_batchnorm(net.eval()) if fold_bn else net
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.channels_last, self.fold_bn = channels_last, fold_bn
@@ -233,8 +250,9 @@ def _load_torchvision(backbone: str, download: bool) -> tuple[nn.Module, Weights
         digest = torch.hub.HASH_REGEX.search(path.name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=digest and digest.group(1),
-                                           progress=True)
+            torch.hub.download_url_to_file(
+                weights.url, str(path), hash_prefix=digest and digest.group(1), progress=True
+            )
         except Exception as exc:  # offline, proxy, disk full, truncated or tampered file
             raise WeightsUnavailable(_missing_tv_message(backbone, path, f"download failed: {exc}")) from None
     state = checkpoints.read(path)["state"]
@@ -257,25 +275,39 @@ def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
     weights = enum.COCO_WITH_VOC_LABELS_V1
     digest, prefix = file_sha256(path), torchvision_hash_prefix(path)
     if not digest.startswith(prefix):
-        why = (f"{path} has torchvision's name for {weights} but its SHA-256 {digest[:16]}... does not start with "
-               f"{prefix}: it is not the published network")
-        warnings.warn(f"{why}; loaded as {UNVERIFIED_SOURCE!r}, without the published mIoU (delete the file to "
-                      f"download the real one)")
-        return WeightsInfo(UNVERIFIED_SOURCE, backbone, f"UNVERIFIED weights: {why}",
-                           extra={"file": str(path), "sha256": digest, "expected_sha256_prefix": prefix})
+        why = (
+            f"{path} has torchvision's name for {weights} but its SHA-256 {digest[:16]}... does not start with "
+            f"{prefix}: it is not the published network"
+        )
+        warnings.warn(
+            f"{why}; loaded as {UNVERIFIED_SOURCE!r}, without the published mIoU (delete the file to "
+            f"download the real one)",
+            stacklevel=2,
+        )
+        return WeightsInfo(
+            UNVERIFIED_SOURCE,
+            backbone,
+            f"UNVERIFIED weights: {why}",
+            extra={"file": str(path), "sha256": digest, "expected_sha256_prefix": prefix},
+        )
     metrics = weights.meta.get("_metrics", {}).get("COCO-val2017-VOC-labels", {})
-    return WeightsInfo("torchvision", backbone, f"torchvision {weights} (COCO train2017, 20 VOC classes)",
-                       clean_miou=metrics.get("miou", None) and metrics["miou"] / 100.0,
-                       extra={"file": str(path), "sha256": digest,
-                              "miou_reported_on": "COCO val2017 (torchvision docs)"})
+    return WeightsInfo(
+        "torchvision",
+        backbone,
+        f"torchvision {weights} (COCO train2017, 20 VOC classes)",
+        clean_miou=metrics.get("miou", None) and metrics["miou"] / 100.0,
+        extra={"file": str(path), "sha256": digest, "miou_reported_on": "COCO val2017 (torchvision docs)"},
+    )
 
 
 def _missing_tv_message(backbone: str, path: Path, why: str) -> str:
     _, enum = _torchvision_entry(backbone)
     other = "weights='embedded'" if backbone in BACKBONES else "a checkpoint path as weights"
-    return (f"torchvision weights for {backbone} are unavailable ({why}): put "
-            f"{os.path.basename(path)} (from {enum.COCO_WITH_VOC_LABELS_V1.url}) at {path} "
-            f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or use {other}")
+    return (
+        f"torchvision weights for {backbone} are unavailable ({why}): put "
+        f"{os.path.basename(path)} (from {enum.COCO_WITH_VOC_LABELS_V1.url}) at {path} "
+        f"(TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or use {other}"
+    )
 
 
 def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str = "DeepLabV3") -> None:
@@ -283,13 +315,21 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path, what
     state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.") or k in expected}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-             for k in expected if k in state and state[k].shape != expected[k].shape]
+    wrong = [
+        f"{k}: {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or wrong:
-        details = "; ".join(filter(None, [
-            wrong and f"wrong shapes: {', '.join(wrong[:3])}",
-            missing and f"missing: {', '.join(missing[:3])}",
-            unexpected and f"unexpected: {', '.join(unexpected[:3])}"]))
+        details = "; ".join(
+            part
+            for part in (
+                f"wrong shapes: {', '.join(wrong[:3])}" if wrong else "",
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+                f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+            )
+            if part
+        )
         raise checkpoints.CheckpointError(f"{path} does not fit this {what} network ({details})")
     net.load_state_dict(state)
 
@@ -302,8 +342,13 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
     _load_state(net, ckpt["state"], path)
     meta = ckpt["meta"]
     description = meta.get("description", f"checkpoint {path.name}")
-    info = WeightsInfo(source, backbone, description, clean_miou=meta.get("heldout_miou"),
-                       extra={"file": str(path), **{k: v for k, v in meta.items() if k != "description"}})
+    info = WeightsInfo(
+        source,
+        backbone,
+        description,
+        clean_miou=meta.get("heldout_miou"),
+        extra={"file": str(path), **{k: v for k, v in meta.items() if k != "description"}},
+    )
     return net, info
 
 
@@ -320,14 +365,21 @@ def resolve_weights(weights: str | os.PathLike, what: str = "weights") -> str:
     if weights in WEIGHT_SOURCES:
         return weights
     if not is_checkpoint_path(weights):
-        raise ValueError(f"unknown {what} {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path "
-                         f"(.pt or .pth)")
+        raise ValueError(
+            f"unknown {what} {weights!r}; use one of {', '.join(WEIGHT_SOURCES)} or a checkpoint path (.pt or .pth)"
+        )
     return str(Path(weights).expanduser().resolve())
 
 
 @torch.inference_mode(False)  # tensors made under inference mode could never be differentiated through
-def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
-               download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
+def load_model(
+    backbone: str,
+    weights: str | os.PathLike = "auto",
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    channels_last: bool = True,
+    fold_bn: bool = True,
+) -> SegmentationModel:
     """Load a model ready for attacks: eval mode, frozen parameters, logits at the input size.
 
     ``backbone`` is one of the study's DeepLabV3 backbones (:data:`BACKBONES`) or a model spec
@@ -343,8 +395,9 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
     if backbone not in BACKBONES:
         from . import zoo  # the specs' loaders import this module
 
-        return zoo.load_spec(backbone, weights, device=device, download=download, channels_last=channels_last,
-                             fold_bn=fold_bn)
+        return zoo.load_spec(
+            backbone, weights, device=device, download=download, channels_last=channels_last, fold_bn=fold_bn
+        )
     weights = resolve_weights(weights)
     if weights == "auto":
         weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"
@@ -355,7 +408,8 @@ def load_model(backbone: str, weights: str | os.PathLike = "auto", device: str |
         if not path.is_file():
             raise WeightsUnavailable(
                 f"no embedded {backbone} model at {weights_dir() / (backbone + '.pt')} or {path}; "
-                f"train one with: python -m segattack train --backbone {backbone}")
+                f"train one with: python -m segattack train --backbone {backbone}"
+            )
         net, info = _load_checkpoint(backbone, path, "embedded")
     else:
         net, info = _load_checkpoint(backbone, Path(weights), "checkpoint")

@@ -44,8 +44,19 @@ from torch.nn import functional as F
 from . import checkpoints
 from .classes import NUM_CLASSES
 from .metrics import IMAGENET_MEAN, IMAGENET_STD
-from .models import (BACKBONES, TORCHVISION, WEIGHT_SOURCES, SegmentationModel, WeightsInfo, WeightsUnavailable,
-                     _load_state, _load_torchvision, build_torchvision, is_checkpoint_path, ready)
+from .models import (
+    BACKBONES,
+    TORCHVISION,
+    WEIGHT_SOURCES,
+    SegmentationModel,
+    WeightsInfo,
+    WeightsUnavailable,
+    _load_state,
+    _load_torchvision,
+    build_torchvision,
+    is_checkpoint_path,
+    ready,
+)
 
 KINDS = ("torchvision", "hf", "smp", "module")
 FORMS = "torchvision:NAME, hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE"
@@ -63,8 +74,9 @@ def split_spec(spec: str) -> tuple[str, str]:
     """``(kind, rest)`` of ``KIND:REST``; one error naming the spec and the accepted forms otherwise."""
     kind, sep, rest = str(spec).partition(":")
     if not sep or kind not in KINDS:
-        raise SpecError(f"unknown backbone {spec!r}: use a study backbone ({', '.join(BACKBONES)}) or a model "
-                        f"spec: {FORMS}")
+        raise SpecError(
+            f"unknown backbone {spec!r}: use a study backbone ({', '.join(BACKBONES)}) or a model spec: {FORMS}"
+        )
     if not rest:
         raise SpecError(f"model spec {spec!r} names no model after {kind + ':'!r} ({FORMS})")
     return kind, rest
@@ -84,8 +96,14 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
-def load_spec(spec: str, weights: str | os.PathLike = "auto", device: str | torch.device = "cpu",
-              download: bool = True, channels_last: bool = True, fold_bn: bool = True) -> SegmentationModel:
+def load_spec(
+    spec: str,
+    weights: str | os.PathLike = "auto",
+    device: str | torch.device = "cpu",
+    download: bool = True,
+    channels_last: bool = True,
+    fold_bn: bool = True,
+) -> SegmentationModel:
     """The model a spec names, ready for attacks (see the module docstring for each kind).
 
     ``weights`` chooses the weights of a ``torchvision:`` model (``"auto"`` or ``"torchvision"``:
@@ -95,8 +113,10 @@ def load_spec(spec: str, weights: str | os.PathLike = "auto", device: str | torc
     kind, rest = split_spec(spec)
     weights = os.fspath(weights)
     if kind != "torchvision" and weights != "auto":
-        raise SpecError(f"weights={weights!r} applies to the study's backbones and torchvision: specs; a {kind}: "
-                        f"spec names its own weights ({FORMS})")
+        raise SpecError(
+            f"weights={weights!r} applies to the study's backbones and torchvision: specs; a {kind}: "
+            f"spec names its own weights ({FORMS})"
+        )
     if kind == "torchvision":
         net, info, (mean, std) = _torchvision(spec, rest, weights, download)
         model = SegmentationModel(net, info, mean, std, channels_last=channels_last, fold_bn=fold_bn)
@@ -134,16 +154,17 @@ def _logits(out: Any) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
-def _torchvision(spec: str, name: str, weights: str, download: bool
-                 ) -> tuple[nn.Module, WeightsInfo, Normalisation]:
+def _torchvision(spec: str, name: str, weights: str, download: bool) -> tuple[nn.Module, WeightsInfo, Normalisation]:
     if name not in TORCHVISION:
         raise SpecError(f"unknown torchvision model in {spec!r}; choose one of {', '.join(TORCHVISION)}")
     published = TORCHVISION[name][1].COCO_WITH_VOC_LABELS_V1
     if weights in ("auto", "torchvision"):
         net, info = _load_torchvision(name, download)
     elif weights in WEIGHT_SOURCES or not is_checkpoint_path(weights):
-        raise SpecError(f"weights={weights!r} does not apply to {spec}: use 'torchvision' (the published "
-                        f"{published}) or a checkpoint path (.pt or .pth)")
+        raise SpecError(
+            f"weights={weights!r} does not apply to {spec}: use 'torchvision' (the published "
+            f"{published}) or a checkpoint path (.pt or .pth)"
+        )
     else:
         path = Path(weights).expanduser().resolve()
         net = build_torchvision(name)
@@ -151,8 +172,9 @@ def _torchvision(spec: str, name: str, weights: str, download: bool
         info = WeightsInfo("checkpoint", name, f"checkpoint {path.name}", extra={"file": str(path)})
     transform = published.transforms()
     info.backbone = spec
-    info.extra.update(num_classes=NUM_CLASSES, labels=list(published.meta["categories"]),
-                      normalization=f"{published} transforms")
+    info.extra.update(
+        num_classes=NUM_CLASSES, labels=list(published.meta["categories"]), normalization=f"{published} transforms"
+    )
     return net, info, (tuple(transform.mean), tuple(transform.std))
 
 
@@ -207,15 +229,18 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         if not os.path.isdir(where):
             raise SpecError(f"{spec}: no such directory {where}")
         if not os.path.isfile(os.path.join(where, "config.json")):
-            raise SpecError(f"{spec}: {where} holds no config.json; save the model there with "
-                            f"model.save_pretrained({where!r}) (and its image processor's save_pretrained)")
+            raise SpecError(
+                f"{spec}: {where} holds no config.json; save the model there with "
+                f"model.save_pretrained({where!r}) (and its image processor's save_pretrained)"
+            )
 
     def fetch(offline: bool) -> tuple[Any, nn.Module]:
         config = transformers.AutoConfig.from_pretrained(where, local_files_only=offline)
-        cls = {"maskformer": transformers.MaskFormerForInstanceSegmentation,
-               "mask2former": transformers.Mask2FormerForUniversalSegmentation,
-               "oneformer": transformers.OneFormerForUniversalSegmentation}.get(
-                   config.model_type, transformers.AutoModelForSemanticSegmentation)
+        cls: Any = {
+            "maskformer": transformers.MaskFormerForInstanceSegmentation,
+            "mask2former": transformers.Mask2FormerForUniversalSegmentation,
+            "oneformer": transformers.OneFormerForUniversalSegmentation,
+        }.get(config.model_type, transformers.AutoModelForSemanticSegmentation)
         return config, cls.from_pretrained(where, local_files_only=offline, dtype=torch.float32)
 
     try:
@@ -227,20 +252,35 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
             config, model = fetch(offline=False)
     except OSError as exc:
         offline = "" if download else ", and download=False"
-        raise WeightsUnavailable(f"{spec}: not in a local directory or the Hugging Face cache "
-                                 f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){offline}: {exc}") from None
+        raise WeightsUnavailable(
+            f"{spec}: not in a local directory or the Hugging Face cache "
+            f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){offline}: {exc}"
+        ) from None
     except ValueError as exc:  # a config of no semantic segmentation model
         raise SpecError(f"{spec}: not a semantic segmentation model ({exc})") from None
     oneformer = config.model_type == "oneformer"
     task_inputs = _oneformer_task(spec, where, config, local or not download) if oneformer else None
-    processor = cached_file(where, "preprocessor_config.json", local_files_only=local or not download,
-                            _raise_exceptions_for_missing_entries=False)
+    processor = cached_file(
+        where,
+        "preprocessor_config.json",
+        local_files_only=local or not download,
+        _raise_exceptions_for_missing_entries=False,
+    )
     mean, std, how = _hf_normalisation(json.loads(Path(processor).read_text()) if processor else None, spec)
     id2label = {int(k): v for k, v in config.id2label.items()}
     num_classes = len(id2label)
-    info = WeightsInfo("hf", spec, f"transformers {type(model).__name__} from {where}",
-                       extra={"where": where, "model_type": config.model_type, "num_classes": num_classes,
-                              "id2label": id2label, "normalization": how})
+    info = WeightsInfo(
+        "hf",
+        spec,
+        f"transformers {type(model).__name__} from {where}",
+        extra={
+            "where": where,
+            "model_type": config.model_type,
+            "num_classes": num_classes,
+            "id2label": id2label,
+            "normalization": how,
+        },
+    )
     return HFSemantic(model.eval(), config.model_type, task_inputs), info, (mean, std)
 
 
@@ -255,8 +295,11 @@ def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tupl
     if not processor.get("do_normalize", True):
         return (0.0, 0.0, 0.0), (1 / scale,) * 3, "none (do_normalize false)"
     mean, std = processor.get("image_mean", IMAGENET_MEAN), processor.get("image_std", IMAGENET_STD)
-    return (tuple(m / scale for m in mean), tuple(s / scale for s in std),
-            f"image processor config: mean {list(mean)}, std {list(std)}, rescale {scale / 255:g}")
+    return (
+        tuple(m / scale for m in mean),
+        tuple(s / scale for s in std),
+        f"image processor config: mean {list(mean)}, std {list(std)}, rescale {scale / 255:g}",
+    )
 
 
 def _oneformer_task(spec: str, where: str, config: Any, offline: bool) -> torch.Tensor:
@@ -266,8 +309,10 @@ def _oneformer_task(spec: str, where: str, config: Any, offline: bool) -> torch.
     try:
         processor = OneFormerProcessor.from_pretrained(where, local_files_only=offline)
     except (OSError, ValueError, TypeError) as exc:
-        raise SpecError(f"{spec}: OneFormer needs its processor (tokenizer included) beside the model to encode "
-                        f"the task 'the task is semantic': {exc}") from None
+        raise SpecError(
+            f"{spec}: OneFormer needs its processor (tokenizer included) beside the model to encode "
+            f"the task 'the task is semantic': {exc}"
+        ) from None
     tokens = processor._preprocess_text(["the task is semantic"], max_length=config.task_seq_len)
     return tokens.float()
 
@@ -296,15 +341,26 @@ def _smp(spec: str, rest: str) -> tuple[nn.Module, WeightsInfo, Normalisation]:
     except (KeyError, ValueError) as exc:
         raise SpecError(f"model spec {spec!r}: {exc}") from None
     net.classification_head = None  # smp's optional image-level head: a second output no attack reads
-    if state is not None:
-        _load_state(net, {k: v for k, v in state.items() if not k.startswith("classification_head.")}, path,
-                     f"smp {arch}/{encoder}")
+    if state is not None and path is not None:
+        _load_state(
+            net,
+            {k: v for k, v in state.items() if not k.startswith("classification_head.")},
+            path,
+            f"smp {arch}/{encoder}",
+        )
         description = f"smp {arch} ({encoder}) from {path.name}"
     else:
         description = f"smp {arch} ({encoder}), UNTRAINED: random weights (no checkpoint in the spec)"
-    info = WeightsInfo("smp" if state is not None else "smp (untrained)", spec, description,
-                       extra={"num_classes": classes, "normalization": "ImageNet (smp's pretrained encoders)",
-                              **({"file": str(path)} if path else {})})
+    info = WeightsInfo(
+        "smp" if state is not None else "smp (untrained)",
+        spec,
+        description,
+        extra={
+            "num_classes": classes,
+            "normalization": "ImageNet (smp's pretrained encoders)",
+            **({"file": str(path)} if path else {}),
+        },
+    )
     return net, info, (IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -324,15 +380,20 @@ def _module(spec: str, rest: str) -> tuple[nn.Module, WeightsInfo, Normalisation
         raise SpecError(f"model spec {spec!r}: {module_name}.{attribute} is not callable")
     built = target()
     if not isinstance(built, nn.Module):
-        raise SpecError(f"model spec {spec!r}: {module_name}.{attribute}() returned {type(built).__name__}, "
-                        f"not a torch.nn.Module")
+        raise SpecError(
+            f"model spec {spec!r}: {module_name}.{attribute}() returned {type(built).__name__}, not a torch.nn.Module"
+        )
     if isinstance(built, SegmentationModel):  # the user's own normalisation
         net, mean, std = built.net, tuple(built.mean.flatten().tolist()), tuple(built.std.flatten().tolist())
         how = "the SegmentationModel's own"
     else:
         net, mean, std, how = built, IMAGENET_MEAN, IMAGENET_STD, "ImageNet"
-    info = WeightsInfo("module", spec, f"{module_name}.{attribute}() ({type(net).__name__})",
-                       extra={"num_classes": _class_count(net, mean, std), "normalization": how})
+    info = WeightsInfo(
+        "module",
+        spec,
+        f"{module_name}.{attribute}() ({type(net).__name__})",
+        extra={"num_classes": _class_count(net, mean, std), "normalization": how},
+    )
     return net, info, (mean, std)
 
 

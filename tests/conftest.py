@@ -20,9 +20,12 @@ class TinySegNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(24, 24, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(24, 21, 1))
+            nn.Conv2d(3, 24, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(24, 24, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(24, 21, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"out": self.body(x)}
@@ -55,8 +58,9 @@ def small_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "mnv3.pt"
     meta = {"heldout_miou": 0.1, "image_size": 48, "description": "untrained test network"}
-    atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(), "mobilenet_v3_large", meta,
-                                 int8=True), path)
+    atomic_save(
+        checkpoints.pack(build_network("mobilenet_v3_large").state_dict(), "mobilenet_v3_large", meta, int8=True), path
+    )
     return path
 
 

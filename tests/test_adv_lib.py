@@ -38,9 +38,10 @@ def test_asma_takes_adv_libs_first_steps(tiny_model, batch, steps):
     # adv_lib returns its best iterate; with an unreachable threshold and a stable prediction the
     # best is the latest evaluated one, i.e. the iterate after `steps` updates when run one longer.
     for i in range(len(images)):
-        x, t = images[i:i + 1], targets[i:i + 1]
-        theirs = segmentation.asma(tiny_model, x, t, targeted=True, adv_threshold=1.01, num_steps=steps + 1,
-                                   τ=tau, β=beta)
+        x, t = images[i : i + 1], targets[i : i + 1]
+        theirs = segmentation.asma(
+            tiny_model, x, t, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta
+        )
         ours = asma(tiny_model, x, t, beta=beta, tau=tau, steps=steps, **ADV_LIB_ASMA)
         with torch.no_grad():
             assert torch.equal(ours.pred, tiny_model(x).argmax(1))  # the premise: predictions unchanged
@@ -67,9 +68,14 @@ def test_asma_matches_adv_libs_images_where_the_l2_term_matters(tiny_model, batc
     beta = tau = 2e-2  # steps large enough that ||X_n - X||^2 pulls the iterate back visibly
     steps = 8
     for i in range(len(images)):
-        x, t = images[i:i + 1], targets[i:i + 1]
-        theirs = adv_lib_iterate(tiny_model, lambda: segmentation.asma(
-            tiny_model, x, t, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta), steps)
+        x, t = images[i : i + 1], targets[i : i + 1]
+        theirs = adv_lib_iterate(
+            tiny_model,
+            lambda: segmentation.asma(
+                tiny_model, x, t, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta
+            ),
+            steps,
+        )
         ours = asma(tiny_model, x, t, beta=beta, tau=tau, steps=steps, **ADV_LIB_ASMA).adv
         without = asma(tiny_model, x, t, beta=beta, tau=tau, steps=steps, **{**ADV_LIB_ASMA, "l2_penalty": False}).adv
         assert (theirs - x).norm() > 1.0  # far from the clean image: the readings do differ here
@@ -98,16 +104,25 @@ def test_asma_at_batch_4_is_adv_libs_with_its_logit_term_over_4(tiny_model, batc
     ours = asma(tiny_model, images, targets, beta=beta, tau=tau, steps=steps, **ADV_LIB_ASMA).adv
 
     def theirs(model):
-        return adv_lib_iterate(model, lambda: segmentation.asma(
-            model, images, targets, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta), steps)
+        return adv_lib_iterate(
+            model,
+            lambda: segmentation.asma(
+                model, images, targets, targeted=True, adv_threshold=1.01, num_steps=steps + 1, τ=tau, β=beta
+            ),
+            steps,
+        )
 
     assert len(images) == 4
     assert torch.allclose(ours, theirs(Scaled(tiny_model, 1 / 4)), atol=1e-6, rtol=0)  # measured 1.8e-7
     as_is = theirs(tiny_model)
     assert (ours - as_is).abs().max() > 0.1  # adv_lib as it is (measured 0.8): its logit term weighs 4x ours
     # what adv_lib as it is computes: ours on logits scaled by 4
-    assert torch.allclose(asma(Scaled(tiny_model, 4), images, targets, beta=beta, tau=tau, steps=steps,
-                               **ADV_LIB_ASMA).adv, as_is, atol=1e-5, rtol=0)
+    assert torch.allclose(
+        asma(Scaled(tiny_model, 4), images, targets, beta=beta, tau=tau, steps=steps, **ADV_LIB_ASMA).adv,
+        as_is,
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_dag_returns_adv_libs_images(tiny_model, batch):

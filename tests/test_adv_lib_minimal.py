@@ -50,10 +50,13 @@ def test_alma_prox_takes_adv_libs_iterates(tiny_model, batch, uncompiled_alma_pr
     y = targets if targeted else labels
     steps = 15  # rho checks every 5 iterations; constraint masking from the third iteration
     kwargs = {"lr_init": 0.01, "check_steps": 5}
-    theirs, their_adv = iterates(tiny_model, lambda: uncompiled_alma_prox(tiny_model, images, y, targeted=targeted,
-                                                                          num_steps=steps, **kwargs))
-    ours, res = iterates(tiny_model, lambda: alma_prox(tiny_model, images, y, targeted=targeted, steps=steps,
-                                                       penalty_grad="adv_lib", **kwargs))
+    theirs, their_adv = iterates(
+        tiny_model, lambda: uncompiled_alma_prox(tiny_model, images, y, targeted=targeted, num_steps=steps, **kwargs)
+    )
+    ours, res = iterates(
+        tiny_model,
+        lambda: alma_prox(tiny_model, images, y, targeted=targeted, steps=steps, penalty_grad="adv_lib", **kwargs),
+    )
     assert (theirs[-1] - images).abs().max() > 0.05  # far from the clean images
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
@@ -71,11 +74,21 @@ def test_pdpgd_takes_adv_libs_iterates(tiny_model, batch, norm, targeted, maskin
     steps = 12
     # dual_lr 1: the L2 run leaves zero within these steps (with 0.1 its prox keeps it there)
     kwargs = {"constraint_masking": masking, "mask_decay": masking, "dual_lr": 1.0}
-    theirs, their_adv = iterates(tiny_model, lambda: segmentation.pdpgd(
-        tiny_model, images, y, norm=float("inf") if norm == "linf" else 2, targeted=targeted, num_steps=steps,
-        **kwargs))
-    ours, res = iterates(tiny_model, lambda: pdpgd(tiny_model, images, y, norm=norm, targeted=targeted, steps=steps,
-                                                   **kwargs))
+    theirs, their_adv = iterates(
+        tiny_model,
+        lambda: segmentation.pdpgd(
+            tiny_model,
+            images,
+            y,
+            norm=float("inf") if norm == "linf" else 2,
+            targeted=targeted,
+            num_steps=steps,
+            **kwargs,
+        ),
+    )
+    ours, res = iterates(
+        tiny_model, lambda: pdpgd(tiny_model, images, y, norm=norm, targeted=targeted, steps=steps, **kwargs)
+    )
     assert (theirs[-1] - images).flatten(1).norm(dim=1).min() > 0.1  # every image moved
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
@@ -101,12 +114,24 @@ def test_fmn_on_one_pixel_takes_adv_libs_classification_iterates(one_pixel, norm
     model, x, pred, third = one_pixel
     y = third if targeted else pred  # targeted: each image's third most likely class
     steps = 30
-    theirs, their_adv = iterates(model, lambda: fast_minimum_norm.fmn(
-        lambda t: model(t)[:, :, 0, 0], x, y.flatten(), norm=float("inf") if norm == "linf" else 2,
-        targeted=targeted, steps=steps))
+    theirs, their_adv = iterates(
+        model,
+        lambda: fast_minimum_norm.fmn(
+            lambda t: model(t)[:, :, 0, 0],
+            x,
+            y.flatten(),
+            norm=float("inf") if norm == "linf" else 2,
+            targeted=targeted,
+            steps=steps,
+        ),
+    )
     # adv_lib's readings: every pixel's margin (one pixel here) and its L2 rescaling onto the sphere
-    ours, res = iterates(model, lambda: fmn(model, x, y, targeted=targeted, norm=norm, steps=steps, loss="sum",
-                                            projection="sphere", adv_threshold=1.0))
+    ours, res = iterates(
+        model,
+        lambda: fmn(
+            model, x, y, targeted=targeted, norm=norm, steps=steps, loss="sum", projection="sphere", adv_threshold=1.0
+        ),
+    )
     assert all(res.params["adversarial"]) and min(res.params["perturbation_norm"]) > 0.01
     for i, (a, b) in enumerate(zip(theirs, ours)):
         assert torch.allclose(a, b, atol=1e-6), f"iterate {i}"

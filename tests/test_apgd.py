@@ -10,8 +10,14 @@ from torch.nn import functional as F
 
 from segattack.attacks import AttackResult, pgd
 from segattack.attacks.apgd import apgd, checkpoints, stalled
-from segattack.attacks.losses import (VOC_CLASS_WEIGHTS, balanced_masked_ce_loss, ce_loss, get_loss, js_loss,
-                                      masked_ce_loss)
+from segattack.attacks.losses import (
+    VOC_CLASS_WEIGHTS,
+    balanced_masked_ce_loss,
+    ce_loss,
+    get_loss,
+    js_loss,
+    masked_ce_loss,
+)
 from segattack.attacks.sea import sea, stage_steps, worst_case
 from segattack.metrics import pixel_accuracy
 from segattack.models import wrap_model
@@ -35,6 +41,7 @@ def js_by_hand(scores, label):
 
     def kl(a):
         return sum(ai * math.log(ai / mi) for ai, mi in zip(a, m) if ai > 0)
+
     return (kl(p) + kl(q)) / 2
 
 
@@ -53,9 +60,11 @@ def test_losses_by_hand(linear_model):
     assert masked_ce_loss(logits, labels, targeted=True).item() == pytest.approx(ce_by_hand(s1, 0) / 2, rel=1e-5)
     bal = torch.tensor([[[1, 2]]])  # pixel 1 at its label 2, pixel 0 not at 1
     assert balanced_masked_ce_loss(logits, bal).item() == pytest.approx(
-        VOC_CLASS_WEIGHTS[2] * ce_by_hand(s1, 2) / 2, rel=1e-5)
+        VOC_CLASS_WEIGHTS[2] * ce_by_hand(s1, 2) / 2, rel=1e-5
+    )
     assert balanced_masked_ce_loss(logits, bal, targeted=True).item() == pytest.approx(
-        VOC_CLASS_WEIGHTS[1] * ce_by_hand(s0, 1) / 2, rel=1e-5)
+        VOC_CLASS_WEIGHTS[1] * ce_by_hand(s0, 1) / 2, rel=1e-5
+    )
     assert js_loss(logits, labels).item() == pytest.approx((js_by_hand(s0, 0) + js_by_hand(s1, 0)) / 2, rel=1e-5)
     # an ignored pixel adds nothing and leaves the denominator
     ignored = torch.tensor([[[0, 255]]])
@@ -133,15 +142,21 @@ def test_flat_loss_halves_at_every_checkpoint():
         flat.weight.zero_()
     model = wrap_model(flat, normalize=False)
     steps, eps = 12, 0.1
-    res = apgd(model, torch.full((2, 3, 4, 4), 0.5), torch.zeros(2, 4, 4, dtype=torch.long), targeted=False,
-               steps=steps, eps=eps)
+    res = apgd(
+        model,
+        torch.full((2, 3, 4, 4), 0.5),
+        torch.zeros(2, 4, 4, dtype=torch.long),
+        targeted=False,
+        steps=steps,
+        eps=eps,
+    )
     expected, size = [], 2 * eps
     marks = set(checkpoints(steps))
     for it in range(steps):
         size = size / 2 if it in marks else size
         expected.append(size)
     assert res.history["step_size"][:, 0].tolist() == pytest.approx(expected)
-    assert expected[1] == 2 * eps and expected[-1] < 2 * eps / 2 ** 5
+    assert expected[1] == 2 * eps and expected[-1] < 2 * eps / 2**5
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 4 / 255), ("l2", 0.3)])
@@ -151,8 +166,18 @@ def test_every_iterate_stays_in_its_ball_and_in_range(tiny_model, scene_inputs, 
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     hook = tiny_model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
     try:
-        res = apgd(tiny_model, images, labels, targeted=False, steps=8, eps=eps, norm=norm, random_start=True,
-                   loss="js", generator=torch.Generator().manual_seed(0))
+        res = apgd(
+            tiny_model,
+            images,
+            labels,
+            targeted=False,
+            steps=8,
+            eps=eps,
+            norm=norm,
+            random_start=True,
+            loss="js",
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         hook.remove()
     assert len(seen) == 8 + 2  # steps + 1 iterates, then the returned images
@@ -172,8 +197,7 @@ def test_untargeted_apgd_beats_the_clean_accuracy_and_stops_early(tiny_model, sc
     images, labels = scene_inputs
     res = apgd(tiny_model, images, labels, targeted=False, steps=10, eps=16 / 255, loss="mask-ce")
     assert (res.success > res.history["success"][0]).all()
-    stop = apgd(tiny_model, images, labels, targeted=False, steps=10, eps=16 / 255, loss="mask-ce",
-                adv_threshold=0.4)
+    stop = apgd(tiny_model, images, labels, targeted=False, steps=10, eps=16 / 255, loss="mask-ce", adv_threshold=0.4)
     stopped = stop.success >= 0.4
     assert stopped.any() and min(stop.params["iterations"]) < 10
     unstopped = torch.tensor(stop.params["iterations"]) == 10
@@ -182,9 +206,14 @@ def test_untargeted_apgd_beats_the_clean_accuracy_and_stops_early(tiny_model, sc
 
 def test_bad_arguments(tiny_model, scene_inputs):
     images, labels = scene_inputs
-    for kwargs, message in (({"norm": "l1"}, "norm must be"), ({"loss": "dlr"}, "loss must be one of"),
-                            ({"eps": 0.0}, "eps must be > 0"), ({"steps": 0}, "steps must be > 0"),
-                            ({"rho": 1.5}, "rho must be"), ({"track_loss": "x"}, "loss must be one of")):
+    for kwargs, message in (
+        ({"norm": "l1"}, "norm must be"),
+        ({"loss": "dlr"}, "loss must be one of"),
+        ({"eps": 0.0}, "eps must be > 0"),
+        ({"steps": 0}, "steps must be > 0"),
+        ({"rho": 1.5}, "rho must be"),
+        ({"track_loss": "x"}, "loss must be one of"),
+    ):
         with pytest.raises(ValueError, match=message):
             apgd(tiny_model, images, labels, **kwargs)
 
@@ -192,6 +221,7 @@ def test_bad_arguments(tiny_model, scene_inputs):
 # --- The SEA authors' apgd_train (nmndeep/Robust-Segmentation, semseg/attacker.py), re-typed. ---------
 # Their labels use -1 for ignore, their losses divide by all H*W pixels, and ``loss_steps`` starts as
 # zeros, so the first checkpoint compares the first loss with 0 (see segattack.attacks.apgd).
+
 
 def their_masked_ce(logits, y, weights=None):
     mask = (logits.max(1)[1] == y) * (y != -1)
@@ -215,8 +245,9 @@ THEIR_LOSSES = {
 }
 
 
-def their_apgd_train(model, x, y, norm, eps, n_iter, loss, track_loss=None, x_init=None, shift=0.0, sign=1.0,
-                     paper_first_check=False):
+def their_apgd_train(
+    model, x, y, norm, eps, n_iter, loss, track_loss=None, x_init=None, shift=0.0, sign=1.0, paper_first_check=False
+):
     """Returns (x_best_adv, acc). ``sign=-1, shift=C`` ascends C - loss (a targeted loss kept positive).
     ``paper_first_check`` puts the start's loss where their first checkpoint reads an unfilled zero
     (the row ``loss_steps[-1]``), the one deliberate difference of segattack's APGD."""
@@ -306,18 +337,29 @@ def inputs_seen(model, run):
     return seen, out
 
 
-@pytest.mark.parametrize("norm, eps, loss, track", [("linf", 8 / 255, "mask-ce-bal", "ce"),
-                                                    ("linf", 8 / 255, "js", None), ("l2", 0.5, "mask-ce", "ce"),
-                                                    ("linf", 4 / 255, "ce", None)])
+@pytest.mark.parametrize(
+    "norm, eps, loss, track",
+    [
+        ("linf", 8 / 255, "mask-ce-bal", "ce"),
+        ("linf", 8 / 255, "js", None),
+        ("l2", 0.5, "mask-ce", "ce"),
+        ("linf", 4 / 255, "ce", None),
+    ],
+)
 def test_iterates_equal_the_sea_authors_apgd_train(tiny_model, scene_inputs, norm, eps, loss, track):
     images, labels = scene_inputs
     labels = labels.clone()
     labels[0, :2] = 255  # ignored pixels: the iterates do not depend on how accuracy counts them
     steps = 10  # checkpoints after iterations 2, 3, ..., 10
-    theirs, _ = inputs_seen(tiny_model, lambda: their_apgd_train(tiny_model, images, labels, norm, eps, steps, loss,
-                                                                  track))
-    ours, res = inputs_seen(tiny_model, lambda: apgd(tiny_model, images, labels, targeted=False, steps=steps, eps=eps,
-                                                     norm=norm, loss=loss, track_loss=track))
+    theirs, _ = inputs_seen(
+        tiny_model, lambda: their_apgd_train(tiny_model, images, labels, norm, eps, steps, loss, track)
+    )
+    ours, res = inputs_seen(
+        tiny_model,
+        lambda: apgd(
+            tiny_model, images, labels, targeted=False, steps=steps, eps=eps, norm=norm, loss=loss, track_loss=track
+        ),
+    )
     tracked = res.history["track"]
     assert (tracked[1] > tracked[0]).all()  # the premise under which the first checkpoints agree
     sizes = res.history["step_size"]
@@ -342,10 +384,13 @@ def test_targeted_iterates_equal_the_authors_update_on_the_negated_loss(tiny_mod
     steps = 10
     # targeted APGD descends CE to the target: their update ascending 10 - CE (kept positive for their
     # first checkpoint's comparison with zero, small enough to keep float32's resolution)
-    theirs, _ = inputs_seen(tiny_model, lambda: their_apgd_train(tiny_model, images, targets, "linf", 8 / 255, steps,
-                                                                  "ce", shift=10.0, sign=-1.0))
-    ours, res = inputs_seen(tiny_model, lambda: apgd(tiny_model, images, targets, targeted=True, steps=steps,
-                                                     eps=8 / 255))
+    theirs, _ = inputs_seen(
+        tiny_model,
+        lambda: their_apgd_train(tiny_model, images, targets, "linf", 8 / 255, steps, "ce", shift=10.0, sign=-1.0),
+    )
+    ours, res = inputs_seen(
+        tiny_model, lambda: apgd(tiny_model, images, targets, targeted=True, steps=steps, eps=8 / 255)
+    )
     tracked = res.history["track"]
     assert (tracked[1] < tracked[0]).all() and tracked.max() < 10  # CE to the target fell, 10 - CE > 0: the premises
     for i, (a, b) in enumerate(zip(theirs, ours)):
@@ -354,6 +399,7 @@ def test_targeted_iterates_equal_the_authors_update_on_the_negated_loss(tiny_mod
 
 
 # --- SEA -------------------------------------------------------------------------------------------
+
 
 def their_apgd_largereps(model, x, y, eps, n_iter, loss, t):
     """The authors' ``apgd_largereps`` (L-inf, track_loss ce), re-typed; ``t`` the uniform [0,1) draw of
@@ -366,8 +412,9 @@ def their_apgd_largereps(model, x, y, eps, n_iter, loss, t):
             start = (x + inner_eps * (2 * t - 1)).clamp(0.0, 1.0)
         else:
             start = (x + (x_init - x).clamp(-inner_eps, inner_eps)).clamp(0.0, 1.0)
-        x_init, acc = their_apgd_train(model, x, y, "linf", inner_eps, inner_it, loss, "ce", x_init=start,
-                                       paper_first_check=True)
+        x_init, acc = their_apgd_train(
+            model, x, y, "linf", inner_eps, inner_it, loss, "ce", x_init=start, paper_first_check=True
+        )
     return x_init, acc
 
 
@@ -375,11 +422,20 @@ def test_sea_runs_the_authors_schedule_and_keeps_each_images_worst_case(tiny_mod
     images, labels = scene_inputs  # no ignored pixels: the authors' accuracy is the labelled-pixel one
     eps, steps = 8 / 255, 10  # stages of 3, 3 and 4 iterations at 2, 1.5 and 1 eps
     draws = torch.Generator().manual_seed(3)
-    reference = [their_apgd_largereps(tiny_model, images, labels, eps, steps, loss,
-                                      torch.rand(images.shape, generator=draws))
-                 for loss in ("mask-ce-bal", "mask-ce", "js")]
-    res = sea(tiny_model, images, labels, targeted=False, steps=steps, eps=eps, adv_threshold=None,
-              generator=torch.Generator().manual_seed(3))
+    reference = [
+        their_apgd_largereps(tiny_model, images, labels, eps, steps, loss, torch.rand(images.shape, generator=draws))
+        for loss in ("mask-ce-bal", "mask-ce", "js")
+    ]
+    res = sea(
+        tiny_model,
+        images,
+        labels,
+        targeted=False,
+        steps=steps,
+        eps=eps,
+        adv_threshold=None,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert res.params["stage_steps"] == [3, 3, 4] and res.params["losses"] == ["mask-ce-bal", "mask-ce", "js"]
     accs = torch.stack([acc for _, acc in reference])
     for member, acc in zip(res.params["members"], accs):
@@ -396,8 +452,16 @@ def test_sea_runs_the_authors_schedule_and_keeps_each_images_worst_case(tiny_mod
 def test_sea_stage_split_and_its_short_runs(linear_model):
     assert stage_steps(300) == [90, 90, 120] and stage_steps(3) == [0, 0, 3] and stage_steps(10) == [3, 3, 4]
     # with 3 iterations the first two stages only project: the random start at 2 eps is pulled to eps
-    res = sea(linear_model, X, torch.tensor([[[0, 0]]]), targeted=False, steps=3, eps=0.02,
-              generator=torch.Generator().manual_seed(0), adv_threshold=None)
+    res = sea(
+        linear_model,
+        X,
+        torch.tensor([[[0, 0]]]),
+        targeted=False,
+        steps=3,
+        eps=0.02,
+        generator=torch.Generator().manual_seed(0),
+        adv_threshold=None,
+    )
     assert [m["stages"] for m in res.params["members"]] == [[{"steps": 3, "eps": 0.02}]] * 3
     assert res.loss.shape == (9, 1) and (res.adv - X).abs().max() <= 0.02 + 1e-6
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -406,14 +470,19 @@ def test_sea_stage_split_and_its_short_runs(linear_model):
 
 def fake(success, fill, targeted=False, steps=1):
     n = len(success)
-    return AttackResult(torch.full((n, 3, 2, 2), fill), {"loss": torch.full((steps, n), fill), "success": torch.zeros(
-        steps, n)}, {"targeted": targeted, "iterations": [steps] * n}, torch.full((n, 2, 2), int(fill)),
-        torch.tensor(success))
+    return AttackResult(
+        torch.full((n, 3, 2, 2), fill),
+        {"loss": torch.full((steps, n), fill), "success": torch.zeros(steps, n)},
+        {"targeted": targeted, "iterations": [steps] * n},
+        torch.full((n, 2, 2), int(fill)),
+        torch.tensor(success),
+    )
 
 
 def test_worst_case_by_hand():
-    worst = worst_case([fake([0.2, 0.9, 0.5], 0.0), fake([0.6, 0.1, 0.5], 1.0, steps=2), fake([0.4, 0.3, 0.7], 2.0)],
-                       targeted=False)
+    worst = worst_case(
+        [fake([0.2, 0.9, 0.5], 0.0), fake([0.6, 0.1, 0.5], 1.0, steps=2), fake([0.4, 0.3, 0.7], 2.0)], targeted=False
+    )
     assert worst.success.tolist() == pytest.approx([0.6, 0.9, 0.7])
     assert worst.params["chosen"] == [1, 0, 2]  # image 2: members 0 and 1 tie below member 2
     assert worst.adv[:, 0, 0, 0].tolist() == [1.0, 0.0, 2.0] and worst.pred[:, 0, 0].tolist() == [1, 0, 2]
@@ -433,8 +502,10 @@ def test_worst_case_is_at_least_as_strong_as_each_member_on_every_image(tiny_mod
         with torch.no_grad():
             labels = tiny_model(images).argmax(1).roll(1, 0)
     eps = 12 / 255
-    members = [apgd(tiny_model, images, labels, targeted=targeted, steps=6, eps=eps, loss=loss)
-               for loss in ("ce", "mask-ce", "js")]
+    members = [
+        apgd(tiny_model, images, labels, targeted=targeted, steps=6, eps=eps, loss=loss)
+        for loss in ("ce", "mask-ce", "js")
+    ]
     members.append(pgd(tiny_model, images, labels, mode="linf", targeted=targeted, steps=6, eps=eps))
     worst = worst_case(members, targeted)
     for member in members:

@@ -72,8 +72,13 @@ class BatchLog(nn.Module):
         return self.conv(x)
 
 
-EARLY_STOP = {"pgd": {"mode": "linf"}, "segpgd": {}, "cospgd": {}, "dag": {"gamma": 0.1},
-              "asma": {"beta": 1.0, "tau": 0.1}}
+EARLY_STOP = {
+    "pgd": {"mode": "linf"},
+    "segpgd": {},
+    "cospgd": {},
+    "dag": {"gamma": 0.1},
+    "asma": {"beta": 1.0, "tau": 0.1},
+}
 
 
 def logged(batch: int):
@@ -183,10 +188,10 @@ def test_l2_step_is_the_normalised_gradient(tiny_model, scene_inputs, attack):
     alpha = 0.05
     if attack == "pgd":
         res = pgd(tiny_model, images, targets, steps=1, mode="l2", alpha=alpha)
-        loss_fn = lambda z: nn.functional.cross_entropy(z, targets, reduction="none").flatten(1).mean(1)  # noqa: E731
+        loss_fn = lambda z: nn.functional.cross_entropy(z, targets, reduction="none").flatten(1).mean(1)
     else:
         res = cospgd(tiny_model, images, targets, steps=1, norm="l2", alpha=alpha)
-        loss_fn = lambda z: authors_cospgd_loss(z, targets)  # noqa: E731
+        loss_fn = lambda z: authors_cospgd_loss(z, targets)
     assert res.params["eps"] == 0.5  # the default ball, ten steps wide
     grad = gradient_at_clean(tiny_model, images, loss_fn)
     expected = images - alpha * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
@@ -204,14 +209,17 @@ def test_dag_margin_and_segpgd_weights_by_hand():
     assert segpgd_loss(logits, target, 2, 4, targeted=True).item() == pytest.approx(0.75 * ce.item())
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, x, t: segpgd(m, x, t, eps=0), "eps must be > 0"),
-    (lambda m, x, t: cospgd(m, x, t, norm="l1"), "norm must be"),
-    (lambda m, x, t: cospgd(m, x, t, steps=0), "steps must be > 0"),
-    (lambda m, x, t: dag(m, x, t, gamma=-1), "gamma must be > 0"),
-    (lambda m, x, t: dag(m, x, t, adv_threshold=1.5), "adv_threshold must be in"),
-    (lambda m, x, t: segpgd(m, x, t, adv_threshold=0), "adv_threshold must be in"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, x, t: segpgd(m, x, t, eps=0), "eps must be > 0"),
+        (lambda m, x, t: cospgd(m, x, t, norm="l1"), "norm must be"),
+        (lambda m, x, t: cospgd(m, x, t, steps=0), "steps must be > 0"),
+        (lambda m, x, t: dag(m, x, t, gamma=-1), "gamma must be > 0"),
+        (lambda m, x, t: dag(m, x, t, adv_threshold=1.5), "adv_threshold must be in"),
+        (lambda m, x, t: segpgd(m, x, t, adv_threshold=0), "adv_threshold must be in"),
+    ],
+)
 def test_bad_hyperparameters(tiny_model, scene_inputs, call, message):
     images, _ = scene_inputs
     with pytest.raises(ValueError, match=message):

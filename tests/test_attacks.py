@@ -32,8 +32,16 @@ def test_pgd_paper_mode_stays_in_normalised_eps_ball(tiny_model, scene_inputs):
 def test_pgd_linf_mode_keeps_images_valid(tiny_model, scene_inputs):
     images, _ = scene_inputs
     eps = 4 / 255
-    res = targeted_pgd(tiny_model, images, targets_for(tiny_model, images), steps=4, mode="linf", eps=eps,
-                       random_start=True, generator=torch.Generator().manual_seed(0))
+    res = targeted_pgd(
+        tiny_model,
+        images,
+        targets_for(tiny_model, images),
+        steps=4,
+        mode="linf",
+        eps=eps,
+        random_start=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert res.adv.min() >= 0 and res.adv.max() <= 1
     assert (res.adv - images).abs().max() <= eps + 1e-6
 
@@ -92,40 +100,49 @@ def test_step_multiplier_readings():
     assert step_multiplier(pred, tgt, 1.0, 0.0, "pixel").item() == pytest.approx(0.75)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"eps": 0.0}, "eps must be > 0"),
-    ({"eps": -1.0}, "eps must be > 0"),
-    ({"alpha": 0.0}, "alpha must be > 0"),
-    ({"steps": 0}, "steps must be > 0"),
-    ({"mode": "l1"}, "mode must be"),
-    ({"restarts": 3}, "only with random_start"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": 0.0}, "eps must be > 0"),
+        ({"eps": -1.0}, "eps must be > 0"),
+        ({"alpha": 0.0}, "alpha must be > 0"),
+        ({"steps": 0}, "steps must be > 0"),
+        ({"mode": "l1"}, "mode must be"),
+        ({"restarts": 3}, "only with random_start"),
+    ],
+)
 def test_pgd_bad_hyperparameters(tiny_model, scene_inputs, kwargs, message):
     images, _ = scene_inputs
     with pytest.raises(ValueError, match=message):
         targeted_pgd(tiny_model, images, targets_for(tiny_model, images), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"beta": -1.0}, "beta must be > 0"),
-    ({"beta": 1e-3, "tau": -1e-5}, "tau must be > 0"),
-    ({"beta": 1e-3, "steps": -3}, "steps must be > 0"),
-    ({"beta": 1e-3, "iou_average": "micro"}, "iou_average must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": -1.0}, "beta must be > 0"),
+        ({"beta": 1e-3, "tau": -1e-5}, "tau must be > 0"),
+        ({"beta": 1e-3, "steps": -3}, "steps must be > 0"),
+        ({"beta": 1e-3, "iou_average": "micro"}, "iou_average must be"),
+    ],
+)
 def test_asma_bad_hyperparameters(tiny_model, scene_inputs, kwargs, message):
     images, _ = scene_inputs
     with pytest.raises(ValueError, match=message):
         asma(tiny_model, images, targets_for(tiny_model, images), **kwargs)
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda x, t: (x[:, :1], t), r"\(B,3,H,W\)"),
-    (lambda x, t: (x * 2, t), r"must lie in \[0,1\]"),
-    (lambda x, t: (x.masked_fill(x > 0.5, float("nan")), t), "NaN"),
-    (lambda x, t: (x, t[:, :8]), "target masks must be"),
-    (lambda x, t: (x, t + 30), "outside 0..20"),
-    (lambda x, t: ((x * 255).to(torch.uint8), t), "floating point"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda x, t: (x[:, :1], t), r"\(B,3,H,W\)"),
+        (lambda x, t: (x * 2, t), r"must lie in \[0,1\]"),
+        (lambda x, t: (x.masked_fill(x > 0.5, float("nan")), t), "NaN"),
+        (lambda x, t: (x, t[:, :8]), "target masks must be"),
+        (lambda x, t: (x, t + 30), "outside 0..20"),
+        (lambda x, t: ((x * 255).to(torch.uint8), t), "floating point"),
+    ],
+)
 def test_bad_inputs(tiny_model, scene_inputs, mutate, message):
     images, _ = scene_inputs
     x, t = mutate(images.clone(), targets_for(tiny_model, images))
@@ -150,8 +167,10 @@ class NaNAfter(nn.Module):
 def test_nan_logits_stop_with_partial_result(tiny_model, scene_inputs):
     images, _ = scene_inputs
     targets = targets_for(tiny_model, images)
-    for attack in (lambda m: targeted_pgd(m, images, targets, steps=10),
-                   lambda m: asma(m, images, targets, beta=1e-3, steps=10)):
+    for attack in (
+        lambda m: targeted_pgd(m, images, targets, steps=10),
+        lambda m: asma(m, images, targets, beta=1e-3, steps=10),
+    ):
         with pytest.raises(AttackDiverged, match="non-finite logits at iteration 3") as info:
             attack(NaNAfter(tiny_model, 3))
         assert info.value.partial.loss.shape == (3, 4)

@@ -30,8 +30,15 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     torch.manual_seed(0)
     ckpt = root / "mnv3.pt"
-    atomic_save(checkpoints.pack(build_network("mobilenet_v3_large").state_dict(), "mobilenet_v3_large",
-                                 {"image_size": 48, "heldout_miou": 0.1}, int8=True), ckpt)
+    atomic_save(
+        checkpoints.pack(
+            build_network("mobilenet_v3_large").state_dict(),
+            "mobilenet_v3_large",
+            {"image_size": 48, "heldout_miou": 0.1},
+            int8=True,
+        ),
+        ckpt,
+    )
     images = root / "images"
     images.mkdir()
     for name, mode in (("gray", "L"), ("rgba", "RGBA"), ("sixteen", "I;16"), ("palette", "P")):
@@ -51,13 +58,32 @@ def workspace(tmp_path_factory):
     (images / "rgb16").mkdir()
     write_png16(images / "rgb16" / "a.png", 24, 24)
     (images / "animated").mkdir()
-    Image.new("RGB", (24, 24), "red").save(images / "animated" / "a.png", save_all=True,
-                                           append_images=[Image.new("RGB", (24, 24), "blue")])
+    Image.new("RGB", (24, 24), "red").save(
+        images / "animated" / "a.png", save_all=True, append_images=[Image.new("RGB", (24, 24), "blue")]
+    )
     (images / "webp_as_png").mkdir()
     Image.new("RGB", (24, 24)).save(images / "webp_as_png" / "a.png", format="WEBP")
     earlier = root / "earlier"
-    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(ckpt),
-                 "--out", str(earlier), "--num-images", "2", "--steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--backbone",
+                "mobilenet_v3_large",
+                "--attack",
+                "pgd",
+                "--weights",
+                str(ckpt),
+                "--out",
+                str(earlier),
+                "--num-images",
+                "2",
+                "--steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     evil = root / "evil.pt"
     torch.save({"x": Path.cwd}, evil)  # a pickle of a callable: not weights
     corrupt = root / "corrupt.pt"
@@ -72,8 +98,12 @@ def write_png16(path: Path, width: int, height: int) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def digest(folder: Path) -> str:
@@ -99,8 +129,12 @@ CLI_CASES = [
     ("16-bit RGB image", ["--images", "{images}/rgb16"], "pgd", "has mode 16-bit RGB"),
     ("animated PNG", ["--images", "{images}/animated"], "pgd", "holds 2 frames"),
     ("WebP data named .png", ["--images", "{images}/webp_as_png"], "pgd", "holds WEBP data, not PNG"),
-    ("more images than the folder holds", ["--images", "{images}/two", "--num-images", "8"], "pgd",
-     "holds 2 images; asked for 8"),
+    (
+        "more images than the folder holds",
+        ["--images", "{images}/two", "--num-images", "8"],
+        "pgd",
+        "holds 2 images; asked for 8",
+    ),
     ("eps infinite", ["--eps", "inf"], "pgd", "eps must be a finite number, got inf"),
     ("alpha infinite", ["--alpha", "inf"], "pgd", "alpha must be a finite number"),
     ("tau infinite", ["--tau", "inf"], "asma", "tau must be a finite number"),
@@ -125,8 +159,12 @@ CLI_CASES = [
     ("missing checkpoint", ["--weights", "{root}/absent.pt"], "pgd", "checkpoint not found"),
     ("corrupt checkpoint", ["--weights", "{corrupt}"], "pgd", "not a readable PyTorch checkpoint"),
     ("code-running checkpoint", ["--weights", "{evil}"], "pgd", "refused to load"),
-    ("checkpoint of another backbone", ["--weights", "{ckpt}", "--backbone", "resnet50"], "pgd",
-     "holds mobilenet_v3_large weights, not resnet50"),
+    (
+        "checkpoint of another backbone",
+        ["--weights", "{ckpt}", "--backbone", "resnet50"],
+        "pgd",
+        "holds mobilenet_v3_large weights, not resnet50",
+    ),
     ("output is a file", ["--out", "{ckpt}"], "pgd", "is a file"),
 ]
 
@@ -136,8 +174,21 @@ def test_cli_bad_input(workspace, tmp_path, capsys, case, argv, attack, message)
     out = tmp_path / "run"
     shutil.copytree(workspace["earlier"], out)
     before, ckpt_before = digest(out), workspace["ckpt"].read_bytes()
-    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", attack, "--weights", str(workspace["ckpt"]),
-            "--out", str(out), "--num-images", "2", "--steps", "1"]
+    args = [
+        "attack",
+        "--backbone",
+        "mobilenet_v3_large",
+        "--attack",
+        attack,
+        "--weights",
+        str(workspace["ckpt"]),
+        "--out",
+        str(out),
+        "--num-images",
+        "2",
+        "--steps",
+        "1",
+    ]
     args += [a.format(**{k: v for k, v in workspace.items()}) for a in argv]
     if "{images}/" in " ".join(argv) and "--num-images" not in argv:
         args += ["--num-images", "1"]  # these folders hold one image
@@ -157,10 +208,13 @@ def test_cli_unknown_names(workspace, capsys):
     assert "unknown backbone 'vgg16': use a study backbone" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--profile", "huge"], "unknown profile 'huge'"),
-    (["-p", "stepz=3"], "unknown run parameters: stepz"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--profile", "huge"], "unknown profile 'huge'"),
+        (["-p", "stepz=3"], "unknown run parameters: stepz"),
+    ],
+)
 def test_report_bad_options(tmp_path, capsys, argv, message):
     assert main(["report", "--out", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
@@ -174,11 +228,28 @@ def test_failing_write_keeps_the_earlier_result(workspace, tmp_path, monkeypatch
     before = digest(out)
 
     def failing_save(*args, **kwargs):
-        raise OSError(failure, "simulated: " + ("No space left on device" if failure == errno.ENOSPC else "Permission denied"))
+        raise OSError(
+            failure, "simulated: " + ("No space left on device" if failure == errno.ENOSPC else "Permission denied")
+        )
 
     monkeypatch.setattr(torch, "save", failing_save)
-    code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "asma", "--weights", str(workspace["ckpt"]),
-                 "--out", str(out), "--num-images", "2", "--steps", "1"])
+    code = main(
+        [
+            "attack",
+            "--backbone",
+            "mobilenet_v3_large",
+            "--attack",
+            "asma",
+            "--weights",
+            str(workspace["ckpt"]),
+            "--out",
+            str(out),
+            "--num-images",
+            "2",
+            "--steps",
+            "1",
+        ]
+    )
     assert code == 2 and "simulated" in capsys.readouterr().err
     assert digest(out) == before
     assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
@@ -233,8 +304,9 @@ def test_a_rerun_replaces_the_run_folder_whole(workspace, tmp_path):
     assert main([*args, "--num-images", "3"]) == 0
     assert (out / "02_adv.png").is_file()
     assert main([*args, "--num-images", "2"]) == 0
-    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:02d}_{k}.png" for i in range(2)
-                                                         for k in ("adv", "pred_adv", "pred_clean")]
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        f"{i:02d}_{k}.png" for i in range(2) for k in ("adv", "pred_adv", "pred_clean")
+    ]
     assert len(json.loads((out / "results.json").read_text())["names"]) == 2
     assert len(list((out / "shards").iterdir())) == 1  # only the current configuration's shards
 
@@ -272,8 +344,9 @@ def test_a_stop_mid_run_keeps_earlier_results_and_finished_shards(workspace, tmp
     assert (out / "results.json").read_bytes() == (workspace["earlier"] / "results.json").read_bytes()
     assert len(list(out.glob("shards/*/*.pt"))) == 2  # the earlier run's one shard, and the new first shard
     calls.clear()
-    monkeypatch.setattr(runner, "run_shard",
-                        lambda cfg, shard, *a, **k: calls.append(shard) or real(cfg, shard, *a, **k))
+    monkeypatch.setattr(
+        runner, "run_shard", lambda cfg, shard, *a, **k: calls.append(shard) or real(cfg, shard, *a, **k)
+    )
     assert main(args) == 0 and calls == [1]  # only the unfinished shard
     assert digest(out) != before and len(json.loads((out / "results.json").read_text())["names"]) == 4
 
@@ -300,36 +373,94 @@ def test_staging_stays_on_the_destinations_file_system(workspace, tmp_path, monk
 
 def test_attack_booleans_and_fractions_are_parsed_strictly(workspace, tmp_path):
     out = tmp_path / "run"
-    assert main([*ATTACK, "--weights", str(workspace["ckpt"]), "--out", str(out), "--num-images", "2",
-                 "-a", "targeted=false", "-a", "mode=linf", "-a", "eps=8/255"]) == 0
+    assert (
+        main(
+            [
+                *ATTACK,
+                "--weights",
+                str(workspace["ckpt"]),
+                "--out",
+                str(out),
+                "--num-images",
+                "2",
+                "-a",
+                "targeted=false",
+                "-a",
+                "mode=linf",
+                "-a",
+                "eps=8/255",
+            ]
+        )
+        == 0
+    )
     params = json.loads((out / "results.json").read_text())["attack_params"]
     assert params["targeted"] is False and params["eps"] == pytest.approx(8 / 255)
     out2 = tmp_path / "asma"
-    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "asma", "--steps", "1", "--weights",
-                 str(workspace["ckpt"]), "--out", str(out2), "--num-images", "2", "-a", "clip=FALSE"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--backbone",
+                "mobilenet_v3_large",
+                "--attack",
+                "asma",
+                "--steps",
+                "1",
+                "--weights",
+                str(workspace["ckpt"]),
+                "--out",
+                str(out2),
+                "--num-images",
+                "2",
+                "-a",
+                "clip=FALSE",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out2 / "results.json").read_text())["attack_params"]["clip"] is False
 
 
 def test_huge_step_sizes_never_write_non_json(workspace, tmp_path):
     out = tmp_path / "run"
-    code = main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "asma", "--steps", "2", "--weights",
-                 str(workspace["ckpt"]), "--out", str(out), "--num-images", "2", "--beta", "1e300"])
+    code = main(
+        [
+            "attack",
+            "--backbone",
+            "mobilenet_v3_large",
+            "--attack",
+            "asma",
+            "--steps",
+            "2",
+            "--weights",
+            str(workspace["ckpt"]),
+            "--out",
+            str(out),
+            "--num-images",
+            "2",
+            "--beta",
+            "1e300",
+        ]
+    )
     assert code in (0, 1)
     if code == 0:  # strict JSON: Infinity and NaN are not JSON
         json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-p", "steps=abc"], "steps must be an integer, got 'abc'"),
-    (["-p", "attack=/../../../elsewhere/runs/x"], "-p attack=... is not a grid parameter"),
-    (["-p", "backbone=x"], "-p backbone=... is not a grid parameter"),
-    (["-p", "seed=-1"], "seed must be >= 0, got -1"),
-    (["-p", "attack_params={'eps': float('inf')}"], "attack_params must be a dict"),
-    (["-p", "studies=some"], "unknown studies 'some'"),
-    (["-p", "studies_size=8"], "studies size must be >= 16"),
-    (["-p", "studies_colour=red"], "unknown studies settings: studies_colour"),
-    (["--cluster", "udp://x"], "unknown cluster 'udp://x'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-p", "steps=abc"], "steps must be an integer, got 'abc'"),
+        (["-p", "attack=/../../../elsewhere/runs/x"], "-p attack=... is not a grid parameter"),
+        (["-p", "backbone=x"], "-p backbone=... is not a grid parameter"),
+        (["-p", "seed=-1"], "seed must be >= 0, got -1"),
+        (["-p", "attack_params={'eps': float('inf')}"], "attack_params must be a dict"),
+        (["-p", "studies=some"], "unknown studies 'some'"),
+        (["-p", "studies_size=8"], "studies size must be >= 16"),
+        (["-p", "studies_colour=red"], "unknown studies settings: studies_colour"),
+        (["--cluster", "udp://x"], "unknown cluster 'udp://x'"),
+    ],
+)
 def test_report_parameters_are_checked_before_any_folder_is_touched(tmp_path, capsys, argv, message):
     out = tmp_path / "report"
     code = main(["report", "--profile", "tiny", "--out", str(out), *argv])
@@ -345,15 +476,18 @@ def test_duplicate_backbones_and_attacks_run_once():
     assert [(c.backbone, c.attack) for c in configs] == [("resnet50", "pgd"), ("resnet50", "asma")]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--out", "{root}/model.json"], "must end in .pt or .pth"),
-    (["--out", "{root}"], "is a folder; name the checkpoint file"),
-    (["--batch", "0"], "batch must be >= 1, got 0"),
-    (["--steps", "0"], "steps must be >= 1, got 0"),
-    (["--stop-at", "-1"], "--stop-at >= 1"),
-    (["--lr", "inf"], "lr must be a finite number > 0"),
-    (["--work-dir", "{ckpt}"], "is a file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "{root}/model.json"], "must end in .pt or .pth"),
+        (["--out", "{root}"], "is a folder; name the checkpoint file"),
+        (["--batch", "0"], "batch must be >= 1, got 0"),
+        (["--steps", "0"], "steps must be >= 1, got 0"),
+        (["--stop-at", "-1"], "--stop-at >= 1"),
+        (["--lr", "inf"], "lr must be a finite number > 0"),
+        (["--work-dir", "{ckpt}"], "is a file"),
+    ],
+)
 def test_train_checks_its_options_and_paths_before_training(workspace, capsys, argv, message):
     argv = [a.format(root=workspace["root"], ckpt=workspace["ckpt"]) for a in argv]
     out = [] if "--out" in argv else ["--out", str(workspace["root"] / "never.pt")]
@@ -406,15 +540,20 @@ def _packed(workspace):
     return torch.load(workspace["ckpt"], weights_only=True)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c.pop("state"), "without a valid 'state' entry"),
-    (lambda c: next(iter(c["int8"].values())).pop("scale"), "needs an int8 'q' tensor and a float32 'scale'"),
-    (lambda c: c.update(version=99), "format version 99 is not supported"),
-    (lambda c: c["state"].update({k: v.to(torch.int32) for k, v in list(c["state"].items())[:1]}), "dtype int32"),
-    (lambda c: c["state"].update({k: v.to(torch.uint8) for k, v in list(c["state"].items())[:1]}), "dtype uint8"),
-    (lambda c: c["state"].update({k: v.to(torch.complex64) for k, v in list(c["state"].items())[:1]}),
-     "dtype complex64"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.pop("state"), "without a valid 'state' entry"),
+        (lambda c: next(iter(c["int8"].values())).pop("scale"), "needs an int8 'q' tensor and a float32 'scale'"),
+        (lambda c: c.update(version=99), "format version 99 is not supported"),
+        (lambda c: c["state"].update({k: v.to(torch.int32) for k, v in list(c["state"].items())[:1]}), "dtype int32"),
+        (lambda c: c["state"].update({k: v.to(torch.uint8) for k, v in list(c["state"].items())[:1]}), "dtype uint8"),
+        (
+            lambda c: c["state"].update({k: v.to(torch.complex64) for k, v in list(c["state"].items())[:1]}),
+            "dtype complex64",
+        ),
+    ],
+)
 def test_malformed_checkpoints_get_one_message_naming_the_file(workspace, tmp_path, capsys, edit, message):
     ckpt = _packed(workspace)
     edit(ckpt)
@@ -456,8 +595,12 @@ def test_a_diverging_attack_ends_in_one_line_and_exit_code_1(workspace, tmp_path
     out = tmp_path / "run"
     assert main([*ATTACK, "--weights", str(path), "--out", str(out), "--num-images", "2"]) == 1
     err = capsys.readouterr().err.strip()  # the progress bar, then one line
-    assert err.splitlines()[-1].startswith("segattack attack: error: the attack diverged: the model produced "
-                                           "non-finite logits at iteration 0") and "Traceback" not in err, err
+    assert (
+        err.splitlines()[-1].startswith(
+            "segattack attack: error: the attack diverged: the model produced non-finite logits at iteration 0"
+        )
+        and "Traceback" not in err
+    ), err
     assert not (out / "results.json").exists()
 
 

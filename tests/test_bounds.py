@@ -24,8 +24,24 @@ from segattack.studies import StudyConfig
 
 
 def report(out: Path, ckpt: Path, *extra: str) -> list[str]:
-    return ["report", "--profile", "tiny", "--out", str(out), "--backbones", "mobilenet_v3_large", "--attacks", "pgd",
-            "--studies", "none", "-p", f"weights={ckpt}", "-p", "size=48", *extra]
+    return [
+        "report",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--backbones",
+        "mobilenet_v3_large",
+        "--attacks",
+        "pgd",
+        "--studies",
+        "none",
+        "-p",
+        f"weights={ckpt}",
+        "-p",
+        "size=48",
+        *extra,
+    ]
 
 
 def last_line(capsys) -> str:
@@ -37,13 +53,19 @@ def last_line(capsys) -> str:
 # --- Sizes and counts ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-p", "size=100000"], f"size must be <= {MAX_SIZE} px, got 100000"),
-    (["-p", "num_images=1e9"], f"num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got 1000000000"),
-    (["-p", "studies_size=5000", "--studies", "default"], f"studies size must be <= {MAX_SIZE} px, got 5000"),
-    (["-p", "studies_num_images=200000", "--studies", "default"],
-     f"studies num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got 200000"),
-], ids=["size", "num_images", "studies_size", "studies_num_images"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-p", "size=100000"], f"size must be <= {MAX_SIZE} px, got 100000"),
+        (["-p", "num_images=1e9"], f"num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got 1000000000"),
+        (["-p", "studies_size=5000", "--studies", "default"], f"studies size must be <= {MAX_SIZE} px, got 5000"),
+        (
+            ["-p", "studies_num_images=200000", "--studies", "default"],
+            f"studies num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got 200000",
+        ),
+    ],
+    ids=["size", "num_images", "studies_size", "studies_num_images"],
+)
 def test_report_sizes_and_counts_are_bounded(small_checkpoint, tmp_path, capsys, argv, message):
     assert main(report(tmp_path / "R", small_checkpoint, "--cluster", "inprocess", *argv)) == 2
     assert last_line(capsys) == f"segattack report: error: {message}"
@@ -51,8 +73,24 @@ def test_report_sizes_and_counts_are_bounded(small_checkpoint, tmp_path, capsys,
 
 
 def test_attack_and_api_sizes_are_bounded(small_checkpoint, tmp_path, capsys):
-    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
-                 "--out", str(tmp_path / "o"), "--size", str(MAX_SIZE + 1)]) == 2
+    assert (
+        main(
+            [
+                "attack",
+                "--backbone",
+                "mobilenet_v3_large",
+                "--attack",
+                "pgd",
+                "--weights",
+                str(small_checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                "--size",
+                str(MAX_SIZE + 1),
+            ]
+        )
+        == 2
+    )
     assert last_line(capsys) == f"segattack attack: error: size must be <= {MAX_SIZE} px, got {MAX_SIZE + 1}"
     assert RunConfig(weights=str(small_checkpoint), size=MAX_SIZE, num_images=MAX_SCENES).size == MAX_SIZE
     with pytest.raises(ParameterError, match="num_images must be <= 100,000"):
@@ -69,8 +107,11 @@ def test_resize_shorter_caps_the_longer_side(small_checkpoint, tmp_path):
     cfg = RunConfig(weights=str(small_checkpoint), images=str(folder), num_images=0, resize="shorter", size=128)
     assert RunJob(cfg, tmp_path / "ok").units() == ["00000"]  # 128 * 64 = 8192: exactly at the cap
     cfg = RunConfig(weights=str(small_checkpoint), images=str(folder), num_images=0, resize="shorter", size=129)
-    with pytest.raises(ValueError, match=rf"b.png is 1024x16: with resize=shorter at 129 px its longer side would be "
-                                         rf"8256 px, over {MAX_LONG_SIDE}; use resize=crop"):
+    with pytest.raises(
+        ValueError,
+        match=rf"b.png is 1024x16: with resize=shorter at 129 px its longer side would be "
+        rf"8256 px, over {MAX_LONG_SIDE}; use resize=crop",
+    ):
         RunJob(cfg, tmp_path / "bad").units()
     assert not (tmp_path / "bad").exists()
 
@@ -78,17 +119,27 @@ def test_resize_shorter_caps_the_longer_side(small_checkpoint, tmp_path):
 # --- Cluster addresses -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("address, message", [
-    ("tcp://host:port", "cluster address 'tcp://host:port': the port must be a number from 1 to 65535"),
-    ("tcp://host:99999", "cluster address 'tcp://host:99999': the port must be a number from 1 to 65535"),
-    ("tcp://host:0", "cluster address 'tcp://host:0': the port must be a number from 1 to 65535"),
-    ("tcp://:8786", "cluster address 'tcp://:8786' names no host; use tcp://HOST:PORT"),
-    ("tcp://host:8786/x?y", "cluster address 'tcp://host:8786/x?y' has a path or query; use tcp://HOST:PORT"),
-    ("http://host:8786", "unknown cluster 'http://host:8786'; use local, local-cuda, inprocess or a scheduler "
-                         "address such as tcp://host:8786"),
-    ("host:8786", "unknown cluster 'host:8786'; use local, local-cuda, inprocess or a scheduler address such as "
-                  "tcp://host:8786"),
-], ids=["port-text", "port-range", "port-zero", "no-host", "path", "scheme", "no-scheme"])
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("tcp://host:port", "cluster address 'tcp://host:port': the port must be a number from 1 to 65535"),
+        ("tcp://host:99999", "cluster address 'tcp://host:99999': the port must be a number from 1 to 65535"),
+        ("tcp://host:0", "cluster address 'tcp://host:0': the port must be a number from 1 to 65535"),
+        ("tcp://:8786", "cluster address 'tcp://:8786' names no host; use tcp://HOST:PORT"),
+        ("tcp://host:8786/x?y", "cluster address 'tcp://host:8786/x?y' has a path or query; use tcp://HOST:PORT"),
+        (
+            "http://host:8786",
+            "unknown cluster 'http://host:8786'; use local, local-cuda, inprocess or a scheduler "
+            "address such as tcp://host:8786",
+        ),
+        (
+            "host:8786",
+            "unknown cluster 'host:8786'; use local, local-cuda, inprocess or a scheduler address such as "
+            "tcp://host:8786",
+        ),
+    ],
+    ids=["port-text", "port-range", "port-zero", "no-host", "path", "scheme", "no-scheme"],
+)
 def test_a_malformed_cluster_address_is_one_line_before_any_work(small_checkpoint, tmp_path, capsys, address, message):
     assert main(report(tmp_path / "R", small_checkpoint, "--cluster", address)) == 2
     assert last_line(capsys) == f"segattack report: error: {message}"
@@ -124,6 +175,7 @@ def serve(kind: str) -> tuple[socket.socket, int]:
 
 def bounded(fn, *args):
     """``fn(*args)``; a hang fails the test (an alarm after 120 s) instead of stalling the suite."""
+
     def hang(signum, frame):
         raise AssertionError("did not end")
 
@@ -136,20 +188,32 @@ def bounded(fn, *args):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("silent", "no Dask scheduler answered at {} within 2 s (nothing listening, or a service that says nothing); "
-               "check --cluster"),
-    ("http", "{} is not a Dask scheduler (it answered with what Dask cannot read: MemoryError); check --cluster"),
-    ("random", "{} is not a Dask scheduler (it answered with what Dask cannot read: "),
-], ids=["silent", "http", "random"])
-def test_a_service_that_is_not_a_scheduler_is_one_line(small_checkpoint, tmp_path, capsys, monkeypatch, kind,
-                                                       message):
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        (
+            "silent",
+            "no Dask scheduler answered at {} within 2 s (nothing listening, or a service that says nothing); "
+            "check --cluster",
+        ),
+        ("http", "{} is not a Dask scheduler (it answered with what Dask cannot read: MemoryError); check --cluster"),
+        ("random", "{} is not a Dask scheduler (it answered with what Dask cannot read: "),
+    ],
+    ids=["silent", "http", "random"],
+)
+def test_a_service_that_is_not_a_scheduler_is_one_line(small_checkpoint, tmp_path, capsys, monkeypatch, kind, message):
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 2.0)
     server, port = serve(kind)
     address = f"tcp://127.0.0.1:{port}"
     out = tmp_path / "R"
-    (job,) = plan("tiny", out, {"weights": str(small_checkpoint), "size": 48, "batch": 1}, ("mobilenet_v3_large",),
-                  ("pgd",), "none")  # the report's own run
+    (job,) = plan(
+        "tiny",
+        out,
+        {"weights": str(small_checkpoint), "size": 48, "batch": 1},
+        ("mobilenet_v3_large",),
+        ("pgd",),
+        "none",
+    )  # the report's own run
     store.claim(out)
     job.write("00000", job.compute("00000"))  # finished before: kept
     try:
@@ -167,18 +231,27 @@ def test_a_cluster_without_workers_stops_with_one_line(small_checkpoint, tmp_pat
     with LocalCluster(n_workers=0, processes=False, protocol="tcp://", dashboard_address=":0") as empty:
         address = empty.scheduler_address
         assert bounded(main, report(tmp_path / "R", small_checkpoint, "--cluster", address)) == 2
-    assert last_line(capsys) == (f"segattack report: error: the Dask cluster at {address} has had no workers for 2 s; "
-                                 f"every finished task is kept: start workers and run the same command again")
+    assert last_line(capsys) == (
+        f"segattack report: error: the Dask cluster at {address} has had no workers for 2 s; "
+        f"every finished task is kept: start workers and run the same command again"
+    )
 
 
 def test_as_completed_yields_every_future_while_workers_are_there():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as local, \
-            Client(local) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as local,
+        Client(local) as client,
+    ):
         futures = [client.submit(pow, k, 2) for k in range(5)]
-        assert sorted(f.result() for f in cluster.as_completed(client, futures, patience=1, poll=0.05)) == \
-            [0, 1, 4, 9, 16]
+        assert sorted(f.result() for f in cluster.as_completed(client, futures, patience=1, poll=0.05)) == [
+            0,
+            1,
+            4,
+            9,
+            16,
+        ]
         local.scale(0)
         while client.nthreads():
             time.sleep(0.05)

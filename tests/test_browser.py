@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -29,9 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("SEGATTACK_TEST_ARTIFACTS", ROOT / "reports" / "test-artifacts"))
 # Headless, offline and quiet: no sandbox (CI runs as root), no GPU, no background traffic of the
 # browser's own (updates, sync, QUIC probes), a fresh profile per run.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 VIEWPORT = (1280, 900)
 START_TIMEOUT, PAGE_TIMEOUT = 60.0, 120.0
 
@@ -65,8 +74,10 @@ def chromium() -> str:
     absence fails the test (a skipped browser check would pass CI without looking)."""
     path = os.environ.get("SEGATTACK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("headless Chromium is needed to open the report: apt-get install chromium (.ci/run does), "
-                    "or set SEGATTACK_CHROMIUM to a Chromium executable")
+        pytest.fail(
+            "headless Chromium is needed to open the report: apt-get install chromium (.ci/run does), "
+            "or set SEGATTACK_CHROMIUM to a Chromium executable"
+        )
     return path
 
 
@@ -122,8 +133,11 @@ class DevTools:
 def browser(profile: Path) -> Iterator[DevTools]:
     """Headless Chromium with a fresh profile, and a DevTools session on its blank page."""
     log = (profile.parent / "chromium-stderr.txt").open("w")
-    proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                             "about:blank"], stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [chromium(), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     session = None
     try:
         active = profile / "DevToolsActivePort"  # the port Chromium chose, written once it listens
@@ -131,8 +145,10 @@ def browser(profile: Path) -> Iterator[DevTools]:
         while not (active.exists() and active.read_text().strip()):
             if proc.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                pytest.fail(f"Chromium did not start (exit {proc.poll()}): "
-                            f"{(profile.parent / 'chromium-stderr.txt').read_text()[-2000:]}")
+                pytest.fail(
+                    f"Chromium did not start (exit {proc.poll()}): "
+                    f"{(profile.parent / 'chromium-stderr.txt').read_text()[-2000:]}"
+                )
             time.sleep(0.1)
         port = int(active.read_text().split()[0])
         local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
@@ -157,8 +173,13 @@ def report_html(tmp_path_factory) -> Path:
     """A tiny report built as a user builds one (after checking there is a browser to open it)."""
     chromium()
     out = tmp_path_factory.mktemp("browser-report")
-    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(out),
-                          "--cluster", "inprocess"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(
+        [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(out), "--cluster", "inprocess"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out / "index.html"
 
@@ -186,8 +207,13 @@ def test_report_opens_in_chromium_with_its_figures_and_table_1(report_html, tmp_
     with browser(tmp_path / "profile") as tab:
         for domain in ("Runtime", "Log", "Network", "Page"):
             tab.send(f"{domain}.enable")
-        tab.send("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1], deviceScaleFactor=1,
-                 mobile=False)
+        tab.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=VIEWPORT[0],
+            height=VIEWPORT[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         tab.send("Page.navigate", url=page)
         tab.wait_for("Page.loadEventFired")
         images = tab.evaluate(IMAGES_JS)
@@ -197,8 +223,9 @@ def test_report_opens_in_chromium_with_its_figures_and_table_1(report_html, tmp_
         tab.evaluate("1")  # a last round trip: events sent before it are in
     errors, requests = problems(tab.events, page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "browser-log.json").write_text(json.dumps(
-        {"page": page, "errors": errors, "requests": requests, "images": images, "table1": table}, indent=1))
+    (tmp_path / "browser-log.json").write_text(
+        json.dumps({"page": page, "errors": errors, "requests": requests, "images": images, "table1": table}, indent=1)
+    )
     for name in ("report-top.png", "report-table1.png", "browser-log.json"):
         shutil.copy(tmp_path / name, ARTIFACTS / name)
 

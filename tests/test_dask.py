@@ -27,7 +27,7 @@ OVERRIDES = {"num_images": 4, "batch": 1, "studies_backbones": ["mobilenet_v3_la
 @pytest.fixture(scope="module")
 def cluster():
     with local_cluster(2, 1) as client:  # two processes, so that one can be killed (--cluster local
-        yield client.cluster, client     # starts one process running a task per core: tested below)
+        yield client.cluster, client  # starts one process running a task per core: tested below)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,9 @@ def records(out: Path) -> dict:
     studies = json.loads((out / "studies" / "studies.json").read_text())
     for key in ("comparison", "security", "transfer", "difficulty", "iteration_curves", "clean_iou_truth"):
         rows = studies[key]
-        found[f"studies {key}"] = [{k: v for k, v in r.items() if k != "seconds"} for r in rows] \
-            if isinstance(rows, list) else rows
+        found[f"studies {key}"] = (
+            [{k: v for k, v in r.items() if k != "seconds"} for r in rows] if isinstance(rows, list) else rows
+        )
     return found
 
 
@@ -61,8 +62,10 @@ def test_local_cluster_records_equal_the_in_process_run(reference, tmp_path):
     status = run_grid("tiny", tmp_path, OVERRIDES, **RUNS, cluster="local", progress=False)  # the default shape
     assert set(status.values()) == {"done"} and len(status) == 3
     assert records(tmp_path) == records(reference)
-    assert len(list(tmp_path.glob("runs/*/shards/*/*.pt"))) == 8 and (tmp_path / "runs" / "mobilenet_v3_large-pgd"
-                                                                       / "attack.ipynb").is_file()
+    assert (
+        len(list(tmp_path.glob("runs/*/shards/*/*.pt"))) == 8
+        and (tmp_path / "runs" / "mobilenet_v3_large-pgd" / "attack.ipynb").is_file()
+    )
 
 
 def test_a_worker_killed_mid_grid_has_its_task_rerun_elsewhere(cluster, reference, tmp_path):
@@ -90,11 +93,26 @@ def test_a_worker_killed_mid_grid_has_its_task_rerun_elsewhere(cluster, referenc
 
 def test_a_client_killed_mid_grid_resumes_with_only_the_unfinished_tasks(cluster, reference, tmp_path):
     local, _ = cluster
-    argv = [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path), "--cluster",
-            "local", "--backbones", *RUNS["backbones"], "--attacks", *RUNS["attacks"]]
+    argv = [
+        sys.executable,
+        "-m",
+        "segattack",
+        "report",
+        "--profile",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--cluster",
+        "local",
+        "--backbones",
+        *RUNS["backbones"],
+        "--attacks",
+        *RUNS["attacks"],
+    ]
     argv += [a for k, v in OVERRIDES.items() for a in ("-p", f"{k}={v!r}")]
-    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while len(list(tmp_path.glob("runs/*/shards/*/*.pt"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, "grid ended before it could be killed"
@@ -114,9 +132,32 @@ def test_report_on_a_voc_folder_through_dask(cluster, voc_folder, tmp_path):
     from segattack.cli import main
 
     local, _ = cluster
-    assert main(["report", "--profile", "tiny", "--images", f"voc:{voc_folder}", "-p", "num_images=0", "-p",
-                 "batch=2", "--studies", "none", "--backbones", "mobilenet_v3_large", "--attacks", "pgd",
-                 "--cluster", local.scheduler_address, "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--profile",
+                "tiny",
+                "--images",
+                f"voc:{voc_folder}",
+                "-p",
+                "num_images=0",
+                "-p",
+                "batch=2",
+                "--studies",
+                "none",
+                "--backbones",
+                "mobilenet_v3_large",
+                "--attacks",
+                "pgd",
+                "--cluster",
+                local.scheduler_address,
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "runs" / "mobilenet_v3_large-pgd" / "results.json").read_text())
     assert len(doc["names"]) == 5 and doc["shards"] == 3 and doc["clean_truth"]["images"] == 5
     assert "one confusion matrix over 5 images" in (tmp_path / "index.html").read_text()

@@ -54,8 +54,11 @@ def test_voc_ids_repeated_or_reaching_outside_the_dataset_are_refused(voc_folder
     names = split.read_text().split()
     split.write_text("\n".join(names + [names[1]]) + "\n")
     where = re.escape(str(split))
-    with pytest.raises(ImageError, match=rf"{where} lists '2007_000001' twice \(lines 2 and 6\): the image would be "
-                                         r"attacked and averaged twice"):
+    with pytest.raises(
+        ImageError,
+        match=rf"{where} lists '2007_000001' twice \(lines 2 and 6\): the image would be "
+        r"attacked and averaged twice",
+    ):
         image_set(f"voc:{copy}", 32)
     # an id climbing out of JPEGImages/ to files that exist there: refused, not read
     (base / "extra").mkdir()
@@ -85,8 +88,13 @@ def test_a_folder_lists_broken_and_looping_links_and_sub_folders(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     folder = image_set(str(tmp_path), 16)
     assert [p.name for p in folder.files] == ["a.png", "linked.png"]
-    assert folder.skipped == [f"broken.png (broken symlink to {tmp_path / 'missing.png'})", "loop.png (symlink loop)",
-                              "notes.txt", "pipe.jpg (not a regular file)", "sub/ (a folder: not searched)"]
+    assert folder.skipped == [
+        f"broken.png (broken symlink to {tmp_path / 'missing.png'})",
+        "loop.png (symlink loop)",
+        "notes.txt",
+        "pipe.jpg (not a regular file)",
+        "sub/ (a folder: not searched)",
+    ]
 
 
 def test_two_images_with_one_name_are_refused(tmp_path):
@@ -116,9 +124,14 @@ def test_pairs_list_every_file_they_leave_out(tmp_path):
     (tmp_path / "masks" / "c.jpg").write_text("x")
     pairs = image_set(f"pairs:{tmp_path}", 32)
     assert [p.name for p in pairs.files] == ["a.png"] and [p.name for p in pairs.masks] == ["a.png"]
-    assert pairs.skipped == ["images/readme.txt", f"masks/b.png (broken symlink to {tmp_path / 'gone.png'})",
-                             "masks/c.jpg", "images/b.png (no masks/b.png)", "images/c.png (no masks/c.png)",
-                             "masks/orphan.png (no image)"]
+    assert pairs.skipped == [
+        "images/readme.txt",
+        f"masks/b.png (broken symlink to {tmp_path / 'gone.png'})",
+        "masks/c.jpg",
+        "images/b.png (no masks/b.png)",
+        "images/c.png (no masks/c.png)",
+        "masks/orphan.png (no image)",
+    ]
     shutil.copy(tmp_path / "masks" / "a.png", tmp_path / "masks" / "a.PNG")
     where = re.escape(str(tmp_path / "masks"))
     with pytest.raises(ImageError, match=rf"{where} holds a.PNG and a.png, both named 'a'"):

@@ -29,8 +29,25 @@ def digest(folder: Path) -> str:
 
 
 def report_args(out: Path, ckpt: Path) -> list[str]:
-    return ["report", "--profile", "tiny", "--out", str(out), "--backbones", "mobilenet_v3_large", "--attacks", "pgd",
-            "--studies", "none", "--cluster", "inprocess", "-p", f"weights={ckpt}", "-p", "size=48"]
+    return [
+        "report",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--backbones",
+        "mobilenet_v3_large",
+        "--attacks",
+        "pgd",
+        "--studies",
+        "none",
+        "--cluster",
+        "inprocess",
+        "-p",
+        f"weights={ckpt}",
+        "-p",
+        "size=48",
+    ]
 
 
 def test_a_users_own_folder_in_runs_is_refused_whole(small_checkpoint, tmp_path, capsys):
@@ -60,8 +77,10 @@ def test_a_symlinked_job_folder_is_refused_before_any_work(small_checkpoint, tmp
     link.symlink_to(elsewhere, target_is_directory=True)
     assert main(report_args(out, small_checkpoint)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"segattack report: error: {link} is a symbolic link; the report's run and studies folders " \
-                      f"must be plain folders inside {out} (remove the link)"
+    assert (
+        err[-1] == f"segattack report: error: {link} is a symbolic link; the report's run and studies folders "
+        f"must be plain folders inside {out} (remove the link)"
+    )
     assert digest(elsewhere) == before and not (out / "index.html").exists()
 
 
@@ -70,25 +89,53 @@ def test_job_folders_must_lie_inside_the_report_folder(small_checkpoint, tmp_pat
     with pytest.raises(store.FolderError, match="is not inside the report folder"):
         grid.run_grid([RunJob(cfg, tmp_path / "outside")], tmp_path / "R", "inprocess", progress=False)
     with pytest.raises(store.FolderError, match="would share the folder"):
-        grid.run_grid([RunJob(cfg, tmp_path / "R" / "a"), RunJob(cfg, tmp_path / "R" / "a")], tmp_path / "R",
-                      "inprocess", progress=False)
+        grid.run_grid(
+            [RunJob(cfg, tmp_path / "R" / "a"), RunJob(cfg, tmp_path / "R" / "a")],
+            tmp_path / "R",
+            "inprocess",
+            progress=False,
+        )
     assert not (tmp_path / "outside").exists() and not (tmp_path / "R" / "a").exists()
 
 
-def test_an_attack_into_a_run_folder_mid_grid_is_refused_and_the_grid_finishes(small_checkpoint, tmp_path,
-                                                                                  monkeypatch, capsys):
+def test_an_attack_into_a_run_folder_mid_grid_is_refused_and_the_grid_finishes(
+    small_checkpoint, tmp_path, monkeypatch, capsys
+):
     """The grid holds every job's lock: `segattack attack --out R/runs/<run>` (or the notebook's run())
     during a report gets a message instead of deleting the grid's finished shards."""
     out = tmp_path / "R"
-    jobs = plan("tiny", out, {"weights": str(small_checkpoint), "size": 48, "num_images": 4, "batch": 1},
-                ("mobilenet_v3_large",), ("pgd",), "none")
+    jobs = plan(
+        "tiny",
+        out,
+        {"weights": str(small_checkpoint), "size": 48, "num_images": 4, "batch": 1},
+        ("mobilenet_v3_large",),
+        ("pgd",),
+        "none",
+    )
     job = jobs[0]
     real, answers = type(job).compute, []
 
     def compute(self, unit):
         if unit == "00002":  # two shards are on disk: another command aims at the same folder
-            answers.append(main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights",
-                                 str(small_checkpoint), "--out", str(self.path), "--steps", "1", "--num-images", "2"]))
+            answers.append(
+                main(
+                    [
+                        "attack",
+                        "--backbone",
+                        "mobilenet_v3_large",
+                        "--attack",
+                        "pgd",
+                        "--weights",
+                        str(small_checkpoint),
+                        "--out",
+                        str(self.path),
+                        "--steps",
+                        "1",
+                        "--num-images",
+                        "2",
+                    ]
+                )
+            )
         return real(self, unit)
 
     monkeypatch.setattr(type(job), "compute", compute)
@@ -174,8 +221,21 @@ def test_a_folder_with_a_read_only_parent_is_locked_and_replaced_in_place(read_o
 
 def test_an_attack_into_a_folder_with_a_read_only_parent(read_only_parent, small_checkpoint, capsys):
     scratch = read_only_parent
-    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
-            "--out", str(scratch), "--steps", "1", "--num-images", "2"]
+    args = [
+        "attack",
+        "--backbone",
+        "mobilenet_v3_large",
+        "--attack",
+        "pgd",
+        "--weights",
+        str(small_checkpoint),
+        "--out",
+        str(scratch),
+        "--steps",
+        "1",
+        "--num-images",
+        "2",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert main([*args, "--num-images", "3"]) == 0, capsys.readouterr().err  # replaced whole, in place
     assert len(json.loads((scratch / "results.json").read_text())["names"]) == 3

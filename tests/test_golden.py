@@ -1,5 +1,6 @@
 """The registry refactor changed no number: two small runs and one studies cell equal the records kept
-before it (tests/golden/before_registry.json, made on the code of 43662a6 with one intra-op thread)."""
+before it (tests/golden/before_registry.json, made on the code of 43662a6 with one intra-op thread;
+the weights file's absolute path is left out, it names the machine, not a number)."""
 
 import json
 import tempfile

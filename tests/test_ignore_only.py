@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack.cli import main
 from segattack.classes import IGNORE_INDEX
+from segattack.cli import main
 from segattack.report import load_runs, readings_table
 from segattack.studies import StudyConfig, run_studies
 
 
 def strict(path: Path) -> dict:
     """``path``'s JSON, refusing NaN and Infinity as Python's json module would otherwise accept them."""
+
     def refuse(name: str) -> None:
         raise ValueError(f"{path} holds {name}")
 
@@ -39,9 +40,30 @@ def ignore_only(tmp_path_factory) -> Path:
 
 def test_a_run_on_ignore_only_truth_writes_null_readings(ignore_only, small_checkpoint, tmp_path, capsys):
     out = tmp_path / "runs" / "mobilenet_v3_large-pgd"
-    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
-                 "--images", f"pairs:{ignore_only}", "--out", str(out), "--num-images", "0", "--steps", "1",
-                 "--batch", "2"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "attack",
+                "--backbone",
+                "mobilenet_v3_large",
+                "--attack",
+                "pgd",
+                "--weights",
+                str(small_checkpoint),
+                "--images",
+                f"pairs:{ignore_only}",
+                "--out",
+                str(out),
+                "--num-images",
+                "0",
+                "--steps",
+                "1",
+                "--batch",
+                "2",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     doc = strict(out / "results.json")
     assert doc["clean_truth"]["miou"] is None and doc["clean_truth"]["class_iou"] == [None] * 21
     assert doc["clean_truth"]["pixel_accuracy"] == 0.0  # no labelled pixel: nothing right, a defined 0
@@ -59,9 +81,18 @@ def test_a_run_on_ignore_only_truth_writes_null_readings(ignore_only, small_chec
 
 
 def test_studies_on_ignore_only_truth_write_null_clean_quality(ignore_only, small_checkpoint, tmp_path):
-    study = StudyConfig(weights=str(small_checkpoint), images=f"pairs:{ignore_only}", num_images=2, size=32, batch=2,
-                        steps=1, eps_values=[8 / 255], curve_images=2, curve_steps=1,
-                        backbones=["mobilenet_v3_large"])
+    study = StudyConfig(
+        weights=str(small_checkpoint),
+        images=f"pairs:{ignore_only}",
+        num_images=2,
+        size=32,
+        batch=2,
+        steps=1,
+        eps_values=[8 / 255],
+        curve_images=2,
+        curve_steps=1,
+        backbones=["mobilenet_v3_large"],
+    )
     results = run_studies(study, tmp_path / "studies", progress=False)
     assert results.clean_iou_truth == {"mobilenet_v3_large": None}
     assert strict(tmp_path / "studies" / "studies.json")["clean_iou_truth"] == {"mobilenet_v3_large": None}

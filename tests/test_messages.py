@@ -16,30 +16,58 @@ from segattack.config import RunConfig
 from segattack.params import ParameterError
 
 
-@pytest.mark.parametrize("text", ['{"eps": 0.05, "mode": "linf", "targeted": true}',
-                                  "{'eps': 0.05, 'mode': 'linf', 'targeted': True}"], ids=["json", "python"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"eps": 0.05, "mode": "linf", "targeted": true}', "{'eps': 0.05, 'mode': 'linf', 'targeted': True}"],
+    ids=["json", "python"],
+)
 def test_attack_params_may_be_given_as_text(small_checkpoint, text):
     """papermill's -p attack_params '{...}' passes text: JSON or a Python dict literal is read as the dict."""
     cfg = RunConfig(weights=str(small_checkpoint), attack_params=text)
     assert cfg.attack_params == {"eps": 0.05, "mode": "linf", "targeted": True}
-    assert cfg.digest() == RunConfig(weights=str(small_checkpoint),
-                                     attack_params={"eps": 0.05, "mode": "linf", "targeted": True}).digest()
+    assert (
+        cfg.digest()
+        == RunConfig(
+            weights=str(small_checkpoint), attack_params={"eps": 0.05, "mode": "linf", "targeted": True}
+        ).digest()
+    )
 
 
 @pytest.mark.parametrize("text", ["eps=0.05", "[0.05]", '"eps"', ""], ids=["override", "list", "string", "empty"])
 def test_attack_params_text_that_is_no_dict_is_refused_by_name(small_checkpoint, text):
     with pytest.raises(ParameterError) as info:
         RunConfig(weights=str(small_checkpoint), attack_params=text)
-    assert str(info.value) == (f"attack_params must be a dict such as {{'eps': 0.03}} or its JSON text "
-                               f"'{{\"eps\": 0.03}}', got {text!r}")
+    assert str(info.value) == (
+        f"attack_params must be a dict such as {{'eps': 0.03}} or its JSON text '{{\"eps\": 0.03}}', got {text!r}"
+    )
 
 
 def test_report_attack_params_text_is_refused_by_name(small_checkpoint, tmp_path, capsys):
-    assert main(["report", "--profile", "tiny", "--out", str(tmp_path / "R"), "--studies", "none", "--cluster",
-                 "inprocess", "-p", f"weights={small_checkpoint}", "-p", "attack_params=eps:0.1"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--profile",
+                "tiny",
+                "--out",
+                str(tmp_path / "R"),
+                "--studies",
+                "none",
+                "--cluster",
+                "inprocess",
+                "-p",
+                f"weights={small_checkpoint}",
+                "-p",
+                "attack_params=eps:0.1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["segattack report: error: attack_params must be a dict such as {'eps': 0.03} or its JSON text "
-                   "'{\"eps\": 0.03}', got 'eps:0.1'"]
+    assert err == [
+        "segattack report: error: attack_params must be a dict such as {'eps': 0.03} or its JSON text "
+        "'{\"eps\": 0.03}', got 'eps:0.1'"
+    ]
     assert not (tmp_path / "R").exists()
 
 
@@ -57,13 +85,32 @@ def full_disk(monkeypatch):
 
 def test_a_full_disk_while_saving_a_shard_is_one_line_naming_the_file(small_checkpoint, tmp_path, capsys, full_disk):
     out = tmp_path / "run"
-    assert main(["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
-                 "--out", str(out), "--num-images", "2", "--steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "attack",
+                "--backbone",
+                "mobilenet_v3_large",
+                "--attack",
+                "pgd",
+                "--weights",
+                str(small_checkpoint),
+                "--out",
+                str(out),
+                "--num-images",
+                "2",
+                "--steps",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     (shard,) = out.glob("shards/*")
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         f"segattack attack: error: cannot write {shard / '00000.pt'}: no space left on its device (No space left on "
-        f"device); free some space and run the same command again (finished work is kept)")
+        f"device); free some space and run the same command again (finished work is kept)"
+    )
     assert list(shard.iterdir()) == []  # no half-written temporary file left behind
 
 
@@ -100,8 +147,9 @@ def test_local_cluster_workers_ignore_ctrl_c():
 
 
 @pytest.mark.parametrize("where", ["tensors", "png"])
-def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(small_checkpoint, tmp_path, monkeypatch,
-                                                                                where):
+def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(
+    small_checkpoint, tmp_path, monkeypatch, where
+):
     from PIL import Image
 
     from segattack.runner import RunJob
@@ -112,16 +160,22 @@ def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(
         job.write(unit, job.compute(unit))
     if where == "tensors":  # tensors.pt lands on /dev/full
         real = os.fdopen
-        monkeypatch.setattr(store.os, "fdopen", lambda fd, mode="r", *a, **k: (
-            os.close(fd), real(os.open("/dev/full", os.O_WRONLY), mode, *a, **k))[1])
+        monkeypatch.setattr(
+            store.os,
+            "fdopen",
+            lambda fd, mode="r", *a, **k: (os.close(fd), real(os.open("/dev/full", os.O_WRONLY), mode, *a, **k))[1],
+        )
     else:  # PIL writes the PNGs itself
+
         def full(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(Image.Image, "save", full)
     with pytest.raises(store.FolderError) as info:  # the message names the run folder being assembled
         job.finish()
-    assert str(info.value) == (f"cannot write {tmp_path / 'run'}: no space left on its device (No space left on "
-                               f"device); free some space and run the same command again (finished work is kept)")
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'run'}: no space left on its device (No space left on "
+        f"device); free some space and run the same command again (finished work is kept)"
+    )
     assert job.pending() == [] and not (job.path / "results.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left

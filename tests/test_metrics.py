@@ -3,8 +3,16 @@ import math
 import pytest
 import torch
 
-from segattack.metrics import (attack_metrics, class_iou, confusion_matrix, dataset_scores, mean_iou,
-                               perturbation_norm, pixel_accuracy, predict_classes)
+from segattack.metrics import (
+    attack_metrics,
+    class_iou,
+    confusion_matrix,
+    dataset_scores,
+    mean_iou,
+    perturbation_norm,
+    pixel_accuracy,
+    predict_classes,
+)
 
 
 def masks(*rows):
@@ -69,8 +77,7 @@ def test_attack_metrics_readings():
     pred = torch.randint(0, 3, (2, 4, 4))
     out = attack_metrics(pred, pred, pred.roll(1, 0), clean, clean)
     assert torch.allclose(out["iou_original"], torch.ones(2, dtype=torch.float64))
-    assert set(out) >= {"iou_target", "acc_original", "acc_target", "l2_unit", "l2_255", "l2_normalized",
-                        "linf_unit"}
+    assert set(out) >= {"iou_target", "acc_original", "acc_target", "l2_unit", "l2_255", "l2_normalized", "linf_unit"}
 
 
 def test_bad_masks():

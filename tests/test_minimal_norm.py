@@ -32,8 +32,13 @@ ATTACKS = {
 NORMS = {"alma_prox": "linf", "pdpgd_linf": "linf", "pdpgd_l2": "l2", "fmn_linf": "linf", "fmn_l2": "l2"}
 # (steps, how far above the minimum the returned norm may be) on the linear model: PDPGD's L2 run ends 17%
 # above it with adv_lib's schedule.
-KNOWN = {"alma_prox": (100, 1.02), "pdpgd_linf": (300, 1.02), "pdpgd_l2": (300, 1.2), "fmn_linf": (100, 1.02),
-         "fmn_l2": (100, 1.02)}
+KNOWN = {
+    "alma_prox": (100, 1.02),
+    "pdpgd_linf": (300, 1.02),
+    "pdpgd_l2": (300, 1.2),
+    "fmn_linf": (100, 1.02),
+    "fmn_l2": (100, 1.02),
+}
 
 
 # ALMA prox's targeted DLR divides by z_1 - (z_3 + z_4) / 2, where this model's -10 logits make z_4: its
@@ -53,8 +58,16 @@ def test_finds_the_known_minimal_norm_and_beats_a_succeeding_budget_attack(linea
     assert best - 1e-6 <= res.params["perturbation_norm"][0] <= best * slack
     # a budget attack that succeeds (APGD wins every pixel 2% above the L-inf minimum, 20% above the L2 one):
     # the minimal-norm attack's perturbation is no larger than its budget
-    budget = apgd(linear_model, X, labels, targeted=targeted, steps=50, loss="mask-ce", norm=norm,
-                  eps=best * (1.02 if norm == "linf" else 1.2))
+    budget = apgd(
+        linear_model,
+        X,
+        labels,
+        targeted=targeted,
+        steps=50,
+        loss="mask-ce",
+        norm=norm,
+        eps=best * (1.02 if norm == "linf" else 1.2),
+    )
     assert budget.success.item() == 1.0 and res.params["perturbation_norm"][0] <= budget.params["eps"]
     assert res.params["perturbation_norm"][0] == pytest.approx(lp_norm(res.adv - X, norm).item())
 

@@ -56,11 +56,13 @@ class BNNet(nn.Module):
 
 
 def snapshot(model: nn.Module) -> tuple:
-    return ([(name, m.training) for name, m in model.named_modules()],
-            [(name, p.requires_grad) for name, p in model.named_parameters()],
-            {name: b.clone() for name, b in model.named_buffers()},
-            {name: p.detach().clone() for name, p in model.named_parameters()},
-            {name: id(b) for name, b in model.named_buffers()})
+    return (
+        [(name, m.training) for name, m in model.named_modules()],
+        [(name, p.requires_grad) for name, p in model.named_parameters()],
+        {name: b.clone() for name, b in model.named_buffers()},
+        {name: p.detach().clone() for name, p in model.named_parameters()},
+        {name: id(b) for name, b in model.named_buffers()},
+    )
 
 
 def assert_same(before: tuple, after: tuple) -> None:
@@ -115,12 +117,11 @@ def test_the_model_is_restored_when_the_attack_fails():
     with pytest.raises(ValueError, match="target masks must be"):
         run("pgd", net, *inputs()[:1], torch.zeros(2, 5, 5, dtype=torch.long))
     assert_same(before, snapshot(net))
-    with pytest.raises(RuntimeError, match="inside"):
-        with attack_mode(net):
-            assert not net.training and not any(p.requires_grad for p in net.parameters())
-            net.bn.running_mean.add_(1)
-            net.bn.running_var = torch.ones(8)  # a buffer replaced by another tensor
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), attack_mode(net):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+        net.bn.running_mean.add_(1)
+        net.bn.running_var = torch.ones(8)  # a buffer replaced by another tensor
+        raise RuntimeError("inside")
     assert_same(before, snapshot(net))
 
 
@@ -156,8 +157,11 @@ def test_label_types(name):
     expected = run(name, model, images, labels).adv
     assert torch.equal(run(name, model, images, labels.to(torch.uint8)).adv, expected)  # PIL masks: widened
     assert torch.equal(run(name, model, images, labels.int()).adv, expected)
-    with pytest.raises(TypeError, match=rf"^{arg} must be a \(B,H,W\) torch tensor .* got numpy.ndarray "
-                                        r"\(convert with torch.from_numpy"):
+    with pytest.raises(
+        TypeError,
+        match=rf"^{arg} must be a \(B,H,W\) torch tensor .* got numpy.ndarray "
+        r"\(convert with torch.from_numpy",
+    ):
         run(name, model, images, labels.numpy())
     with pytest.raises(TypeError, match=rf"^{arg} must hold integer class ids, got dtype float32"):
         run(name, model, images, labels.float())
@@ -169,15 +173,19 @@ def test_label_types(name):
 def test_a_string_threshold_and_step_are_named(name):
     _, model = user_model("eval", wrapped=True)
     signature = inspect.signature(ATTACKS["pgd" if name == "targeted_pgd" else name].fn).parameters
-    optional = lambda arg: " or None" if "None" in str(signature[arg].annotation) else ""  # noqa: E731
-    with pytest.raises(TypeError, match=rf"^adv_threshold must be a number{optional('adv_threshold')}, got '0.5' \(str\)"):
+    optional = lambda arg: " or None" if "None" in str(signature[arg].annotation) else ""
+    with pytest.raises(
+        TypeError, match=rf"^adv_threshold must be a number{optional('adv_threshold')}, got '0.5' \(str\)"
+    ):
         run(name, model, *inputs(), adv_threshold="0.5")
     step = next((s for s in ("beta", "gamma", "eps", "alpha_init", "lr_init", "primal_lr") if s in signature), None)
     with pytest.raises(TypeError, match=rf"^{step} must be a number{optional(step)}, got '0.1' \(str\)"):
         run(name, model, *inputs(), **{step: "0.1"})
     with pytest.raises(TypeError, match=r"^steps must be an integer(?: or None)?, got 2.5 \(float\)"):
         ALL[name](model, *inputs(), steps=2.5, **KWARGS.get(name, {}))
-    with pytest.raises(TypeError, match=rf"^adv_threshold must be a number{optional('adv_threshold')}, got True \(bool\)"):
+    with pytest.raises(
+        TypeError, match=rf"^adv_threshold must be a number{optional('adv_threshold')}, got True \(bool\)"
+    ):
         run(name, model, *inputs(), adv_threshold=True)
 
 
@@ -193,18 +201,27 @@ class Returns(nn.Module):
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_model_outputs_that_cannot_be_attacked_get_a_message(name):
     images, labels = inputs()
-    with pytest.raises(TypeError, match=r"returned a dict with keys \['out', 'aux'\]: wrap the module with "
-                                        r"segattack.models.wrap_model"):
+    with pytest.raises(
+        TypeError,
+        match=r"returned a dict with keys \['out', 'aux'\]: wrap the module with "
+        r"segattack.models.wrap_model",
+    ):
         run(name, Returns(lambda z: {"out": z, "aux": z}), images, labels)
     with pytest.raises(TypeError, match="the model returned list; attacks need a"):
         run(name, Returns(lambda z: [z]), images, labels)
-    with pytest.raises(ValueError, match=r"the model's output has shape \(2, 21, 8, 8\) for images \(2, 3, 16, 16\); "
-                                         r"attacks need logits \(B,C,H,W\) = \(2,C,16,16\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"the model's output has shape \(2, 21, 8, 8\) for images \(2, 3, 16, 16\); "
+        r"attacks need logits \(B,C,H,W\) = \(2,C,16,16\)",
+    ):
         run(name, Returns(lambda z: z[..., ::2, ::2]), images, labels)
     few = wrap_model(nn.Conv2d(3, 5, 1), normalize=False)
     top = int(labels.max())
-    with pytest.raises(ValueError, match=rf"{LABELS.get(name, 'labels')} hold class id {top} but the model outputs "
-                                         r"5 classes \(ids 0..4\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{LABELS.get(name, 'labels')} hold class id {top} but the model outputs "
+        r"5 classes \(ids 0..4\)",
+    ):
         run(name, few, images, labels)
     # ids the model has, and ignored pixels, are fine; SEA's class-balanced loss carries the authors' 21
     # VOC class weights, so it refuses a 5-class model with a message

@@ -10,8 +10,18 @@ from torchvision.models import segmentation as tvseg
 
 from segattack import checkpoints
 from segattack.checkpoints import CheckpointError
-from segattack.models import (UNVERIFIED_SOURCE, SegmentationModel, WeightsUnavailable, build_network, file_sha256,
-                              fold_batchnorm, load_model, resolve_weights, torchvision_weights_path, wrap_model)
+from segattack.models import (
+    UNVERIFIED_SOURCE,
+    SegmentationModel,
+    WeightsUnavailable,
+    build_network,
+    file_sha256,
+    fold_batchnorm,
+    load_model,
+    resolve_weights,
+    torchvision_weights_path,
+    wrap_model,
+)
 from segattack.store import atomic_save
 
 
@@ -24,8 +34,9 @@ def torch_home(tmp_path, monkeypatch):
 def _torchvision_file(path: Path) -> nn.Module:
     """Random weights in torchvision's format (with the auxiliary head, as its file has) at ``path``."""
     torch.manual_seed(0)
-    reference = tvseg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21,
-                                                   aux_loss=True).eval()
+    reference = tvseg.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=21, aux_loss=True
+    ).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(reference.state_dict(), path)
     return reference

@@ -39,8 +39,7 @@ def test_the_studies_notebook_defaults_to_studyconfigs_defaults():
 
 @pytest.mark.slow
 def test_a_rendered_run_notebook_reads_and_never_recomputes(small_checkpoint, tmp_path):
-    cfg = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint), num_images=2,
-                    steps=2)
+    cfg = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint), num_images=2, steps=2)
     out = tmp_path / "run"
     run(cfg, out, progress=False)
     before = (out / "results.json").read_bytes()
@@ -54,9 +53,18 @@ def test_a_rendered_run_notebook_reads_and_never_recomputes(small_checkpoint, tm
 @pytest.mark.slow
 def test_papermill_takes_attack_params_as_text(small_checkpoint, tmp_path):
     """papermill's -p passes a dict as text: the notebook hands it to RunConfig, which reads JSON or a literal."""
-    cfg = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint), num_images=2,
-                    steps=1, attack_params={"mode": "linf", "eps": 0.05})
-    params = {**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "attack_params": '{"mode": "linf", "eps": 0.05}',
-              "out_dir": str(tmp_path / "run")}
+    cfg = RunConfig(
+        backbone="mobilenet_v3_large",
+        attack="pgd",
+        weights=str(small_checkpoint),
+        num_images=2,
+        steps=1,
+        attack_params={"mode": "linf", "eps": 0.05},
+    )
+    params = {
+        **{f.name: getattr(cfg, f.name) for f in fields(cfg)},
+        "attack_params": '{"mode": "linf", "eps": 0.05}',
+        "out_dir": str(tmp_path / "run"),
+    }
     execute("attack.ipynb", tmp_path / "text.ipynb", params)
     assert json.loads((tmp_path / "run" / "results.json").read_text())["config_hash"] == cfg.digest()

@@ -32,16 +32,39 @@ def test_paper_profile_runs_on_torchvision_weights(tmp_path, monkeypatch):
     home = tmp_path / "torch"
     monkeypatch.setenv("TORCH_HOME", str(home))
     torch.manual_seed(0)
-    for backbone, build in (("mobilenet_v3_large", tvseg.deeplabv3_mobilenet_v3_large),
-                            ("resnet50", tvseg.deeplabv3_resnet50)):
+    for backbone, build in (
+        ("mobilenet_v3_large", tvseg.deeplabv3_mobilenet_v3_large),
+        ("resnet50", tvseg.deeplabv3_resnet50),
+    ):
         path = torchvision_weights_path(backbone)  # the exact file name torchvision's weights API uses
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(build(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).state_dict(), path)
     out = tmp_path / "report"
-    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "paper", "--out", str(out),
-                          "-p", "num_images=2", "-p", "steps=2", "--studies", "none", "--cluster", "inprocess"],
-                         cwd=ROOT, env={**os.environ, "TORCH_HOME": str(home)}, capture_output=True, text=True,
-                         timeout=1200)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "report",
+            "--profile",
+            "paper",
+            "--out",
+            str(out),
+            "-p",
+            "num_images=2",
+            "-p",
+            "steps=2",
+            "--studies",
+            "none",
+            "--cluster",
+            "inprocess",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "TORCH_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     for name in ("mobilenet_v3_large-pgd", "mobilenet_v3_large-asma", "resnet50-pgd", "resnet50-asma"):
         doc = json.loads((out / "runs" / name / "results.json").read_text())

@@ -13,7 +13,9 @@ seeds = st.integers(0, 2**31 - 1)
 
 def random_masks(seed, classes, shape=(2, 5, 6)):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, classes, shape, generator=g), torch.randint(0, classes, shape, generator=g.manual_seed(seed + 1))
+    return torch.randint(0, classes, shape, generator=g), torch.randint(
+        0, classes, shape, generator=g.manual_seed(seed + 1)
+    )
 
 
 @given(seeds, st.integers(1, 21))
@@ -21,11 +23,11 @@ def test_agreement_metrics_are_bounded_symmetric_and_one_on_identity(seed, class
     a, b = random_masks(seed, classes)
     for average in ("present", "all"):
         iou = mean_iou(a, b, average)
-        assert ((0 <= iou) & (iou <= 1)).all()
+        assert ((iou >= 0) & (iou <= 1)).all()
         assert torch.allclose(iou, mean_iou(b, a, average))
         assert torch.allclose(mean_iou(a, a, average), torch.ones(2, dtype=torch.float64))
     acc = pixel_accuracy(a, b)
-    assert ((0 <= acc) & (acc <= 1)).all() and torch.equal(acc, pixel_accuracy(b, a))
+    assert ((acc >= 0) & (acc <= 1)).all() and torch.equal(acc, pixel_accuracy(b, a))
     assert torch.equal(pixel_accuracy(a, a), torch.ones(2, dtype=torch.float64))
 
 
@@ -48,8 +50,9 @@ def test_pgd_linf_ends_inside_its_budget(seed, eps, steps, random_start):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 3, 6, 6, generator=g)
     t = torch.randint(0, 21, (2, 6, 6), generator=g)
-    adv = targeted_pgd(model, x, t, steps=steps, mode="linf", eps=eps, alpha=eps, random_start=random_start,
-                       generator=g).adv
+    adv = targeted_pgd(
+        model, x, t, steps=steps, mode="linf", eps=eps, alpha=eps, random_start=random_start, generator=g
+    ).adv
     assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
 
 

@@ -11,8 +11,15 @@ from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import PAPER_GAMMA
 from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
-from segattack.metrics import (IMAGENET_MEAN, IMAGENET_STD, confusion_matrix, pooled_from_counts, pooled_scores,
-                               reference_present_iou, void_prediction_counts)
+from segattack.metrics import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    confusion_matrix,
+    pooled_from_counts,
+    pooled_scores,
+    reference_present_iou,
+    void_prediction_counts,
+)
 from segattack.models import wrap_model
 from segattack.results import summarize
 from segattack.targets import attacked_images
@@ -92,13 +99,20 @@ def test_paper_pgd_runs_ref5s_fifteen_iterations(normalising, scene_inputs):
     images, _ = scene_inputs
     res = targeted_pgd(normalising, images, targets_with_ignore(normalising, images))
     assert res.params["steps"] == 15 and res.loss.shape == (15, 4)
-    assert targeted_pgd(normalising, images, targets_with_ignore(normalising, images), mode="linf").params["steps"] == 50
+    assert (
+        targeted_pgd(normalising, images, targets_with_ignore(normalising, images), mode="linf").params["steps"] == 50
+    )
 
 
 def result(success, fill):
     n = len(success)
-    return AttackResult(torch.full((n, 3, 2, 2), fill), {"loss": torch.full((1, n), fill)},
-                        {"iterations": [1] * n}, torch.full((n, 2, 2), int(fill)), torch.tensor(success))
+    return AttackResult(
+        torch.full((n, 3, 2, 2), fill),
+        {"loss": torch.full((1, n), fill)},
+        {"iterations": [1] * n},
+        torch.full((n, 2, 2), int(fill)),
+        torch.tensor(success),
+    )
 
 
 def test_best_of_keeps_each_images_best_restart():
@@ -145,7 +159,7 @@ def test_asma_steps_each_image_by_its_own_iou(tiny_model, scene_inputs):
         targets = tiny_model(images).argmax(1).roll(1, 0)
     kwargs = {"beta": 5e-2, "tau": 1e-3, "steps": 3}
     batch = asma(tiny_model, images, targets, **kwargs)
-    alone = torch.cat([asma(tiny_model, images[i:i + 1], targets[i:i + 1], **kwargs).adv for i in range(4)])
+    alone = torch.cat([asma(tiny_model, images[i : i + 1], targets[i : i + 1], **kwargs).adv for i in range(4)])
     step_sizes = batch.history["step_size"][0]
     assert step_sizes.max() > 1.2 * step_sizes.min()  # the images' IoUs, hence their steps, differ
     assert torch.allclose(batch.adv, alone, atol=1e-5)
@@ -277,8 +291,9 @@ def test_pooled_scores_equal_ref5s_iou_acc_on_masks_with_void(seed):
     truth = torch.randint(0, 6, (4, 12, 12), generator=g)
     truth[torch.rand(truth.shape, generator=g) < 0.15] = 255  # void scattered over the image
     truth[:, 0] = 255  # and a void border, as VOC draws around objects
-    pred = torch.where(torch.rand(truth.shape, generator=g) < 0.6, truth.clamp(max=5),
-                       torch.randint(0, 8, truth.shape, generator=g))
+    pred = torch.where(
+        torch.rand(truth.shape, generator=g) < 0.6, truth.clamp(max=5), torch.randint(0, 8, truth.shape, generator=g)
+    )
     iou, acc = ref5_iou_acc(truth, pred)
     scores = pooled_scores(pred, truth)
     assert scores["iou"]["value"] == pytest.approx(iou, abs=1e-12)
@@ -309,9 +324,18 @@ def test_ground_truth_targets_are_the_target_images_mask(small_checkpoint, voc_f
     from segattack.data import ImageError, image_set
     from segattack.runner import count_images, run
 
-    cfg = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights=str(small_checkpoint),
-                    images=f"voc:{voc_folder}", num_images=4, batch=2, steps=1, size=48, resize="squash",
-                    target_source="truth")
+    cfg = RunConfig(
+        backbone="mobilenet_v3_large",
+        attack="pgd",
+        weights=str(small_checkpoint),
+        images=f"voc:{voc_folder}",
+        num_images=4,
+        batch=2,
+        steps=1,
+        size=48,
+        resize="squash",
+        target_source="truth",
+    )
     results, saved = run(cfg, tmp_path / "run", progress=False)
     truth = image_set(cfg.images, 48, "squash").load([1]).truth[0]
     assert (truth == 255).any()  # the fixture's masks have void borders

@@ -32,7 +32,10 @@ def test_the_shipped_attacks_and_their_study_settings():
     assert ATTACKS["asma"].paper_params("mobilenet_v3_large") == {"beta": 3e-6, "tau": 1e-5}
     assert ATTACKS["asma"].paper_params("my_model") == {"beta": 1e-4, "tau": 1e-5}  # ResNet50's, for other models
     assert not ATTACKS["dag"].security_curve and ATTACKS["pgd"].security_curve
-    assert ATTACKS["pgd"].label == "PGD Attack" and ATTACKS["pgd"].describe({"mode": "paper"}) == "mode paper, image-mean CE"
+    assert (
+        ATTACKS["pgd"].label == "PGD Attack"
+        and ATTACKS["pgd"].describe({"mode": "paper"}) == "mode paper, image-mean CE"
+    )
     assert PROFILES["paper"]["steps"] == "paper"
 
 
@@ -64,8 +67,7 @@ def test_registration_is_checked():
 
 def test_a_registered_attack_is_a_run_parameter_like_a_shipped_one(monkeypatch):
     monkeypatch.setattr(attacks.registry.ATTACKS, "_specs", dict(ATTACKS._specs))  # undone after the test
-    register(AttackSpec("pgd_linf", attacks.pgd, "PGD L-inf", paper_params=lambda b: {"mode": "linf"},
-                        paper_steps=7))
+    register(AttackSpec("pgd_linf", attacks.pgd, "PGD L-inf", paper_params=lambda b: {"mode": "linf"}, paper_steps=7))
     cfg = RunConfig(attack="pgd_linf", attack_params={"eps": "4/255"})
     assert cfg.attack_kwargs() == {"mode": "linf", "eps": 4 / 255}
     assert {c.attack: c.steps for c in grid_configs("paper", attacks=("pgd_linf",))} == {"pgd_linf": 7}
@@ -76,12 +78,14 @@ def test_a_registered_attack_is_a_run_parameter_like_a_shipped_one(monkeypatch):
 def test_only_the_registry_and_the_attack_modules_name_an_attack():
     """The study half (config, profiles, grid, jobs, runner, studies, report, cli and the notebooks' code)
     reads specs; the package's exports (__init__.py) and the notebooks' literal parameter defaults may name one."""
-    pattern = re.compile(r"""["'](%s)["']""" % "|".join(["pgd", "asma", "dag", "segpgd", "cospgd"]))
+    names = "|".join(["pgd", "asma", "dag", "segpgd", "cospgd"])
+    pattern = re.compile(rf"""["']({names})["']""")
     texts = {p.name: p.read_text() for p in (ROOT / "segattack").glob("*.py") if p.name != "__init__.py"}
     for notebook in (ROOT / "notebooks").glob("*.ipynb"):
         cells = json.loads(notebook.read_text())["cells"]
-        texts[notebook.name] = "".join("".join(c["source"]) for c in cells
-                                       if "parameters" not in c.get("metadata", {}).get("tags", []))
+        texts[notebook.name] = "".join(
+            "".join(c["source"]) for c in cells if "parameters" not in c.get("metadata", {}).get("tags", [])
+        )
     found = {name: pattern.findall(text) for name, text in texts.items()}
     assert {name: hits for name, hits in found.items() if hits} == {}
     assert pattern.search((ROOT / "segattack" / "attacks" / "pgd.py").read_text())  # the check can see a name
@@ -90,20 +94,68 @@ def test_only_the_registry_and_the_attack_modules_name_an_attack():
 @pytest.mark.slow
 def test_a_plugin_attack_runs_through_the_cli_the_grid_its_notebook_and_the_studies(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-m", "segattack", "attack", "--backbone", "mobilenet_v3_large",
-                          "--attack", "toy", "--weights", "embedded", "--num-images", "2", "--size", "48",
-                          "--steps", "2", "--out", str(tmp_path / "cli"), "-a", "eps=4/255"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "attack",
+            "--backbone",
+            "mobilenet_v3_large",
+            "--attack",
+            "toy",
+            "--weights",
+            "embedded",
+            "--num-images",
+            "2",
+            "--size",
+            "48",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "cli"),
+            "-a",
+            "eps=4/255",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert doc["attack_params"]["attack"] == "toy" and doc["attack_params"]["eps"] == pytest.approx(4 / 255)
     assert max(doc["per_image"]["linf_unit"]) <= 4 / 255 + 1e-6
 
     out = tmp_path / "report"
-    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(out),
-                          "--backbones", "mobilenet_v3_large", "--attacks", "toy", "--cluster", "local",
-                          "-p", "studies_backbones=['mobilenet_v3_large']", "-p", "studies_eps_values=[0.03]"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "report",
+            "--profile",
+            "tiny",
+            "--out",
+            str(out),
+            "--backbones",
+            "mobilenet_v3_large",
+            "--attacks",
+            "toy",
+            "--cluster",
+            "local",
+            "-p",
+            "studies_backbones=['mobilenet_v3_large']",
+            "-p",
+            "studies_eps_values=[0.03]",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "mobilenet_v3_large-toy done" in run.stdout and "studies done" in run.stdout
     run_dir = out / "runs" / "mobilenet_v3_large-toy"
@@ -119,10 +171,31 @@ def test_a_plugin_attack_runs_through_the_cli_the_grid_its_notebook_and_the_stud
 
 def test_a_users_module_runs_through_the_cli_by_model_spec(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGIN), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-m", "segattack", "attack", "--model", "module:toy_model:make",
-                          "--attack", "pgd", "--num-images", "2", "--size", "32", "--steps", "1",
-                          "--out", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "attack",
+            "--model",
+            "module:toy_model:make",
+            "--attack",
+            "pgd",
+            "--num-images",
+            "2",
+            "--size",
+            "32",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
     assert doc["config"]["backbone"] == "module:toy_model:make" and doc["image_size"] == 32

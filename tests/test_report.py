@@ -15,10 +15,10 @@ from typing import Any
 import nbformat
 import pytest
 
+from segattack.params import ParameterError
 from segattack.profiles import grid_configs
 from segattack.profiles import run_profile as run_grid
 from segattack.render import build_report
-from segattack.params import ParameterError
 from segattack.runner import RunJob
 
 pytestmark = pytest.mark.slow
@@ -34,8 +34,13 @@ def tiny_study(tmp_path_factory):
 
 def test_grid_runs_every_backbone_and_attack(tiny_study):
     out, status = tiny_study
-    assert status == {"mobilenet_v3_large-asma": "done", "mobilenet_v3_large-pgd": "done",
-                      "resnet50-asma": "done", "resnet50-pgd": "done", "studies": "done"}
+    assert status == {
+        "mobilenet_v3_large-asma": "done",
+        "mobilenet_v3_large-pgd": "done",
+        "resnet50-asma": "done",
+        "resnet50-pgd": "done",
+        "studies": "done",
+    }
     studies = json.loads((out / "studies" / "studies.json").read_text())
     assert {r["attack"] for r in studies["comparison"]} == {"pgd", "asma", "dag", "segpgd", "cospgd"}
     assert len({r["eps"] for r in studies["security"]}) >= 5
@@ -58,8 +63,9 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
     next(victim.glob("shards/*/00000.pt")).unlink()  # ... and before its shard was written
     computed = []
     real = runner.run_shard
-    monkeypatch.setattr(runner, "run_shard",
-                        lambda cfg, k: computed.append((cfg.backbone, cfg.attack, k)) or real(cfg, k))
+    monkeypatch.setattr(
+        runner, "run_shard", lambda cfg, k: computed.append((cfg.backbone, cfg.attack, k)) or real(cfg, k)
+    )
     status = run_grid("tiny", work, cluster="inprocess", progress=False)
     assert status["resnet50-pgd"] == "done" and computed == [("resnet50", "pgd", 0)]
     assert [s for n, s in status.items() if n != "resnet50-pgd"] == ["skipped"] * 4  # 3 runs + the studies
@@ -69,8 +75,16 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
     assert ours["per_image"] == theirs["per_image"] and ours["history"] == theirs["history"]
     # a changed parameter invalidates the run; the old results stay until the new ones are complete
     computed.clear()
-    assert run_grid("tiny", work, {"steps": 1}, backbones=("mobilenet_v3_large",), attacks=("pgd",),
-                    studies="none", cluster="inprocess", progress=False) == {"mobilenet_v3_large-pgd": "done"}
+    assert run_grid(
+        "tiny",
+        work,
+        {"steps": 1},
+        backbones=("mobilenet_v3_large",),
+        attacks=("pgd",),
+        studies="none",
+        cluster="inprocess",
+        progress=False,
+    ) == {"mobilenet_v3_large-pgd": "done"}
     assert computed == [("mobilenet_v3_large", "pgd", 0)]
 
 
@@ -102,8 +116,16 @@ def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp
     shutil.copytree(out, work)
     earlier = (work / "runs" / "mobilenet_v3_large-asma" / "results.json").read_bytes()
     with pytest.raises(ParameterError, match="beta must be > 0"):  # refused before any work
-        run_grid("tiny", work, {"attack_params": {"beta": -1.0}}, backbones=("mobilenet_v3_large",),
-                 attacks=("asma",), studies="none", cluster="inprocess", progress=False)
+        run_grid(
+            "tiny",
+            work,
+            {"attack_params": {"beta": -1.0}},
+            backbones=("mobilenet_v3_large",),
+            attacks=("asma",),
+            studies="none",
+            cluster="inprocess",
+            progress=False,
+        )
     # a failure inside the work (here: a model whose logits are NaN) is recorded beside the earlier results
     import torch
 
@@ -113,8 +135,16 @@ def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp
     state = checkpoints.read(embedded_weights_path("mobilenet_v3_large"))["state"]
     state["classifier.4.weight"] = torch.full_like(state["classifier.4.weight"], float("nan"))
     torch.save(state, tmp_path / "nan.pt")
-    status = run_grid("tiny", work, {"weights": str(tmp_path / "nan.pt")}, backbones=("mobilenet_v3_large",),
-                      attacks=("asma",), studies="none", cluster="inprocess", progress=False)
+    status = run_grid(
+        "tiny",
+        work,
+        {"weights": str(tmp_path / "nan.pt")},
+        backbones=("mobilenet_v3_large",),
+        attacks=("asma",),
+        studies="none",
+        cluster="inprocess",
+        progress=False,
+    )
     assert status == {"mobilenet_v3_large-asma": "failed"}
     run_dir = work / "runs" / "mobilenet_v3_large-asma"
     assert "AttackDiverged" in json.loads((run_dir / "failed.json").read_text())["error"]
@@ -171,9 +201,26 @@ def test_close_tells_rounding_from_a_difference():
 def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_study, tmp_path):
     reference, _ = tiny_study
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
-                             "--cluster", "inprocess", "--studies", "none"],
-                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "report",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--cluster",
+            "inprocess",
+            "--studies",
+            "none",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not list(runs.glob("*/shards/*/*.pt")):
         assert proc.poll() is None and time.monotonic() < deadline, "grid ended before it could be killed"
@@ -214,17 +261,41 @@ def test_run_names_cannot_leave_the_output_folder(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGTERM, signal.SIGTERM]],
-                         ids=["SIGTERM", "SIGHUP", "repeated"])
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGTERM], [signal.SIGHUP], [signal.SIGINT, signal.SIGTERM, signal.SIGTERM]],
+    ids=["SIGTERM", "SIGHUP", "repeated"],
+)
 def test_a_stopped_report_leaves_no_kernel_running(tmp_path, signals):
     """jupyter_client starts kernels in their own session: a signal to the command's process group
     (a batch scheduler's time limit, `timeout`, a closed terminal) never reaches them."""
     import psutil
 
-    proc = subprocess.Popen([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
-                             "--cluster", "inprocess", "--studies", "none", "--backbones", "mobilenet_v3_large",
-                             "--attacks", "pgd"], cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "report",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--cluster",
+            "inprocess",
+            "--studies",
+            "none",
+            "--backbones",
+            "mobilenet_v3_large",
+            "--attacks",
+            "pgd",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     parent, kernels, deadline = psutil.Process(proc.pid), [], time.monotonic() + 300
     while not kernels:  # wait until a notebook kernel is running
         assert proc.poll() is None and time.monotonic() < deadline, "no kernel was started"
@@ -247,9 +318,28 @@ def test_a_stopped_report_leaves_no_kernel_running(tmp_path, signals):
 
 
 def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path),
-                          "--studies", "none", "--backbones", "mobilenet_v3_large", "--attacks", "pgd"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "report",
+            "--profile",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--studies",
+            "none",
+            "--backbones",
+            "mobilenet_v3_large",
+            "--attacks",
+            "pgd",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Dask dashboard: http" in run.stderr and "grid: 100%" in run.stderr
     noise = [line for line in run.stderr.splitlines() if "WARNING" in line or "Warning" in line]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from html import unescape
 import sys
 import tempfile
+from html import unescape
 from pathlib import Path
 
 import nbformat
@@ -32,8 +32,10 @@ def finished_run(small_checkpoint, tmp_path_factory):
 BAD_RESULTS = {  # run folder -> how its results.json was damaged, and the reason the report gives
     "resnet50-pgd": (lambda text: text[: len(text) // 2], "unreadable results: "),
     "resnet50-asma": (lambda text: "[1, 2, 3]", "holds a JSON list, not a results document"),
-    "mobilenet_v3_large-asma": (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "summary"}),
-                                "lacks the field 'summary'"),
+    "mobilenet_v3_large-asma": (
+        lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "summary"}),
+        "lacks the field 'summary'",
+    ),
 }
 
 
@@ -60,8 +62,25 @@ def test_the_report_is_written_beside_bad_run_folders(finished_run, small_checkp
     out = tmp_path / "R"
     damage(finished_run, out / "runs")
     (out / ".segattack").touch()
-    args = ["report", "--profile", "tiny", "--out", str(out), "--backbones", "mobilenet_v3_large", "--attacks", "pgd",
-            "--studies", "none", "--cluster", "inprocess", "-p", f"weights={small_checkpoint}", "-p", "size=48"]
+    args = [
+        "report",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--backbones",
+        "mobilenet_v3_large",
+        "--attacks",
+        "pgd",
+        "--studies",
+        "none",
+        "--cluster",
+        "inprocess",
+        "-p",
+        f"weights={small_checkpoint}",
+        "-p",
+        "size=48",
+    ]
     assert main(args) == 0
     assert "Traceback" not in capsys.readouterr().err
     html = unescape((out / "index.html").read_text())
@@ -76,9 +95,15 @@ def stray_python3_kernelspec(tmp_path, monkeypatch):
     data = tmp_path / "jupyter"
     spec = data / "kernels" / "python3"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({"argv": ["/nonexistent/bin/python3", "-m", "ipykernel_launcher",
-                                                           "-f", "{connection_file}"],
-                                                  "display_name": "someone else's Python", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": ["/nonexistent/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "someone else's Python",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(data))
     return spec
 
@@ -86,15 +111,20 @@ def stray_python3_kernelspec(tmp_path, monkeypatch):
 def probe_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    nb.cells = [nbformat.v4.new_code_cell("import sys, tempfile, matplotlib.pyplot as plt, matplotlib\n"
-                                          "print(sys.executable, matplotlib.get_backend())")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import sys, tempfile, matplotlib.pyplot as plt, matplotlib\n"
+            "print(sys.executable, matplotlib.get_backend())"
+        )
+    ]
     nbformat.write(nb, path)
     return path
 
 
 @pytest.mark.slow
-def test_kernels_run_under_a_long_tmpdir_a_bad_mplbackend_and_a_stray_kernelspec(tmp_path, monkeypatch,
-                                                                                 stray_python3_kernelspec):
+def test_kernels_run_under_a_long_tmpdir_a_bad_mplbackend_and_a_stray_kernelspec(
+    tmp_path, monkeypatch, stray_python3_kernelspec
+):
     long = tmp_path / ("t" * 120)
     long.mkdir()
     monkeypatch.setenv("TMPDIR", str(long))
@@ -120,28 +150,63 @@ def test_the_kernel_socket_folder_keeps_paths_short(tmp_path, monkeypatch):
         shutil.rmtree(manager._ipc_dir)
 
 
-def test_an_unexpected_failure_is_one_line_and_v_shows_its_traceback(small_checkpoint, tmp_path, capsys,
-                                                                     monkeypatch):
+def test_an_unexpected_failure_is_one_line_and_v_shows_its_traceback(small_checkpoint, tmp_path, capsys, monkeypatch):
     import segattack.runner as runner
 
     def broken(*args, **kwargs):
         raise KeyError("a kernel or Dask failure of a kind the CLI does not name")
 
     monkeypatch.setattr(runner, "run_shard", broken)
-    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint),
-            "--out", str(tmp_path / "o"), "--num-images", "2", "--steps", "1"]
+    args = [
+        "attack",
+        "--backbone",
+        "mobilenet_v3_large",
+        "--attack",
+        "pgd",
+        "--weights",
+        str(small_checkpoint),
+        "--out",
+        str(tmp_path / "o"),
+        "--num-images",
+        "2",
+        "--steps",
+        "1",
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("segattack attack: error: KeyError: 'a kernel or Dask failure of a kind "
-                                            "the CLI does not name' (-v prints the traceback)")
+    assert err.strip().splitlines()[-1] == (
+        "segattack attack: error: KeyError: 'a kernel or Dask failure of a kind "
+        "the CLI does not name' (-v prints the traceback)"
+    )
     assert main([*args, "-v"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "in broken" in err
     assert err.strip().splitlines()[-1].startswith("segattack attack: error: KeyError:")
-    assert main(["report", "-v", "--out", str(tmp_path / "R"), "--profile", "tiny", "--studies", "none", "--backbones",
-                 "mobilenet_v3_large", "--attacks", "pgd", "-p", f"weights={small_checkpoint}",
-                 "--cluster", "tcp://host:port"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "-v",
+                "--out",
+                str(tmp_path / "R"),
+                "--profile",
+                "tiny",
+                "--studies",
+                "none",
+                "--backbones",
+                "mobilenet_v3_large",
+                "--attacks",
+                "pgd",
+                "-p",
+                f"weights={small_checkpoint}",
+                "--cluster",
+                "tcp://host:port",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1] == (
-        "segattack report: error: cluster address 'tcp://host:port': the port must be a number from 1 to 65535")
+        "segattack report: error: cluster address 'tcp://host:port': the port must be a number from 1 to 65535"
+    )

@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from segattack.data import ImageError, image_set, load_image, study_images
-from segattack.targets import target_masks, target_sources
 from segattack.metrics import confusion_matrix, dataset_scores
 from segattack.scenes import class_recipe, render_scene, scene_batch
+from segattack.targets import target_masks, target_sources
 
 
 def test_same_seed_same_bytes():
@@ -23,7 +23,7 @@ def test_heldout_differs_from_train():
 
 def test_mask_ids_and_class_coverage():
     images, masks = scene_batch(0, "train", 0, 64, 48)
-    assert images.dtype == torch.float32 and 0 <= images.min() and images.max() <= 1
+    assert images.dtype == torch.float32 and images.min() >= 0 and images.max() <= 1
     ids = set(masks.unique().tolist())
     assert ids <= set(range(21)) and 0 in ids and len(ids) >= 18
 
@@ -45,13 +45,14 @@ def test_bad_scene_arguments():
 def test_load_image_and_photos():
     images, names, truth = study_images("photos", 4, 64)
     assert images.shape == (4, 3, 64, 64) and names == ["astronaut", "chelsea", "coffee", "rocket"]
-    assert truth is None and 0 <= images.min() and images.max() <= 1
+    assert truth is None and images.min() >= 0 and images.max() <= 1
     with pytest.raises(ImageError, match="holds 4 images; asked for 5"):
         study_images("photos", 5, 64)
 
 
-@pytest.mark.parametrize("mode, message", [("L", "mode L"), ("RGBA", "mode RGBA"), ("I;16", "mode I;16"),
-                                           ("P", "mode P")])
+@pytest.mark.parametrize(
+    "mode, message", [("L", "mode L"), ("RGBA", "mode RGBA"), ("I;16", "mode I;16"), ("P", "mode P")]
+)
 def test_load_image_refuses_other_modes(tmp_path, mode, message):
     path = tmp_path / "img.png"
     Image.new(mode, (20, 20)).save(path)

@@ -40,8 +40,11 @@ def test_compare_curves_and_transfer_on_a_tiny_model(tiny_model, scene_inputs):
         rows += attack_rows
     assert {r["attack"] for r in rows} == set(COMPARED) and len(rows) == 4 * len(COMPARED)
     assert all(r["linf"] <= eps + 1e-6 for r in rows if r["attack"] != "dag")
-    curve = [r for e in (2 / 255, 16 / 255) for r in curve_rows(tiny_model, "tiny", "pgd", images[:2], targets[:2],
-                                                                 clean[:2], e, 3, [5, 6])]
+    curve = [
+        r
+        for e in (2 / 255, 16 / 255)
+        for r in curve_rows(tiny_model, "tiny", "pgd", images[:2], targets[:2], clean[:2], e, 3, [5, 6])
+    ]
     assert [r["eps"] for r in curve] == [2 / 255] * 2 + [16 / 255] * 2 and [r["image"] for r in curve] == [5, 6] * 2
     transfer = transfer_matrix("tiny", {"pgd": results["pgd"].adv}, images, tiny_model, "tiny", targets)
     baseline = [r["success_changed"] for r in transfer if r["attack"] == "none (clean)"]

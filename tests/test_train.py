@@ -19,8 +19,9 @@ def test_training_steps_lower_the_loss():
 
 
 def test_train_writes_a_resumable_run_and_a_safe_checkpoint(tmp_path):
-    cfg = TrainConfig("mobilenet_v3_large", size=32, batch=2, steps=3, checkpoint_every=2, heldout_images=4,
-                      recalibration_batches=2)
+    cfg = TrainConfig(
+        "mobilenet_v3_large", size=32, batch=2, steps=3, checkpoint_every=2, heldout_images=4, recalibration_batches=2
+    )
     out = tmp_path / "m.pt"
     meta = train(cfg, tmp_path / "work", out)
     assert (tmp_path / "work" / "last.pt").is_file()

@@ -22,35 +22,105 @@ T = transformers
 
 
 def _swin() -> T.SwinConfig:
-    return T.SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=32,
-                        out_features=["stage1", "stage2", "stage3", "stage4"])
+    return T.SwinConfig(
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=2,
+        image_size=32,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
 
 
 TINY_HF = {  # the smallest configs that build: random weights, 21 labels
-    "segformer": lambda: T.SegformerForSemanticSegmentation(T.SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 1],
-        decoder_hidden_size=16, num_labels=21, patch_sizes=[7, 3], strides=[4, 2])),
-    "upernet": lambda: T.UperNetForSemanticSegmentation(T.UperNetConfig(
-        backbone_config=T.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
-                                         out_features=["stage1", "stage2", "stage3", "stage4"]),
-        hidden_size=16, num_labels=21, use_auxiliary_head=False)),
-    "dpt": lambda: T.DPTForSemanticSegmentation(T.DPTConfig(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32,
-        patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16,
-        num_labels=21, use_auxiliary_head=False)),
-    "beit": lambda: T.BeitForSemanticSegmentation(T.BeitConfig(  # image_size 32: run at 64 by interpolation
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32,
-        patch_size=8, out_indices=[0, 1, 2, 3], pool_scales=[1, 2], use_auxiliary_head=False,
-        use_relative_position_bias=True, num_labels=21)),
-    "maskformer": lambda: T.MaskFormerForInstanceSegmentation(T.MaskFormerConfig(
-        backbone_config=_swin(), fpn_feature_size=32, mask_feature_size=32, num_queries=5, num_labels=21,
-        decoder_config=dict(model_type="detr", d_model=32, encoder_layers=1, decoder_layers=1,
-                            encoder_attention_heads=1, decoder_attention_heads=1, encoder_ffn_dim=16,
-                            decoder_ffn_dim=16))),
-    "mask2former": lambda: T.Mask2FormerForUniversalSegmentation(T.Mask2FormerConfig(
-        backbone_config=_swin(), feature_size=32, mask_feature_size=32, hidden_dim=32, encoder_feedforward_dim=16,
-        dim_feedforward=16, encoder_layers=1, decoder_layers=2, num_attention_heads=1, num_queries=5,
-        num_labels=21, common_stride=4)),
+    "segformer": lambda: T.SegformerForSemanticSegmentation(
+        T.SegformerConfig(
+            num_encoder_blocks=2,
+            depths=[1, 1],
+            sr_ratios=[2, 1],
+            hidden_sizes=[8, 16],
+            num_attention_heads=[1, 1],
+            decoder_hidden_size=16,
+            num_labels=21,
+            patch_sizes=[7, 3],
+            strides=[4, 2],
+        )
+    ),
+    "upernet": lambda: T.UperNetForSemanticSegmentation(
+        T.UperNetConfig(
+            backbone_config=T.ConvNextConfig(
+                hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+            ),
+            hidden_size=16,
+            num_labels=21,
+            use_auxiliary_head=False,
+        )
+    ),
+    "dpt": lambda: T.DPTForSemanticSegmentation(
+        T.DPTConfig(
+            hidden_size=16,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=32,
+            patch_size=8,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 8, 16, 16],
+            fusion_hidden_size=16,
+            num_labels=21,
+            use_auxiliary_head=False,
+        )
+    ),
+    "beit": lambda: T.BeitForSemanticSegmentation(
+        T.BeitConfig(  # image_size 32: run at 64 by interpolation
+            hidden_size=16,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=32,
+            patch_size=8,
+            out_indices=[0, 1, 2, 3],
+            pool_scales=[1, 2],
+            use_auxiliary_head=False,
+            use_relative_position_bias=True,
+            num_labels=21,
+        )
+    ),
+    "maskformer": lambda: T.MaskFormerForInstanceSegmentation(
+        T.MaskFormerConfig(
+            backbone_config=_swin(),
+            fpn_feature_size=32,
+            mask_feature_size=32,
+            num_queries=5,
+            num_labels=21,
+            decoder_config=dict(
+                model_type="detr",
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=1,
+                decoder_attention_heads=1,
+                encoder_ffn_dim=16,
+                decoder_ffn_dim=16,
+            ),
+        )
+    ),
+    "mask2former": lambda: T.Mask2FormerForUniversalSegmentation(
+        T.Mask2FormerConfig(
+            backbone_config=_swin(),
+            feature_size=32,
+            mask_feature_size=32,
+            hidden_dim=32,
+            encoder_feedforward_dim=16,
+            dim_feedforward=16,
+            encoder_layers=1,
+            decoder_layers=2,
+            num_attention_heads=1,
+            num_queries=5,
+            num_labels=21,
+            common_stride=4,
+        )
+    ),
 }
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)  # not ImageNet's: the processor config must be read
 
@@ -71,7 +141,8 @@ def hf_dirs(tmp_path_factory):
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
     """An importable module ``zoo_user_nets`` of model-building functions."""
-    (tmp_path / "zoo_user_nets.py").write_text(textwrap.dedent("""
+    (tmp_path / "zoo_user_nets.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
         from segattack.models import wrap_model
@@ -101,7 +172,8 @@ def user_module(tmp_path, monkeypatch):
 
         def not_a_module():
             return "a string"
-        """))
+        """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("zoo_user_nets", None)
     yield "zoo_user_nets"
@@ -109,8 +181,11 @@ def user_module(tmp_path, monkeypatch):
 
 
 def _state(model: nn.Module) -> tuple[list[bool], list[bool], dict[str, torch.Tensor]]:
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            {k: v.clone() for k, v in model.named_buffers()})
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        {k: v.clone() for k, v in model.named_buffers()},
+    )
 
 
 def _attacked_unchanged(model: SegmentationModel, size: int = 64) -> None:
@@ -134,8 +209,9 @@ def test_hf_models_give_input_size_scores_and_stay_frozen_through_an_attack(hf_d
     info = model.info
     assert info.source == "hf" and info.backbone == f"hf:{hf_dirs[kind]}" and info.extra["model_type"] == kind
     assert info.extra["num_classes"] == 21 and info.extra["id2label"][20] == "LABEL_20"
-    assert torch.allclose(model.mean.flatten(), torch.tensor(MEAN)) and torch.allclose(model.std.flatten(),
-                                                                                         torch.tensor(STD))
+    assert torch.allclose(model.mean.flatten(), torch.tensor(MEAN)) and torch.allclose(
+        model.std.flatten(), torch.tensor(STD)
+    )
     _attacked_unchanged(model)
 
 
@@ -145,8 +221,10 @@ def test_per_pixel_hf_logits_are_the_models_own_upsampled_bilinearly(hf_dirs, ki
     net = T.AutoModelForSemanticSegmentation.from_pretrained(hf_dirs[kind]).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        raw = net(pixel_values=(x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1),
-                  interpolate_pos_encoding=True).logits
+        raw = net(
+            pixel_values=(x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1),
+            interpolate_pos_encoding=True,
+        ).logits
         assert raw.shape[-1] < 64  # SegFormer's and BEiT's heads work at a fraction of the input size
         expected = F.interpolate(raw, size=(64, 64), mode="bilinear", align_corners=False)
         assert torch.allclose(model(x), expected, atol=1e-5)
@@ -161,8 +239,9 @@ def test_mask_classifier_scores_match_transformers_semantic_post_processing(hf_d
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         out = net(pixel_values=(x - model.mean) / model.std)
-        reference = processor.post_process_semantic_segmentation(out, target_sizes=[(64, 64)] * 2,
-                                                                 return_segmentation_scores=True)
+        reference = processor.post_process_semantic_segmentation(
+            out, target_sizes=[(64, 64)] * 2, return_segmentation_scores=True
+        )
         ours = model(x)
     for i in range(2):
         assert torch.allclose(ours[i], reference[i]["segmentation_scores"], atol=1e-5)
@@ -173,21 +252,21 @@ def test_mask_classifier_scores_match_transformers_semantic_post_processing(hf_d
 
 
 def test_hf_normalisation_reads_the_rescale_factor():
-    mean, std, _ = _hf_normalisation({"image_mean": [127.5] * 3, "image_std": [127.5] * 3, "do_rescale": False},
-                                     "hf:x")
+    mean, std, _ = _hf_normalisation({"image_mean": [127.5] * 3, "image_std": [127.5] * 3, "do_rescale": False}, "hf:x")
     assert mean == pytest.approx((0.5,) * 3) and std == pytest.approx((0.5,) * 3)  # v in 0..255 -> (v-127.5)/127.5
-    mean, std, _ = _hf_normalisation({"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255},
-                                     "hf:x")
+    mean, std, _ = _hf_normalisation(
+        {"image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 255}, "hf:x"
+    )
     assert mean == pytest.approx((0.5,) * 3) and std == pytest.approx((0.5,) * 3)
-    mean, std, _ = _hf_normalisation({"do_normalize": False, "do_rescale": True, "rescale_factor": 1 / 127.5},
-                                     "hf:x")
+    mean, std, _ = _hf_normalisation({"do_normalize": False, "do_rescale": True, "rescale_factor": 1 / 127.5}, "hf:x")
     assert mean == (0.0, 0.0, 0.0) and std == pytest.approx((0.5,) * 3)  # x * 255 / 127.5
     with pytest.warns(UserWarning, match="no preprocessor_config.json"):
         assert _hf_normalisation(None, "hf:x")[0] == (0.485, 0.456, 0.406)
 
 
-@pytest.mark.parametrize("arch,encoder", [("Unet", "resnet18"), ("FPN", "resnet18"), ("DeepLabV3Plus", "resnet18"),
-                                          ("Segformer", "mit_b0")])
+@pytest.mark.parametrize(
+    "arch,encoder", [("Unet", "resnet18"), ("FPN", "resnet18"), ("DeepLabV3Plus", "resnet18"), ("Segformer", "mit_b0")]
+)
 def test_smp_models_give_input_size_logits_and_stay_frozen_through_an_attack(arch, encoder):
     model = load_model(f"smp:{arch}:{encoder}")
     assert model.info.source == "smp (untrained)" and "UNTRAINED" in model.info.description

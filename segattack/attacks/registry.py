@@ -17,9 +17,9 @@ notebook kernels included), so a registered attack runs in the report grid like 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ._common import AttackResult
 
@@ -95,11 +95,12 @@ class Registry(Mapping[str, AttackSpec]):
         if not isinstance(spec, AttackSpec):
             raise TypeError(f"register() takes an AttackSpec, got {type(spec).__name__}")
         if not spec.name or not spec.name.replace("_", "").isalnum():
-            raise ValueError(f"attack names are letters, digits and underscores (they name folders), got "
-                             f"{spec.name!r}")
+            raise ValueError(f"attack names are letters, digits and underscores (they name folders), got {spec.name!r}")
         if spec.name in self._specs and self._specs[spec.name] is not spec and not replace:
-            raise ValueError(f"an attack named {spec.name!r} is already registered (from "
-                             f"{self._specs[spec.name].source}); pass replace=True to override it")
+            raise ValueError(
+                f"an attack named {spec.name!r} is already registered (from "
+                f"{self._specs[spec.name].source}); pass replace=True to override it"
+            )
         if spec.budget is None and spec.compared:
             raise ValueError(f"attack {spec.name!r} is compared in the studies but has no budget rule")
         self._specs[spec.name] = spec
@@ -122,8 +123,10 @@ class Registry(Mapping[str, AttackSpec]):
             elif callable(obj):
                 obj()  # a registration function
             else:
-                raise TypeError(f"the entry point {entry.name!r} ({entry.value}) in {ENTRY_POINT_GROUP!r} is "
-                                f"neither an AttackSpec nor a registration function")
+                raise TypeError(
+                    f"the entry point {entry.name!r} ({entry.value}) in {ENTRY_POINT_GROUP!r} is "
+                    f"neither an AttackSpec nor a registration function"
+                )
 
     def __getitem__(self, name: str) -> AttackSpec:
         self._load_entry_points()

@@ -11,8 +11,16 @@ from torch.nn import functional as F
 from segattack.attacks import AttackResult, AttackSpec
 
 
-def toy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 3, eps: float = 8 / 255,
-        targeted: bool = True, progress: bool = False) -> AttackResult:
+def toy(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int = 3,
+    eps: float = 8 / 255,
+    targeted: bool = True,
+    progress: bool = False,
+) -> AttackResult:
     """``steps`` sign steps of size eps/steps on the cross-entropy to ``labels``, kept in the eps ball and [0,1]."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -32,9 +40,20 @@ def toy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, s
         pred = model(adv).argmax(1)
     hit = (pred == labels).flatten(1).float().mean(1)
     params = {"attack": "toy", "steps": steps, "eps": eps, "targeted": targeted, "iterations": [steps] * len(images)}
-    return AttackResult(adv, {"loss": torch.stack(losses), "success": torch.stack(successes)}, params, pred,
-                        hit if targeted else 1 - hit)
+    return AttackResult(
+        adv,
+        {"loss": torch.stack(losses), "success": torch.stack(successes)},
+        params,
+        pred,
+        hit if targeted else 1 - hit,
+    )
 
 
-SPEC = AttackSpec(name="toy", fn=toy, label="Toy FGSM", paper_steps=3,
-                  budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps}, compared=True)
+SPEC = AttackSpec(
+    name="toy",
+    fn=toy,
+    label="Toy FGSM",
+    paper_steps=3,
+    budget=lambda eps, steps, backbone: {"eps": eps, "steps": steps},
+    compared=True,
+)
