@@ -25,6 +25,15 @@ from .studies import LEVELS
 from .targets import TARGET_SCHEMES, TARGET_SOURCES
 
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}  # the one home of the run defaults
+ATTACK_HELP = f"{', '.join(ATTACKS)}, or ensemble:A,B,... (their per-image worst case)"
+
+
+def _attack_name(name: str) -> str:
+    """An attack name argparse accepts: registered, or a family's (ensemble:pgd,segpgd)."""
+    try:
+        return ATTACKS.check(name).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -159,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a study backbone ({', '.join(BACKBONES)}) or a model spec: torchvision:NAME, "
         f"hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE",
     )
-    at.add_argument("--attack", required=True, choices=sorted(ATTACKS))
+    at.add_argument("--attack", required=True, type=_attack_name, metavar="ATTACK", help=ATTACK_HELP)
     at.add_argument(
         "--weights",
         default=DEFAULTS["weights"],
@@ -300,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="the models: study backbones or model specs (default: the study's two backbones)",
     )
-    rp.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), help="subset of attacks")
+    rp.add_argument(
+        "--attacks", nargs="+", type=_attack_name, metavar="ATTACK", help=f"the runs' attacks: {ATTACK_HELP}"
+    )
     rp.add_argument("--studies", choices=["none", *LEVELS], help="the studies (default: the profile's)")
     rp.add_argument(
         "--cluster",

@@ -113,8 +113,11 @@ class RunConfig:
             self.backbone = resolve_spec(self.backbone)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
+        try:  # a registered name, or a family's such as ensemble:pgd,segpgd (kept in its canonical form)
+            self.attack = ATTACKS.check(self.attack).name
+        except ValueError as exc:
+            raise ParameterError(str(exc)) from None
         for name, allowed in (
-            ("attack", tuple(ATTACKS)),
             ("resize", RESIZES),
             ("target_scheme", TARGET_SCHEMES),
             ("target_source", TARGET_SOURCES),
@@ -155,8 +158,9 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        """The run's folder name in a report: ``BACKBONE-ATTACK`` (a model spec's path characters as ``_``)."""
-        return f"{re.sub(r'[^A-Za-z0-9_.]+', '_', self.backbone).strip('_')}-{self.attack}"
+        """The run's folder name in a report: ``BACKBONE-ATTACK`` (a model spec's path characters as ``_``,
+        a family name's ``:`` and ``,`` as ``-``)."""
+        return f"{re.sub(r'[^A-Za-z0-9_.]+', '_', self.backbone).strip('_')}-{re.sub(r'[:,]', '-', self.attack)}"
 
     @property
     def model_key(self) -> ModelKey:

@@ -107,9 +107,10 @@ def grid_configs(
     checked on construction; duplicate names run once. ``attacks`` defaults to the paper's."""
     settings, _ = _settings(profile, overrides)
     attacks = paper_attacks() if attacks is None else attacks
-    bad = [a for a in attacks if a not in ATTACKS]  # models are checked by RunConfig, which reads any spec
-    if bad:
-        raise ParameterError(f"unknown attack {bad[0]!r}; choose from {', '.join(ATTACKS)}")
+    try:  # models are checked by RunConfig, which reads any spec
+        attacks = tuple(ATTACKS.check(a).name for a in attacks)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
     steps = settings.pop("steps", RunConfig.steps)
 
     def steps_of(attack: str) -> Any:

@@ -188,6 +188,20 @@ MUTATIONS = [
         "        pass\n",
         ["tests/test_model_state.py::test_every_attack_runs_in_eval_mode_and_restores_the_model_exactly"],
     ),
+    (
+        "ensemble drops the members' own keywords",
+        "segattack/attacks/ensemble.py",
+        'kwargs: Params = {"steps": steps, "progress": progress, **given.get(name, {})}',
+        'kwargs: Params = {"steps": steps, "progress": progress}',
+        ["tests/test_ensemble.py::test_the_worst_case_is_at_least_each_member_and_is_the_chosen_members_image"],
+    ),
+    (
+        "ensemble runs every member targeted",
+        "segattack/attacks/ensemble.py",
+        'kwargs["targeted"] = targeted',
+        'kwargs["targeted"] = True',
+        ["tests/test_ensemble.py::test_untargeted_the_worst_case_has_the_lowest_accuracy"],
+    ),
 ]
 
 

@@ -19,7 +19,8 @@ from .sea import sea, worst_case
 from .alma_prox import alma_prox
 from .pdpgd import pdpgd
 from .fmn import fmn
-from .registry import ATTACKS, DEFAULT_ATTACK, ENTRY_POINT_GROUP, AttackSpec, register
+from .ensemble import ensemble
+from .registry import ATTACKS, DEFAULT_ATTACK, ENTRY_POINT_GROUP, AttackSpec, register, register_family
 
 __all__ = [
     "ATTACKS",
@@ -33,10 +34,12 @@ __all__ = [
     "asma",
     "cospgd",
     "dag",
+    "ensemble",
     "fmn",
     "pdpgd",
     "pgd",
     "register",
+    "register_family",
     "sea",
     "segpgd",
     "targeted_pgd",

@@ -12,6 +12,10 @@ plugins use::
 
 Entry points are loaded the first time the registry is read, in every process (Dask workers and
 notebook kernels included), so a registered attack runs in the report grid like a shipped one.
+
+A *family* builds specs from a name with arguments: ``ATTACKS["ensemble:pgd,segpgd"]`` asks the
+``ensemble`` family (:func:`register_family`) for the spec of that worst case. Built specs are
+looked up and run like registered ones, but are not listed (the CLI's choices, the studies).
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class Registry(Mapping[str, AttackSpec]):
 
     def __init__(self) -> None:
         self._specs: dict[str, AttackSpec] = {}
+        self._families: dict[str, Callable[[str], AttackSpec]] = {}
+        self._built: dict[str, AttackSpec] = {}
         self._loaded = False
 
     def register(self, spec: AttackSpec, replace: bool = False) -> AttackSpec:
@@ -108,6 +114,24 @@ class Registry(Mapping[str, AttackSpec]):
 
     def unregister(self, name: str) -> None:
         self._specs.pop(name, None)
+        self._built.clear()  # a built spec may name it
+
+    def register_family(self, prefix: str, build: Callable[[str], AttackSpec]) -> None:
+        """Names ``PREFIX:ARGS`` resolve to ``build(ARGS)`` (a ValueError there says what is wrong)."""
+        if not prefix.isidentifier() or prefix in self._families:
+            raise ValueError(f"family prefixes are identifiers, registered once; got {prefix!r}")
+        self._families[prefix] = build
+
+    def _build(self, name: str) -> AttackSpec:
+        prefix, colon, args = name.partition(":")
+        if not colon or prefix not in self._families:
+            raise KeyError(
+                f"unknown attack {name!r}; registered: {', '.join(self._specs)}"
+                + "".join(f", {family}:..." for family in self._families)
+            )
+        if name not in self._built:
+            self._built[name] = self._families[prefix](args)
+        return self._built[name]
 
     def _load_entry_points(self) -> None:
         if self._loaded:
@@ -130,10 +154,8 @@ class Registry(Mapping[str, AttackSpec]):
 
     def __getitem__(self, name: str) -> AttackSpec:
         self._load_entry_points()
-        try:
-            return self._specs[name]
-        except KeyError:
-            raise KeyError(f"unknown attack {name!r}; registered: {', '.join(self._specs)}") from None
+        spec = self._specs.get(name)
+        return spec if spec is not None else self._build(name)
 
     def __iter__(self) -> Iterator[str]:
         self._load_entry_points()
@@ -144,8 +166,22 @@ class Registry(Mapping[str, AttackSpec]):
         return len(self._specs)
 
     def __contains__(self, name: object) -> bool:
+        """Registered, or a well-formed family name."""
         self._load_entry_points()
-        return name in self._specs
+        if not isinstance(name, str) or name in self._specs:
+            return name in self._specs
+        try:
+            self._build(name)
+        except (KeyError, ValueError):
+            return False
+        return True
+
+    def check(self, name: str) -> AttackSpec:
+        """The spec of ``name``, or one ValueError saying why there is none."""
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
 
     def compared(self) -> list[AttackSpec]:
         """The attacks the studies compare, in registration order."""
@@ -162,3 +198,8 @@ ATTACKS = Registry()
 def register(spec: AttackSpec, replace: bool = False) -> AttackSpec:
     """Add ``spec`` to :data:`ATTACKS` (refused if its name is taken, unless ``replace``)."""
     return ATTACKS.register(spec, replace)
+
+
+def register_family(prefix: str, build: Callable[[str], AttackSpec]) -> None:
+    """Let :data:`ATTACKS` resolve ``PREFIX:ARGS`` names with ``build(ARGS)``."""
+    ATTACKS.register_family(prefix, build)
