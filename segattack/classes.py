@@ -31,10 +31,10 @@ NUM_CLASSES = len(VOC_CLASSES)
 IGNORE_INDEX = 255
 
 
-def voc_palette() -> np.ndarray:
-    """The standard VOC colour map, (21, 3) uint8: class id -> RGB."""
-    palette = np.zeros((NUM_CLASSES, 3), dtype=np.uint8)
-    for label in range(NUM_CLASSES):
+def bit_palette(count: int) -> np.ndarray:
+    """The VOC colour map's rule for ``count`` classes, (count, 3) uint8: each id's bits spread over R, G, B."""
+    palette = np.zeros((count, 3), dtype=np.uint8)
+    for label in range(count):
         c, r, g, b = label, 0, 0, 0
         for bit in range(8):
             r |= ((c >> 0) & 1) << (7 - bit)
@@ -43,3 +43,8 @@ def voc_palette() -> np.ndarray:
             c >>= 3
         palette[label] = (r, g, b)
     return palette
+
+
+def voc_palette() -> np.ndarray:
+    """The standard VOC colour map, (21, 3) uint8: class id -> RGB."""
+    return bit_palette(NUM_CLASSES)

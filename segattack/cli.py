@@ -22,7 +22,7 @@ from .models import BACKBONES
 from .params import parse_override
 from .paths import cache_dir
 from .studies import LEVELS
-from .targets import TARGET_SCHEMES, TARGET_SOURCES
+from .targets import TARGET_SOURCES
 
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}  # the one home of the run defaults
 ATTACK_HELP = f"{', '.join(ATTACKS)}, or ensemble:A,B,... (their per-image worst case)"
@@ -209,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument(
         "--target-scheme",
         default=DEFAULTS["target_scheme"],
-        choices=TARGET_SCHEMES,
-        help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1",
+        metavar="SCHEME",
+        help="single: all images target image --target-index's prediction (the paper); roll: i -> i+1; "
+        "fixed:CLASS: every pixel to CLASS; remove:CLASS: CLASS's pixels to the nearest other class",
     )
     at.add_argument(
         "--target-index", type=int, default=DEFAULTS["target_index"], help="the target image for --target-scheme single"

@@ -22,7 +22,7 @@ from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source
 from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
-from .targets import TARGET_SCHEMES, TARGET_SOURCES
+from .targets import TARGET_SOURCES, check_scheme
 from .zoo import resolve_spec
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
@@ -115,11 +115,11 @@ class RunConfig:
             raise ParameterError(str(exc)) from None
         try:  # a registered name, or a family's such as ensemble:pgd,segpgd (kept in its canonical form)
             self.attack = ATTACKS.check(self.attack).name
+            self.target_scheme = check_scheme(self.target_scheme)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         for name, allowed in (
             ("resize", RESIZES),
-            ("target_scheme", TARGET_SCHEMES),
             ("target_source", TARGET_SOURCES),
         ):
             if getattr(self, name) not in allowed:

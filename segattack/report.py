@@ -234,7 +234,9 @@ def provenance(runs: list[Run]) -> pd.DataFrame:
             ),
             "input notes": "; ".join(r.notes + [f"skipped {n}" for n in r.skipped]) or "none",
             "hyperparameters": ", ".join(f"{k}={v}" for k, v in r.attack_params.items() if k != "attack"),
-            "targets": f"{c.target_scheme} (image {c.target_index})",
+            "targets": f"{c.target_scheme} (image {c.target_index})"
+            if c.target_scheme == "single"
+            else c.target_scheme,
             "seed": c.seed,
             "wall time (s)": f"{r.seconds:.1f} ({r.seconds_per_iteration:.3f} s/iteration)",
             "environment": ", ".join(f"{k} {v}" for k, v in r.environment.items()),

@@ -29,7 +29,7 @@ from .models import SegmentationModel
 from .numerics import jittered, numerics
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
-from .targets import target_sources
+from .targets import scheme_target, target_sources
 
 
 def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
@@ -116,7 +116,9 @@ def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: b
         masks = {s: images_set.load([s]).truth[0].to(device) for s in set(sources)}  # type: ignore[index]
     else:
         masks = {s: clean[s] for s in set(sources)}
-    targets = [_resize_mask(masks[s], images[p].shape[1:]) for p, s in enumerate(sources)]
+    targets = [
+        scheme_target(_resize_mask(masks[s], images[p].shape[1:]), cfg.target_scheme) for p, s in enumerate(sources)
+    ]
     truth = None if loaded.truth is None else [t.to(device) for t in loaded.truth]
     params = cfg.attack_kwargs()
     if "generator" in typing.get_type_hints(cfg.spec.fn):

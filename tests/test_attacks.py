@@ -139,7 +139,7 @@ def test_asma_bad_hyperparameters(tiny_model, scene_inputs, kwargs, message):
         (lambda x, t: (x * 2, t), r"must lie in \[0,1\]"),
         (lambda x, t: (x.masked_fill(x > 0.5, float("nan")), t), "NaN"),
         (lambda x, t: (x, t[:, :8]), "target masks must be"),
-        (lambda x, t: (x, t + 30), "outside 0..20"),
+        (lambda x, t: (x, t + 30), r"hold class id \d+ but the model outputs 21 classes"),
         (lambda x, t: ((x * 255).to(torch.uint8), t), "floating point"),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..classes import IGNORE_INDEX, NUM_CLASSES
+from ..classes import IGNORE_INDEX
 from ..metrics import IMAGENET_STD, pixel_accuracy, predict_classes
 
 
@@ -67,11 +67,11 @@ def check_inputs(images: torch.Tensor, targets: torch.Tensor) -> None:
         raise ValueError(
             f"target masks must be (B,H,W) = {(images.shape[0], *images.shape[2:])}, got {tuple(targets.shape)}"
         )
-    bad = (targets < 0) | ((targets >= NUM_CLASSES) & (targets != IGNORE_INDEX))
+    bad = (targets < 0) | (targets > IGNORE_INDEX)  # ids past the model's classes: _CheckedModel says so
     if bad.any():
         raise ValueError(
-            f"target masks hold class ids outside 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} "
-            f"for ignore): {sorted(set(targets[bad].unique().tolist()))[:5]}"
+            f"target masks hold class ids outside 0..{IGNORE_INDEX - 1} (and {IGNORE_INDEX} for ignore): "
+            f"{sorted(set(targets[bad].unique().tolist()))[:5]}"
         )
 
 
