@@ -18,12 +18,12 @@ import torch
 
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
-from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source
+from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
 from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SOURCES, check_scheme
-from .zoo import resolve_spec
+from .zoo import known_labels, resolve_spec
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
@@ -115,7 +115,6 @@ class RunConfig:
             raise ParameterError(str(exc)) from None
         try:  # a registered name, or a family's such as ensemble:pgd,segpgd (kept in its canonical form)
             self.attack = ATTACKS.check(self.attack).name
-            self.target_scheme = check_scheme(self.target_scheme)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
         for name, allowed in (
@@ -149,6 +148,14 @@ class RunConfig:
             raise ParameterError(str(exc)) from None
         except RuntimeError:
             raise ParameterError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
+        try:  # the model's classes and the images' (known from the specs where they say)
+            data_labels = source_labels(self.images)
+            model_labels = known_labels(self.backbone)
+            if model_labels is not None:
+                model_labels.check_matches(data_labels, f"model {self.backbone}", f"the images {self.images}")
+            self.target_scheme = check_scheme(self.target_scheme, data_labels)
+        except (ValueError, OSError) as exc:
+            raise ParameterError(str(exc)) from None
         self.attack_params = check_attack_params(self.attack, self.spec.fn, self.attack_params)
         _probe(self)
 

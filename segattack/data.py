@@ -8,7 +8,11 @@ the source has them:
 - ``"voc:PATH"``: Pascal VOC 2012 val through ``torchvision.datasets.VOCSegmentation`` (the user's
   own copy, never downloaded), masks with their 255 borders kept as ignore;
 - ``"pairs:PATH"``: ``PATH/images/NAME.(jpg|png)`` with ``PATH/masks/NAME.png`` (palette or 8-bit
-  class ids 0..20, 255 = ignore);
+  class ids, 255 = ignore), in VOC-21's classes or those ``PATH/classes.txt`` names;
+- ``"cityscapes:PATH"``: Cityscapes val (fine) through ``torchvision.datasets.Cityscapes``, label ids
+  mapped to the 19 train ids (:mod:`segattack.labels`);
+- ``"ade20k:PATH"``: ADEChallengeData2016 validation (``images/validation``, ``annotations/validation``),
+  0 ignored and the rest shifted down by one;
 - a folder of images (no ground truth).
 
 :func:`resolve_source` makes a spec's path absolute: the form to hash into a run's identity and
@@ -41,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .classes import IGNORE_INDEX, NUM_CLASSES
+from .labels import ADE20K, CITYSCAPES, VOC, LabelSpace, ade20k_lut, cityscapes_lut, from_classes_file
 from .paths import photos_dir
 from .scenes import render_scene
 
@@ -50,6 +54,8 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp
 MAX_SIDE, MIN_SIDE = 8192, 16
 Resize = Literal["crop", "shorter", "squash"]
 RESIZES = ("crop", "shorter", "squash")
+DATASET_PREFIXES = ("voc:", "pairs:", "cityscapes:", "ade20k:")
+SOURCE_FORMS = "'scenes', 'photos', 'voc:PATH', 'pairs:PATH', 'cityscapes:PATH', 'ade20k:PATH' or a folder"
 VOC_LAYOUT = (
     "a Pascal VOC 2012 folder: PATH/VOCdevkit/VOC2012/ with JPEGImages/, SegmentationClass/ and "
     "ImageSets/Segmentation/val.txt (torchvision's VOCSegmentation layout; PATH may also be the "
@@ -145,7 +151,12 @@ def load_image(path: str | os.PathLike, size: int, resize: Resize = "crop") -> t
 
 
 def _load_pair(
-    path: Path, mask_path: Path | None, size: int, resize: Resize
+    path: Path,
+    mask_path: Path | None,
+    size: int,
+    resize: Resize,
+    labels: LabelSpace = VOC,
+    lut: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     if size < MIN_SIDE:
         raise ImageError(f"image size must be >= {MIN_SIDE} px, got {size}")
@@ -158,15 +169,21 @@ def _load_pair(
     image = torch.from_numpy(data.copy()).permute(2, 0, 1).float().div(255)
     mask = None
     if mask_path is not None:
-        mask = _load_mask(mask_path, img.size, box, out)
+        mask = _load_mask(mask_path, img.size, box, out, labels, lut)
     return image, mask, notes
 
 
 def _load_mask(
-    path: Path, image_size: tuple[int, int], box: tuple[int, int, int, int], out: tuple[int, int]
+    path: Path,
+    image_size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    out: tuple[int, int],
+    labels: LabelSpace = VOC,
+    lut: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """The mask's class ids under the image's crop and resize; every pixel of the whole file is
-    checked (a bad id outside the crop, or one that resampling drops, still marks a bad mask)."""
+    """The mask's class ids (``lut[value]`` when the dataset maps its file values) under the image's
+    crop and resize; every pixel of the whole file is checked against ``labels`` (a bad id outside
+    the crop, or one that resampling drops, still marks a bad mask)."""
     img = _open(path)
     if img.mode not in ("P", "L"):
         img.close()
@@ -178,15 +195,18 @@ def _load_mask(
         full = np.asarray(img, dtype=np.uint8)
     except OSError as exc:
         raise ImageError(f"mask {path} is not a readable image: {exc}") from None
+    if lut is not None:
+        full = lut[full]
     counts = np.bincount(full.ravel(), minlength=256)
-    counts[[*range(NUM_CLASSES), IGNORE_INDEX]] = 0
+    counts[[*range(labels.num_classes), labels.ignore]] = 0
     bad = np.flatnonzero(counts)
     if bad.size:
         raise ImageError(
             f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
-            f"0..{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)"
+            f"0..{labels.num_classes - 1} ({labels.name}) and {labels.ignore} (ignore)"
         )
-    ids = np.asarray(img.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
+    mapped = img if lut is None else Image.fromarray(full)
+    ids = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
     return torch.from_numpy(ids.astype(np.int64))
 
 
@@ -201,6 +221,8 @@ class ImageSet:
     masks: list[Path] | None = None
     seed: int = 0
     skipped: list[str] = field(default_factory=list)
+    labels: LabelSpace = VOC  # the masks' classes
+    lut: np.ndarray | None = field(default=None, compare=False)  # file value -> class id, where the set maps
 
     @property
     def count(self) -> int | None:
@@ -240,7 +262,7 @@ class ImageSet:
         out = Loaded([], [] if self.masks is not None else None, [])
         for i in indices:
             image, mask, notes = _load_pair(
-                self.files[i], self.masks[i] if self.masks else None, self.size, self.resize
+                self.files[i], self.masks[i] if self.masks else None, self.size, self.resize, self.labels, self.lut
             )
             out.images.append(image)
             out.names.append(self.files[i].stem)
@@ -360,6 +382,48 @@ def _pairs(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     return paired, [masks[p.stem] for p in paired], skipped
 
 
+def _cityscapes(path: Path) -> tuple[list[Path], list[Path]]:
+    from torchvision.datasets import Cityscapes
+
+    try:
+        city = Cityscapes(str(path), split="val", mode="fine", target_type="semantic")
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ImageError(f"{path} is not a Cityscapes folder (leftImg8bit/val, gtFine/val): {exc}") from None
+    files = [Path(p) for p in city.images]
+    if not files:
+        raise ImageError(f"{path}/leftImg8bit/val holds no *_leftImg8bit.png image")
+    return files, [Path(t[0]) for t in city.targets]
+
+
+def _ade20k(path: Path) -> tuple[list[Path], list[Path], list[str]]:
+    root = path / "ADEChallengeData2016" if (path / "ADEChallengeData2016").is_dir() else path
+    images, annotations = root / "images" / "validation", root / "annotations" / "validation"
+    if not images.is_dir() or not annotations.is_dir():
+        raise ImageError(f"{path} is not ADEChallengeData2016 (images/validation, annotations/validation)")
+    files, skipped = _folder_files(images, (".jpg",))
+    masks = [annotations / f"{p.stem}.png" for p in files]
+    kept = [i for i, m in enumerate(masks) if m.is_file()]
+    skipped += [f"images/validation/{files[i].name} (no annotation)" for i in range(len(files)) if i not in kept]
+    if not kept:
+        raise ImageError(f"{images} holds no image with an annotation in {annotations}")
+    return [files[i] for i in kept], [masks[i] for i in kept], skipped
+
+
+def source_labels(source: str) -> LabelSpace:
+    """The label space of an image set's masks, from its spec alone (a classes.txt is read)."""
+    if source.startswith("cityscapes:"):
+        return CITYSCAPES
+    if source.startswith("ade20k:"):
+        return ADE20K
+    classes = Path(source[6:]) / "classes.txt"
+    if source.startswith("pairs:") and classes.is_file():
+        try:
+            return from_classes_file(classes)
+        except (ValueError, OSError) as exc:
+            raise ImageError(str(exc)) from None
+    return VOC
+
+
 def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
@@ -371,13 +435,13 @@ def resolve_source(source: str) -> str:
     working directory (a later run, a Dask worker): hash and send this form instead."""
     if source in ("scenes", "photos"):
         return source
-    for prefix in ("voc:", "pairs:"):
+    for prefix in DATASET_PREFIXES:
         if source.startswith(prefix):
             if not source[len(prefix) :].strip():
                 raise ImageError(f"{prefix}PATH needs a folder after {prefix!r}, got {source!r}")
             return prefix + _absolute(source[len(prefix) :])
     if not source.strip():
-        raise ImageError("image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; got ''")
+        raise ImageError(f"image set must be {SOURCE_FORMS}; got ''")
     return _absolute(source)
 
 
@@ -397,12 +461,16 @@ def image_set(source: str, size: int, resize: Resize = "crop", seed: int = 0) ->
         return ImageSet(source, size, resize, files, masks)
     if source.startswith("pairs:"):
         files, masks, skipped = _pairs(Path(resolved[6:]))
-        return ImageSet(source, size, resize, files, masks, skipped=skipped)
+        return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=source_labels(resolved))
+    if source.startswith("cityscapes:"):
+        files, masks = _cityscapes(Path(resolved[11:]))
+        return ImageSet(source, size, resize, files, masks, labels=CITYSCAPES, lut=cityscapes_lut())
+    if source.startswith("ade20k:"):
+        files, masks, skipped = _ade20k(Path(resolved[7:]))
+        return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=ADE20K, lut=ade20k_lut())
     folder = Path(resolved)
     if not folder.is_dir():
-        raise ImageError(
-            f"image set must be 'scenes', 'photos', 'voc:PATH', 'pairs:PATH' or a folder; {folder} is none of them"
-        )
+        raise ImageError(f"image set must be {SOURCE_FORMS}; {folder} is none of them")
     files, skipped = _folder_files(folder)
     if not files:
         raise ImageError(f"no {', '.join(sorted(FORMATS))} images in {folder}")

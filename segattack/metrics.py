@@ -251,16 +251,21 @@ def perturbation_norm(adv: torch.Tensor, clean: torch.Tensor, p: float = 2, spac
 
 
 def attack_metrics(
-    clean_pred: torch.Tensor, adv_pred: torch.Tensor, target: torch.Tensor, clean: torch.Tensor, adv: torch.Tensor
+    clean_pred: torch.Tensor,
+    adv_pred: torch.Tensor,
+    target: torch.Tensor,
+    clean: torch.Tensor,
+    adv: torch.Tensor,
+    num_classes: int = NUM_CLASSES,
 ) -> dict[str, torch.Tensor]:
-    """Every reading of the paper's Table 1, per image (each value a (B,) tensor)."""
+    """Every reading of the paper's Table 1, per image (each value a (B,) tensor), over ``num_classes``."""
     out: dict[str, torch.Tensor] = {
         "success_changed": changed_success(adv_pred, target, clean_pred),
         "changed_share": changed_share(target, clean_pred),
     }
     for ref_name, ref in (("original", clean_pred), ("target", target)):
-        out[f"iou_{ref_name}"] = mean_iou(adv_pred, ref, "present")
-        out[f"iou_all_{ref_name}"] = mean_iou(adv_pred, ref, "all")
+        out[f"iou_{ref_name}"] = mean_iou(adv_pred, ref, "present", num_classes)
+        out[f"iou_all_{ref_name}"] = mean_iou(adv_pred, ref, "all", num_classes)
         out[f"acc_{ref_name}"] = pixel_accuracy(adv_pred, ref)
     for space in ("unit", "255", "normalized"):
         out[f"l2_{space}"] = perturbation_norm(adv, clean, 2, space)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from .attacks import AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
-from .data import MIN_SIDE, ImageError, Loaded, image_set
+from .data import MIN_SIDE, ImageError, Loaded, image_set, source_labels
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
 from .models import SegmentationModel
@@ -30,6 +30,7 @@ from .numerics import jittered, numerics
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
 from .targets import scheme_target, target_sources
+from .zoo import check_labels
 
 
 def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
@@ -103,6 +104,7 @@ def run_shard(
 def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: bool) -> ShardRecord:
     size = image_size(cfg, model)
     images_set = image_set(cfg.images, size, cfg.resize, cfg.seed)
+    check_labels(model, images_set.labels, cfg.backbone)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
     sources = target_sources(indices, total, cfg.target_scheme, cfg.target_index)
@@ -117,7 +119,8 @@ def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: b
     else:
         masks = {s: clean[s] for s in set(sources)}
     targets = [
-        scheme_target(_resize_mask(masks[s], images[p].shape[1:]), cfg.target_scheme) for p, s in enumerate(sources)
+        scheme_target(_resize_mask(masks[s], images[p].shape[1:]), cfg.target_scheme, images_set.labels)
+        for p, s in enumerate(sources)
     ]
     truth = None if loaded.truth is None else [t.to(device) for t in loaded.truth]
     params = cfg.attack_kwargs()
@@ -168,26 +171,27 @@ def _measure(
     iterations: list[int] = []
     adv_all: list[torch.Tensor] = []
     adv_pred_all: list[torch.Tensor] = []
+    n = source_labels(cfg.images).num_classes  # the model's too: RunConfig and _run_shard refuse a mismatch
     for part in parts:
         result = part.result
         clean_pred = torch.stack([clean[i] for i in part.group])
         refs = {"original": clean_pred, "target": part.targets}
         if truth is not None:
             refs["truth"] = torch.stack([truth[i] for i in part.group])
-        values = attack_metrics(clean_pred, result.pred, part.targets, part.images, result.adv)
+        values = attack_metrics(clean_pred, result.pred, part.targets, part.images, result.adv, n)
         if truth is not None:
             values.update(
-                iou_truth=mean_iou(result.pred, refs["truth"]),
+                iou_truth=mean_iou(result.pred, refs["truth"], num_classes=n),
                 acc_truth=pixel_accuracy(result.pred, refs["truth"]),
-                clean_iou_truth=mean_iou(clean_pred, refs["truth"]),
+                clean_iou_truth=mean_iou(clean_pred, refs["truth"], num_classes=n),
             )
         for name, value in values.items():
             metrics.setdefault(name, []).append(value.cpu())
         for name, ref in refs.items():
-            conf.setdefault(name, []).append(confusion_matrix(result.pred, ref).int().cpu())
-            void.setdefault(name, []).append(void_prediction_counts(result.pred, ref).int().cpu())
+            conf.setdefault(name, []).append(confusion_matrix(result.pred, ref, n).int().cpu())
+            void.setdefault(name, []).append(void_prediction_counts(result.pred, ref, n).int().cpu())
         if truth is not None:
-            conf.setdefault("clean_truth", []).append(confusion_matrix(clean_pred, refs["truth"]).int().cpu())
+            conf.setdefault("clean_truth", []).append(confusion_matrix(clean_pred, refs["truth"], n).int().cpu())
         for name, value in result.history.items():
             history.setdefault(name, []).append(value.float().cpu())
         iterations += result.params["iterations"]

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 
 from . import checkpoints
 from .classes import NUM_CLASSES
+from .labels import VOC, LabelSpace, from_id2label
 from .metrics import IMAGENET_MEAN, IMAGENET_STD
 from .models import (
     BACKBONES,
@@ -408,3 +409,28 @@ def _class_count(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]
             return int(probe(torch.rand(1, 3, PROBE, PROBE)).shape[1])
     except Exception:
         return None
+
+
+def known_labels(spec: str) -> LabelSpace | None:
+    """The classes a spec's model predicts when the spec alone says, with no weights loaded: VOC-21
+    for the study backbones and torchvision's models, a local ``hf:`` directory's ``id2label``;
+    None when only the loaded model can say (:func:`check_labels` then)."""
+    if spec in BACKBONES or spec.startswith("torchvision:"):
+        return VOC
+    config = Path(spec[3:]) / "config.json"
+    if spec.startswith("hf:") and config.is_file():
+        id2label = json.loads(config.read_text()).get("id2label")
+        return from_id2label(id2label, f"{config.parent.name}'s id2label") if id2label else None
+    return None
+
+
+def check_labels(model: SegmentationModel, data: LabelSpace, name: str) -> None:
+    """Refuse a loaded model whose classes (its id2label, else its class count) are not ``data``'s."""
+    id2label, count = model.info.extra.get("id2label"), model.info.extra.get("num_classes")
+    if id2label:
+        from_id2label(id2label, f"{name}'s id2label").check_matches(data, f"model {name}", "the images")
+    elif count is not None and count != data.num_classes:
+        raise ValueError(
+            f"model {name} predicts {count} classes but the images are labelled in {data.name} "
+            f"({data.num_classes} classes)"
+        )

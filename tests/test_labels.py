@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from segattack.classes import VOC_CLASSES, voc_palette
 from segattack.config import RunConfig
+from segattack.data import ImageError, image_set
 from segattack.labels import (
     ADE20K,
     CITYSCAPES,
@@ -103,3 +105,80 @@ def test_a_run_with_a_fixed_class_target(tmp_path):
     doc = json.loads(results.to_json())
     assert doc["config"]["target_scheme"] == "fixed:cat" and doc["attacked"] == [0, 1]  # no image is the target
     assert 0 < doc["summary"]["changed_share"]["mean"] <= 1  # the clean prediction is not all cat
+
+
+def write_cityscapes(root, count: int = 2, size: int = 48):
+    """leftImg8bit/val/<city>/*_leftImg8bit.png and gtFine/val/<city>/*_gtFine_labelIds.png with
+    official label ids: 7 road (top rows), 24 person (a block), 1 ego vehicle (bottom rows, ignored)."""
+    for i in range(count):
+        for sub in ("leftImg8bit", "gtFine"):
+            (root / sub / "val" / "aachen").mkdir(parents=True, exist_ok=True)
+        ids = np.full((size, size), 7, np.uint8)
+        ids[size // 3 : 2 * size // 3, 8:24] = 24
+        ids[-6:] = 1
+        rgb = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "leftImg8bit" / "val" / "aachen" / f"aachen_{i:06d}_000019_leftImg8bit.png")
+        Image.fromarray(ids).save(root / "gtFine" / "val" / "aachen" / f"aachen_{i:06d}_000019_gtFine_labelIds.png")
+    return root
+
+
+def test_cityscapes_and_ade20k_folders_load_in_their_label_spaces(tmp_path):
+    city = image_set(f"cityscapes:{write_cityscapes(tmp_path / 'city')}", 48, "squash")
+    assert city.labels is CITYSCAPES and city.count == 2
+    truth = city.load([0]).truth
+    assert truth is not None and sorted(truth[0].unique().tolist()) == [0, 11, 255]  # road, person, ignored
+    assert (truth[0] == 11).sum() == 16 * 16 and (truth[0] == 255).sum() == 6 * 48
+    ade = tmp_path / "ade" / "ADEChallengeData2016"
+    for sub in ("images/validation", "annotations/validation"):
+        (ade / sub).mkdir(parents=True)
+    values = np.zeros((40, 40), np.uint8)
+    values[:20], values[20:, :20] = 1, 150  # other (0), wall (1 -> 0), flag (150 -> 149)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(ade / "images/validation/ADE_val_00000001.jpg")
+    Image.fromarray(values).save(ade / "annotations/validation/ADE_val_00000001.png")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(ade / "images/validation/ADE_val_00000002.jpg")
+    ade_set = image_set(f"ade20k:{tmp_path / 'ade'}", 40, "squash")
+    assert ade_set.labels is ADE20K and ade_set.count == 1 and "no annotation" in ade_set.skipped[0]
+    ade_truth = ade_set.load([0]).truth
+    assert ade_truth is not None
+    assert torch.equal(ade_truth[0], torch.from_numpy(ade20k_lut()[values].astype(np.int64)))
+    with pytest.raises(ImageError, match="not a Cityscapes folder"):
+        image_set(f"cityscapes:{tmp_path / 'ade'}", 48)
+
+
+def test_a_pairs_folders_classes_file_sets_its_label_space_and_checks_its_masks(tmp_path):
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.full((32, 32), 2, np.uint8)).save(tmp_path / "masks" / "a.png")
+    (tmp_path / "classes.txt").write_text("sky\nsea\nsand\n")
+    pairs = image_set(f"pairs:{tmp_path}", 32)
+    assert pairs.labels.names == ("sky", "sea", "sand") and pairs.load([0]).truth[0].unique().tolist() == [2]
+    (tmp_path / "classes.txt").write_text("sky\nsea\n")
+    with pytest.raises(ImageError, match=r"class ids \[2\].*expected 0..1"):
+        image_set(f"pairs:{tmp_path}", 32).load([0])
+
+
+def test_a_model_dataset_class_mismatch_is_refused_before_any_work(tmp_path, monkeypatch):
+    root = write_cityscapes(tmp_path / "city")
+    with pytest.raises(ParameterError, match=r"predicts VOC-21 \(21 classes.*labelled in Cityscapes-19"):
+        RunConfig(images=f"cityscapes:{root}", num_images=1)
+    with pytest.raises(ParameterError, match="Cityscapes-19 has no class 'cat'"):
+        RunConfig(backbone="module:city_model:make", images=f"cityscapes:{root}", target_scheme="fixed:cat")
+    (tmp_path / "city_model.py").write_text(
+        "from torch import nn\n\ndef make(classes=19):\n    return nn.Conv2d(3, classes, 1)\n\n"
+        "def make_voc():\n    return make(21)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    from segattack.runner import run
+
+    cfg = RunConfig(
+        backbone="module:city_model:make", images=f"cityscapes:{root}", num_images=2, steps=2,
+        target_scheme="remove:person", attack_params={"mode": "linf"},
+    )  # fmt: skip
+    results, _ = run(cfg, tmp_path / "ok", progress=False)
+    assert len(json.loads(results.to_json())["clean_truth"]["class_iou"]) == 19  # scored over its 19 classes
+    voc_model = RunConfig(backbone="module:city_model:make_voc", images=f"cityscapes:{root}", num_images=2, steps=1)
+    with pytest.raises(Exception, match="predicts 21 classes but the images are labelled in Cityscapes-19"):
+        run(voc_model, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad" / "results.json").exists()
