@@ -23,7 +23,7 @@ from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SOURCES, check_scheme
-from .zoo import known_labels, resolve_spec
+from .zoo import check_weights, known_labels, resolve_spec
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
@@ -140,6 +140,7 @@ class RunConfig:
             raise ParameterError(f"seed must be < 2**63, got {self.seed}")
         check_bounds("", self.size, self.images, self.num_images)
         try:  # paths are made absolute before hashing and before any worker sees them
+            check_weights(self.backbone, str(self.weights))
             self.weights = resolve_weights(self.weights)
             self.images = resolve_source(self.images)
             check_threads(self.threads)

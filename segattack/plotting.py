@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.patches import Patch
 
-from .classes import VOC_CLASSES, voc_palette
+from .labels import VOC, LabelSpace
 
 if TYPE_CHECKING:
     from .records import Curve
@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 COLUMNS = ("original image", "adversarial image", "prediction on original", "prediction on adversarial")
 
 
-def colorize(mask: torch.Tensor) -> np.ndarray:
-    """(H,W) class ids -> (H,W,3) uint8 VOC colours (255 'ignore' drawn white)."""
-    palette = np.vstack([voc_palette(), np.full((235, 3), 255, np.uint8)])
+def colorize(mask: torch.Tensor, labels: LabelSpace = VOC) -> np.ndarray:
+    """(H,W) class ids -> (H,W,3) uint8 colours of ``labels`` (any other id, ignore included, white)."""
+    palette = np.vstack([labels.palette, np.full((256 - labels.num_classes, 3), 255, np.uint8)])
     return palette[mask.cpu().numpy().astype(np.int64)]
 
 
@@ -36,16 +36,18 @@ def attack_figure(
     title: str,
     target_index: int | None = None,
     max_rows: int = 8,
+    labels: LabelSpace = VOC,
 ) -> plt.Figure:
     """The paper's figure layout: one row per image; original, adversarial, both predictions.
 
     Each argument is a batch or a list of per-image tensors (images may differ in size). The row
-    whose prediction is every image's target (``target_index``) is marked.
+    whose prediction is every image's target (``target_index``) is marked; the legend names the
+    classes drawn, in ``labels``' names and colours.
     """
     rows = min(len(images), max_rows)
     fig, axes = plt.subplots(rows, 4, figsize=(8.4, 2.1 * rows + 0.6), squeeze=False)
     for r in range(rows):
-        panels = (_image(images[r]), _image(adv[r]), colorize(clean_pred[r]), colorize(adv_pred[r]))
+        panels = (_image(images[r]), _image(adv[r]), colorize(clean_pred[r], labels), colorize(adv_pred[r], labels))
         for c, panel in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(panel, interpolation="nearest")
@@ -59,9 +61,10 @@ def attack_figure(
                 for spine in ax.spines.values():
                     spine.set_edgecolor("crimson")
                     spine.set_linewidth(2.5)
-    present = sorted(set(torch.cat([m.flatten() for m in (*clean_pred[:rows], *adv_pred[:rows])]).tolist()) - {255})
-    palette = voc_palette() / 255.0
-    handles = [Patch(color=palette[c], label=VOC_CLASSES[c]) for c in present[:12]]
+    drawn = set(torch.cat([m.flatten() for m in (*clean_pred[:rows], *adv_pred[:rows])]).tolist())
+    present = sorted(drawn & set(range(labels.num_classes)))
+    palette = labels.palette / 255.0
+    handles = [Patch(color=palette[c], label=labels.names[c]) for c in present[:12]]
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))

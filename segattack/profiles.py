@@ -116,8 +116,13 @@ def grid_configs(
     def steps_of(attack: str) -> Any:
         return ATTACKS[attack].steps_for(steps) if steps in ("paper", "default") else steps
 
+    def settings_of(model: str) -> dict[str, Any]:
+        """A model spec that carries its own weights (hf:, smp:, module:) takes them, not the profile's."""
+        own = model.startswith(("hf:", "smp:", "module:")) and "weights" not in (overrides or {})
+        return {**settings, "weights": "auto"} if own else settings
+
     return [
-        RunConfig(backbone=b, attack=a, **settings, steps=steps_of(a))
+        RunConfig(backbone=b, attack=a, **settings_of(b), steps=steps_of(a))
         for b in dict.fromkeys(backbones)
         for a in dict.fromkeys(attacks)
     ]

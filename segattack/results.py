@@ -20,8 +20,8 @@ import torchvision
 from PIL import Image
 
 from . import __version__
-from .classes import voc_palette
 from .config import RunConfig
+from .labels import VOC, LabelSpace
 from .metrics import dataset_scores, finite_or_none, pooled_from_counts
 from .numerics import describe
 from .records import (
@@ -133,9 +133,10 @@ def assemble(
     return results, SavedImages.join([r.saved for r in records])
 
 
-def write_run(results: Results, saved: SavedImages, folder: Path) -> None:
-    """PNGs of the saved images (clamped to [0,1] for display), tensors, then ``results.json``."""
-    palette = voc_palette()
+def write_run(results: Results, saved: SavedImages, folder: Path, labels: LabelSpace = VOC) -> None:
+    """PNGs of the saved images (clamped to [0,1] for display; predictions in ``labels``' colours),
+    tensors, then ``results.json``."""
+    palette = labels.palette
     for i, idx in enumerate(saved.index):
         adv = (saved.adv[i].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
         Image.fromarray(adv).save(folder / f"{idx:02d}_adv.png")

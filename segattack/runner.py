@@ -255,7 +255,7 @@ class RunJob(Job):
 
     def write_outputs(self, records: list[ShardRecord], staging: Path) -> None:
         skipped = image_set(self.cfg.images, max(self.cfg.size, MIN_SIDE), self.cfg.resize, self.cfg.seed).skipped
-        write_run(*assemble(self.cfg, records, skipped), staging)
+        write_run(*assemble(self.cfg, records, skipped), staging, source_labels(self.cfg.images))
 
     def notebook_parameters(self) -> dict[str, Any]:
         return {**asdict(self.cfg), "out_dir": str(self.path), "profile": self.profile, "compute": False}

@@ -113,11 +113,7 @@ def load_spec(
     """
     kind, rest = split_spec(spec)
     weights = os.fspath(weights)
-    if kind != "torchvision" and weights != "auto":
-        raise SpecError(
-            f"weights={weights!r} applies to the study's backbones and torchvision: specs; a {kind}: "
-            f"spec names its own weights ({FORMS})"
-        )
+    check_weights(spec, weights)
     if kind == "torchvision":
         net, info, (mean, std) = _torchvision(spec, rest, weights, download)
         model = SegmentationModel(net, info, mean, std, channels_last=channels_last, fold_bn=fold_bn)
@@ -420,17 +416,32 @@ def known_labels(spec: str) -> LabelSpace | None:
     config = Path(spec[3:]) / "config.json"
     if spec.startswith("hf:") and config.is_file():
         id2label = json.loads(config.read_text()).get("id2label")
-        return from_id2label(id2label, f"{config.parent.name}'s id2label") if id2label else None
+        return from_id2label(id2label, f"{config.parent.name}'s id2label") if id2label and _named(id2label) else None
     return None
+
+
+def _named(id2label: dict[Any, str]) -> bool:
+    """Whether an id2label names its classes (transformers' default ``LABEL_i`` names none)."""
+    return any(str(v) != f"LABEL_{k}" for k, v in id2label.items())
 
 
 def check_labels(model: SegmentationModel, data: LabelSpace, name: str) -> None:
     """Refuse a loaded model whose classes (its id2label, else its class count) are not ``data``'s."""
     id2label, count = model.info.extra.get("id2label"), model.info.extra.get("num_classes")
-    if id2label:
+    if id2label and _named(id2label):
         from_id2label(id2label, f"{name}'s id2label").check_matches(data, f"model {name}", "the images")
     elif count is not None and count != data.num_classes:
         raise ValueError(
             f"model {name} predicts {count} classes but the images are labelled in {data.name} "
             f"({data.num_classes} classes)"
+        )
+
+
+def check_weights(spec: str, weights: str) -> None:
+    """Refuse ``weights`` other than ``"auto"`` for a spec that carries its own (hf:, smp:, module:)."""
+    kind = spec.partition(":")[0] if spec not in BACKBONES else "backbone"
+    if kind in ("hf", "smp", "module") and weights != "auto":
+        raise SpecError(
+            f"weights={weights!r} applies to the study's backbones and torchvision: specs; a {kind}: "
+            f"spec names its own weights ({FORMS})"
         )

@@ -182,3 +182,47 @@ def test_a_model_dataset_class_mismatch_is_refused_before_any_work(tmp_path, mon
     with pytest.raises(Exception, match="predicts 21 classes but the images are labelled in Cityscapes-19"):
         run(voc_model, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_report_of_an_hf_model_on_a_cityscapes_labelled_pairs_folder_speaks_its_classes(tmp_path):
+    """segattack report --model hf:DIR --images pairs:DIR: legends, per-class tables and the setting
+    note in Cityscapes-19's names; the study backbone on the same folder is refused before any work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import transformers as T
+
+    pairs = tmp_path / "pairs"
+    for sub in ("images", "masks"):
+        (pairs / sub).mkdir(parents=True)
+    (pairs / "classes.txt").write_text("\n".join(CITYSCAPES.names) + "\n")
+    for i in range(3):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[16:40, 10:30] = 11  # person on road
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
+            pairs / "images" / f"{i}.png"
+        )
+        Image.fromarray(mask).save(pairs / "masks" / f"{i}.png")
+    torch.manual_seed(0)
+    config = T.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 1],
+        decoder_hidden_size=16, patch_sizes=[7, 3], strides=[4, 2],
+        id2label=dict(enumerate(CITYSCAPES.names)), label2id={n: i for i, n in enumerate(CITYSCAPES.names)},
+    )  # fmt: skip
+    T.SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "segformer")
+    command = [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path / "r")]
+    command += ["--models", f"hf:{tmp_path / 'segformer'}", "--attacks", "pgd", "--studies", "none"]
+    command += ["-p", f"images=pairs:{pairs}", "-p", "num_images=3", "-p", "target_scheme=remove:person"]
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "Not the paper's setting" in html and "(Cityscapes-19)" in html
+    assert "<th>road</th>" in html and "<th>person</th>" in html  # the per-class table's names
+    refused = subprocess.run(
+        [*command[:-6], "--models", "mobilenet_v3_large", "--studies", "none", "-p", f"images=pairs:{pairs}"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "labelled in Cityscapes-19" in refused.stderr
