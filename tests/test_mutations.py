@@ -202,6 +202,13 @@ MUTATIONS = [
         'kwargs["targeted"] = True',
         ["tests/test_ensemble.py::test_untargeted_the_worst_case_has_the_lowest_accuracy"],
     ),
+    (
+        "budget bisection keeps the wrong half",
+        "segattack/budget.py",
+        "            if broken:\n                high, best = mid, result",
+        "            if not broken:\n                high, best = mid, result",
+        ["tests/test_budget.py::test_the_bisection_brackets_the_known_smallest_radius"],
+    ),
 ]
 
 
