@@ -268,6 +268,7 @@ class CellRecord:
     success_history: list[list[float]] = field(default_factory=list)  # per image, success per iteration
     clean_conf: list[list[int]] | None = None  # clean prediction vs ground truth, summed over the cell's images
     weights: WeightsInfo | None = None
+    budget: list[Row] = field(default_factory=list)  # per image, the smallest budget that breaks it
 
     def to_dict(self) -> dict[str, Any]:
         return {**shallow_dict(self), "weights": None if self.weights is None else dataclasses.asdict(self.weights)}
@@ -292,6 +293,7 @@ class StudiesResults:
     difficulty: list[Row]
     iteration_curves: dict[str, dict[str, list[list[float]]]]  # backbone -> attack -> (steps, images)
     seconds: float
+    budget: list[Row] = field(default_factory=list)  # the budget axis, one row per image, attack and mode
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)

@@ -3,11 +3,14 @@
 - attack comparison: every registered attack on every backbone at one L-inf budget;
 - security curves: targeted success and IoU to target versus epsilon;
 - transferability: adversarial images of one backbone evaluated on the others;
-- per-class difficulty: which target classes are hardest to impose.
+- per-class difficulty: which target classes are hardest to impose;
+- the budget axis: per image, the smallest perturbation at which each attack breaks it
+  (:mod:`segattack.budget`), targeted and untargeted.
 
 The work is split into cells (:func:`study_cells`): a ``compare`` cell attacks one shard of the
 images with one attack on one backbone (and measures transfer and difficulty from the same
-images), a ``curve`` cell one shard at one epsilon. A cell is a pure function of the settings and
+images), a ``curve`` cell one shard at one epsilon, a ``budget`` cell one shard, one attack and
+one mode (targeted or untargeted). A cell is a pure function of the settings and
 its name (:func:`run_cell`), so the grid runs cells as Dask tasks and a restarted study redoes only
 missing cells. Functions return plain rows (per image where it matters) for the report to
 aggregate with intervals; nothing here re-implements an attack or a metric.
@@ -15,6 +18,7 @@ aggregate with intervals; nothing here re-implements an attack or a metric.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import typing
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from .attacks import ATTACKS, AttackResult
+from .budget import SEARCH_STEPS, smallest_budget
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from .config import ModelKey, check_bounds, coerce_fields, digest
@@ -50,6 +55,7 @@ from .runner import shard_ranges
 from .store import atomic_write_text
 from .targets import target_sources
 
+BUDGET_MODES = ("targeted", "untargeted")
 LEVELS: dict[str, dict[str, Any]] = {
     "default": {
         "steps": 20,
@@ -86,9 +92,25 @@ class StudyConfig:
     threads: int = DEFAULT_THREADS  # intra-op threads (float sums depend on them), as a run's
     deterministic: bool = DEFAULT_DETERMINISTIC
     backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
+    # the budget axis: these attacks on the first budget_images images (0: off); a searched attack runs
+    # budget_steps iterations per radius, the others one run of as many passes as a whole search; an
+    # image broken at budget_threshold of its pixels; radii searched up to budget_eps_max
+    budget_attacks: list[str] = field(default_factory=lambda: ["pgd", "asma", "fmn"])
+    budget_images: int = 0  # off by default: the report's section is not built yet
+    budget_steps: int = 10
+    budget_threshold: float = 0.5
+    budget_eps_max: float = 32 / 255
 
     def __post_init__(self) -> None:
         coerce_fields(self, "studies ")
+        try:
+            self.budget_attacks = [ATTACKS.check(a).name for a in self.budget_attacks]
+        except ValueError as exc:
+            raise ParameterError(f"studies budget_attacks: {exc}") from None
+        if self.budget_images < 0 or self.budget_steps < 1 or not 0 < self.budget_threshold <= 1:
+            raise ParameterError("studies budget_images must be >= 0, budget_steps >= 1, budget_threshold in (0, 1]")
+        if not self.budget_eps_max > 0:
+            raise ParameterError(f"studies budget_eps_max must be > 0, got {self.budget_eps_max}")
         for name in ("num_images", "batch", "steps", "curve_steps"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"studies {name} must be >= 1, got {getattr(self, name)}")
@@ -114,6 +136,10 @@ class StudyConfig:
     @property
     def curve_total(self) -> int:
         return min(self.curve_images or self.total, self.total)
+
+    @property
+    def budget_total(self) -> int:
+        return min(self.budget_images, self.total)
 
     def digest(self) -> str:
         return digest(self)
@@ -233,7 +259,8 @@ def class_difficulty(
 
 def study_cells(study: StudyConfig) -> list[str]:
     """The names of every cell of the studies: ``compare/BACKBONE/ATTACK/SHARD`` for every compared
-    attack, and ``curve/BACKBONE/ATTACK/EPS_INDEX/SHARD`` for those with a security curve."""
+    attack, ``curve/BACKBONE/ATTACK/EPS_INDEX/SHARD`` for those with a security curve, and
+    ``budget/BACKBONE/ATTACK/MODE/SHARD`` for the budget axis (untargeted where the attack has it)."""
     compared = ATTACKS.compared()
     compare = [
         f"compare/{b}/{a.name}/{k}"
@@ -249,7 +276,15 @@ def study_cells(study: StudyConfig) -> list[str]:
         for e in range(len(study.eps_values))
         for k in range(len(shard_ranges(study.curve_total, study.batch)))
     ]
-    return compare + curve
+    budget = [
+        f"budget/{b}/{a}/{mode}/{k}"
+        for b in study.backbones
+        for a in study.budget_attacks
+        for mode in BUDGET_MODES
+        if mode == "targeted" or "targeted" in inspect.signature(ATTACKS[a].fn).parameters
+        for k in range(len(shard_ranges(study.budget_total, study.batch)) if study.budget_total else 0)
+    ]
+    return compare + curve + budget
 
 
 class _Inputs(typing.NamedTuple):
@@ -333,10 +368,14 @@ def run_cell(study: StudyConfig, cell: str) -> CellRecord:
 
 def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
     kind, backbone, attack, *rest = cell.split("/")
-    total = study.total if kind == "compare" else study.curve_total
+    total = {"compare": study.total, "curve": study.curve_total, "budget": study.budget_total}[kind]
     indices = list(shard_ranges(total, study.batch)[int(rest[-1])])
     inputs = _shard_inputs(study, backbone, indices, study.total)
     images, clean, targets, model = inputs.images, inputs.clean, inputs.targets, inputs.model
+    if kind == "budget":
+        return CellRecord(
+            cell, budget=budget_rows(study, model, backbone, attack, rest[0] == "targeted", inputs, indices)
+        )
     if kind == "curve":
         eps = study.eps_values[int(rest[0])]
         return CellRecord(
@@ -362,6 +401,46 @@ def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
     )
 
 
+def budget_rows(
+    study: StudyConfig,
+    model: SegmentationModel,
+    backbone: str,
+    attack: str,
+    targeted: bool,
+    inputs: _Inputs,
+    index: list[int],
+) -> list[Row]:
+    """Per image, the smallest L-inf and L2 budget at which ``attack`` breaks it (None: not within
+    ``budget_eps_max`` or the attack's run), and the passes spent finding it. Targeted, the labels
+    are the studies' targets on the pixels whose target differs from the clean prediction, the rest
+    ignored: an image is broken when ``budget_threshold`` of the pixels the attack has work to do on
+    reach their target (pixels already there would break most images at radius 0). Untargeted, away
+    from the clean prediction."""
+    unchanged = inputs.targets == inputs.clean
+    labels = inputs.targets.masked_fill(unchanged, IGNORE_INDEX) if targeted else inputs.clean
+    spec = ATTACKS[attack]
+    searched = spec.kind == "budget" and spec.budget is not None and attack != "asma"
+    # the same passes for every attack: a search's (SEARCH_STEPS + 1) runs, or one run that long
+    steps = study.budget_steps if searched else study.budget_steps * (SEARCH_STEPS + 1)
+    found = smallest_budget(
+        model, inputs.images, labels, attack, targeted=targeted, steps=steps,
+        adv_threshold=study.budget_threshold, eps_max=study.budget_eps_max, backbone=backbone,
+    )  # fmt: skip
+    return [
+        {
+            "backbone": backbone,
+            "attack": attack,
+            "mode": "targeted" if targeted else "untargeted",
+            "image": i,
+            "linf": finite_or_none(float(found.linf[p])),
+            "l2": finite_or_none(float(found.l2[p])),
+            "passes": int(found.passes[p]),
+            "how": found.how,
+        }
+        for p, i in enumerate(index)
+    ]
+
+
 def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResults:
     """``studies.json`` from the cells: rows in cell order, per-attack wall time summed over shards."""
     comparison: list[Row] = []
@@ -377,8 +456,10 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
         if cell.comparison:
             _, backbone, attack, _ = cell.cell.split("/")
             totals[(backbone, attack)] = totals.get((backbone, attack), 0.0) + cell.comparison[0]["seconds"]
+    budget: list[Row] = []
     for cell in cells:
         security += cell.security
+        budget += cell.budget
         if not cell.comparison:
             continue
         _, backbone, attack, _ = cell.cell.split("/")
@@ -408,6 +489,7 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
             b: {a: [list(step) for step in zip(*hist)] for a, hist in per.items()} for b, per in curves.items()
         },
         seconds=sum(totals.values()),
+        budget=budget,
     )
 
 

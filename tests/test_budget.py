@@ -78,3 +78,26 @@ def test_bad_input_gets_one_clear_error(linear_model):
         smallest_budget(linear_model, X, LABELS, "pgd", adv_threshold=0)
     with pytest.raises(ValueError, match="unknown attack 'nope'"):
         smallest_budget(linear_model, X, LABELS, "nope")
+
+
+def test_a_budget_cell_gives_a_row_per_image_and_mode():
+    from segattack.studies import StudyConfig, run_cell, study_cells
+
+    study = StudyConfig(
+        num_images=2, size=48, batch=2, budget_images=2, budget_steps=2, backbones=["mobilenet_v3_large"]
+    )
+    cells = [c for c in study_cells(study) if c.startswith("budget/")]
+    assert cells == [
+        "budget/mobilenet_v3_large/pgd/targeted/0",
+        "budget/mobilenet_v3_large/pgd/untargeted/0",
+        "budget/mobilenet_v3_large/asma/targeted/0",
+        "budget/mobilenet_v3_large/fmn/targeted/0",
+        "budget/mobilenet_v3_large/fmn/untargeted/0",
+    ]
+    rows = run_cell(study, cells[3]).budget
+    assert [(r["image"], r["mode"], r["how"], r["passes"]) for r in rows] == [
+        (0, "targeted", "minimal_norm", 28),
+        (1, "targeted", "minimal_norm", 28),
+    ]  # one run as long as a 13-step search of 2-step runs
+    assert all(r["linf"] is None or 0 <= r["linf"] <= (r["l2"] or 0) for r in rows)
+    assert not [c for c in study_cells(StudyConfig()) if c.startswith("budget/")]  # off by default
