@@ -95,7 +95,7 @@ def smallest_budget(
         return Budgets(
             *_norms(result, images, result.success >= adv_threshold), _passes(result, n, steps), "minimal_norm"
         )
-    if spec.budget is None or spec.name == "asma":  # ASMA: no radius to search, measured after the fact
+    if spec.budget is None or not spec.searchable:  # ASMA: no radius to search, measured after the fact
         result = spec(model, images, labels, steps=steps, **kwargs)
         return Budgets(*_norms(result, images, result.success >= adv_threshold), _passes(result, n, steps), "measured")
 

@@ -95,7 +95,7 @@ class StudyConfig:
     # the budget axis: these attacks on the first budget_images images (0: off); a searched attack runs
     # budget_steps iterations per radius, the others one run of as many passes as a whole search; an
     # image broken at budget_threshold of its pixels; radii searched up to budget_eps_max
-    budget_attacks: list[str] = field(default_factory=lambda: ["pgd", "asma", "fmn"])
+    budget_attacks: list[str] = field(default_factory=lambda: [*ATTACKS.in_paper(), *ATTACKS.minimal_norm()])
     budget_images: int = 0  # off by default: the report's section is not built yet
     budget_steps: int = 10
     budget_threshold: float = 0.5
@@ -419,7 +419,7 @@ def budget_rows(
     unchanged = inputs.targets == inputs.clean
     labels = inputs.targets.masked_fill(unchanged, IGNORE_INDEX) if targeted else inputs.clean
     spec = ATTACKS[attack]
-    searched = spec.kind == "budget" and spec.budget is not None and attack != "asma"
+    searched = spec.kind == "budget" and spec.budget is not None and spec.searchable
     # the same passes for every attack: a search's (SEARCH_STEPS + 1) runs, or one run that long
     steps = study.budget_steps if searched else study.budget_steps * (SEARCH_STEPS + 1)
     found = smallest_budget(

@@ -84,7 +84,13 @@ def test_a_budget_cell_gives_a_row_per_image_and_mode():
     from segattack.studies import StudyConfig, run_cell, study_cells
 
     study = StudyConfig(
-        num_images=2, size=48, batch=2, budget_images=2, budget_steps=2, backbones=["mobilenet_v3_large"]
+        num_images=2,
+        size=48,
+        batch=2,
+        budget_images=2,
+        budget_steps=2,
+        backbones=["mobilenet_v3_large"],
+        budget_attacks=["pgd", "asma", "fmn"],
     )
     cells = [c for c in study_cells(study) if c.startswith("budget/")]
     assert cells == [

@@ -215,6 +215,7 @@ SPEC = register(
         budget=lambda eps, steps, backbone: {**paper_params(backbone), "eps": eps, "steps": steps},
         compared=True,
         in_paper=True,
+        searchable=False,
         describe=lambda p: f"g = {p['score']}, IoU {p['iou_average']}, L2 term {'on' if p['l2_penalty'] else 'off'}",
         notes=_adv_lib_notes,
     )

@@ -68,6 +68,7 @@ class AttackSpec:
     compared: bool = False
     security_curve: bool = True
     in_paper: bool = False
+    searchable: bool = True  # its radius is an input, so the budget axis can bisect it (ASMA's is not)
     describe: Callable[[Params], str] = _describe
     notes: Callable[[Params, int, int], str | None] | None = None
     source: str = field(default="segattack", compare=False)
@@ -186,6 +187,10 @@ class Registry(Mapping[str, AttackSpec]):
     def compared(self) -> list[AttackSpec]:
         """The attacks the studies compare, in registration order."""
         return [s for s in self.values() if s.compared]
+
+    def minimal_norm(self) -> tuple[str, ...]:
+        """The minimal-norm attacks, by name, in registration order."""
+        return tuple(s.name for s in self.values() if s.kind == "minimal_norm")
 
     def in_paper(self) -> tuple[str, ...]:
         """The paper's Table 1 attacks (the grid's default runs), by name."""
