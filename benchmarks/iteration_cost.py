@@ -28,8 +28,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,12 +39,17 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import describe
+
 from segattack.attacks import ATTACKS
 from segattack.models import SegmentationModel, load_model
 
 ATTACK_KWARGS = {"pgd": {}, "asma": {}, "dag": {"gamma": 1e-3, "adv_threshold": None}, "segpgd": {}, "cospgd": {}}
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}, "bf16": {}}
 NAMES = {"mobilenet_v3_large": "MobileNetV3", "resnet50": "ResNet50"}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+clock: Callable[[], float] = time.perf_counter
 LABELS = {"pgd": "PGD", "asma": "ASMA", "dag": "DAG", "segpgd": "SegPGD", "cospgd": "CosPGD"}
 
 
@@ -54,19 +61,19 @@ def bare_seconds(model: SegmentationModel, x: torch.Tensor, t: torch.Tensor, con
     """Seconds of ``repeats`` forward + cross-entropy backward passes w.r.t. the input (after a warm-up)."""
     times = []
     for _ in range(repeats + 1):
-        start = time.perf_counter()
+        start = clock()
         xx = x.clone().requires_grad_(True)
         with autocast(config):
             logits = model(xx)
         torch.autograd.grad(F.cross_entropy(logits.float(), t), xx)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return times[1:]
 
 
 def iteration_seconds(model: SegmentationModel, attack: Callable[[int], object], repeats: int) -> list[float]:
     """The intervals between consecutive forward passes of an attack run for ``repeats + 1`` steps."""
     starts: list[float] = []
-    handle = model.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
+    handle = model.register_forward_pre_hook(lambda *_: starts.append(clock()))
     try:
         attack(repeats + 1)  # repeats + 1 iterations, then the final prediction pass
     finally:
@@ -143,13 +150,13 @@ def summary(rows: list[dict], attacks: list[str]) -> str:
     ]
     for r in rows:
         fast = _span([r["overhead"][f"{a}/fast"] for a in attacks])
-        vs = _span([r["vs_plain"][f"{a}/fast"] for a in attacks])
+        vs = _span([r["vs_plain"][f"{a}/fast"] for a in attacks]) if r["vs_plain"] else "-"
         bf16 = _span([r["vs_plain"][f"{a}/bf16"] for a in attacks]) if "bare/bf16" in r["seconds"] else "-"
         up = r.get("speedup_over_adv_lib")
         peer = f"{up['asma']:.2f}, {up['dag']:.2f}" if up else "-"
+        plain = r["seconds"].get("bare/plain", float("nan"))
         out.append(
-            f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {r['seconds']['bare/plain']:.3f} | "
-            f"{fast} | {vs} | {bf16} | {peer} |"
+            f"| {NAMES[r['backbone']]} | {r['size']} | {r['batch']} | {plain:.3f} | {fast} | {vs} | {bf16} | {peer} |"
         )
     return "\n".join(out)
 
@@ -218,6 +225,14 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--peer", action="store_true", help="also time adv_lib's asma and dag")
     parser.add_argument("--peer-sizes", nargs="+", default=["default"], help="the sizes where --peer applies")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="cpu: the process's CPU time, which on "
+        "one thread (--threads 1) ignores the time spent waiting for a core other processes hold",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "iteration_cost.json"))
     parser.add_argument("--tables", metavar="JSON", help="print the tables of a saved run and measure nothing")
     args = parser.parse_args()
@@ -225,6 +240,10 @@ def main() -> None:
         rows = json.loads(Path(args.tables).read_text())["rows"]
         print(summary(rows, args.attacks) + "\n\n" + tables(rows, args.attacks))
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
     rows = []
     for backbone in args.backbones:
         for size in args.sizes:
@@ -247,6 +266,10 @@ def main() -> None:
                     json.dumps(
                         {
                             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                            "cpu": describe(),
+                            "clock": args.clock,
+                            "load_average": os.getloadavg(),
+                            "command": " ".join(sys.argv),
                             "torch": str(torch.__version__),
                             "rounds": args.rounds,
                             "repeats": args.repeats,
