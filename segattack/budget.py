@@ -6,12 +6,15 @@ How the smallest budget is found depends on the attack's kind in the registry:
 
 - a minimal-norm attack (``kind="minimal_norm"``: ALMA prox, PDPGD, FMN) returns it: the norm of
   its returned perturbation where it succeeds, inf where it does not;
-- a budget attack with a budget rule (PGD, SegPGD, CosPGD, APGD, SEA, ...) is searched: a
+- a budget attack with a budget rule (PGD, SegPGD, CosPGD, DAG, APGD, SEA, ...) is searched: a
   bisection over its L-inf radius in [0, ``eps_max``], ``search_steps`` halvings per image (13, as
-  the ALMA prox paper's harness), each image on its own bracket; an image the attack cannot break
-  at ``eps_max`` costs one run and reads inf;
-- ASMA, whose budget is not an input, is measured after the fact: its final L-inf and L2 where it
-  succeeds, inf where it does not.
+  the ALMA prox paper's harness), each image on its own bracket, so an image decided (not broken
+  at ``eps_max``: one run, inf) costs no more runs; the budget is the measured norm of the
+  perturbation found at the bracket's upper end (at most that radius for a projected attack; DAG,
+  unbounded, steps by the radius and may exceed it);
+- ASMA (registered ``searchable=False``: its budget is not an input) and any attack without a
+  budget rule are measured after the fact: the final L-inf and L2 of one run where it succeeds,
+  inf where it does not.
 
 :func:`robustness_curve` turns the per-image budgets into the share of images broken at each
 budget, and :func:`median_budget` gives their median with a bootstrap interval (inf when fewer
@@ -39,12 +42,14 @@ How = Literal["minimal_norm", "search", "measured"]
 class Budgets:
     """Per image (B,): the smallest L-inf and L2 perturbation ([0,1] pixels) found to break it (inf
     where none did), the forward+backward passes spent, and how the budgets were found. Under
-    ``"search"`` L2 is that of the perturbation found at the smallest L-inf radius."""
+    ``"search"`` both norms are those of the perturbation found at ``radius``, the smallest radius
+    the search broke the image at (inf where none; the measured L-inf under the other kinds)."""
 
     linf: torch.Tensor
     l2: torch.Tensor
     passes: torch.Tensor
     how: How
+    radius: torch.Tensor
 
 
 def _norms(result: AttackResult, images: torch.Tensor, broken: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +87,11 @@ def smallest_budget(
         raise ValueError(f"adv_threshold must be in (0, 1], got {adv_threshold}")
     if not eps_max > 0 or search_steps < 1 or steps < 1:
         raise ValueError(f"eps_max must be > 0, search_steps and steps >= 1; got {eps_max}, {search_steps}, {steps}")
+    if images.dim() != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
+        raise ValueError(
+            f"images must be (B,3,H,W) and labels (B,H,W) of the same B, H, W; got {tuple(images.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     spec = ATTACKS.check(attack)
     kwargs: dict[str, Any] = {**spec.paper_params(backbone), **(params or {})}
     keywords = inspect.signature(spec.fn).parameters
@@ -90,14 +100,14 @@ def smallest_budget(
     elif not targeted:
         raise ValueError(f"{attack} has no untargeted form")
     n = len(images)
-    if spec.kind == "minimal_norm":
-        result = spec(model, images, labels, steps=steps, adv_threshold=adv_threshold, **kwargs)
-        return Budgets(
-            *_norms(result, images, result.success >= adv_threshold), _passes(result, n, steps), "minimal_norm"
-        )
-    if spec.budget is None or not spec.searchable:  # ASMA: no radius to search, measured after the fact
+    if spec.kind == "minimal_norm" or spec.budget is None or not spec.searchable:
+        # a minimal-norm attack returns the budget; ASMA has no radius to search: measured after the fact
+        if spec.kind == "minimal_norm":
+            kwargs["adv_threshold"] = adv_threshold
         result = spec(model, images, labels, steps=steps, **kwargs)
-        return Budgets(*_norms(result, images, result.success >= adv_threshold), _passes(result, n, steps), "measured")
+        linf, l2 = _norms(result, images, result.success >= adv_threshold)
+        how: How = "minimal_norm" if spec.kind == "minimal_norm" else "measured"
+        return Budgets(linf, l2, _passes(result, n, steps), how, linf.clone())
 
     if "adv_threshold" in keywords:  # a budget attack stops on an image once it is broken: fewer passes
         kwargs.setdefault("adv_threshold", adv_threshold)
@@ -108,7 +118,7 @@ def smallest_budget(
         return result, bool(result.success.item() >= adv_threshold)
 
     linf = torch.full((n,), float("inf"), dtype=torch.float64)
-    l2, passes = linf.clone(), torch.zeros(n, dtype=torch.long)
+    l2, radius, passes = linf.clone(), linf.clone(), torch.zeros(n, dtype=torch.long)
     for i in range(n):
         best, broken = run(i, eps_max)
         passes[i] += _passes(best, 1, steps).sum()
@@ -124,8 +134,8 @@ def smallest_budget(
             else:
                 low = mid
         delta = (best.adv - images[i : i + 1]).flatten()
-        linf[i], l2[i] = high, float(delta.norm())
-    return Budgets(linf, l2, passes, "search")
+        linf[i], l2[i], radius[i] = float(delta.abs().max()), float(delta.norm()), high
+    return Budgets(linf, l2, passes, "search", radius)
 
 
 def robustness_curve(budgets: torch.Tensor | np.ndarray, grid: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -19,9 +19,9 @@ A **run folder** (``R/runs/BACKBONE-ATTACK/``) holds:
 - ``shards/<config hash>/NNNNN.pt``: the :class:`ShardRecord` each shard produced.
 
 The **studies folder** (``R/studies/``) holds ``studies.json`` (:class:`StudiesResults`) and
-``cells/<config hash>/*.pt`` (:class:`CellRecord`). A folder whose ``config_hash`` or
-``results_version`` differs from the current parameters is recomputed; ``CHANGELOG.md`` lists
-each version's changes.
+``cells/<config hash>/*.pt`` (:class:`CellRecord`); the budget axis's rows are :class:`BudgetRow`.
+A folder whose ``config_hash`` or ``results_version`` differs from the current parameters is
+recomputed; ``CHANGELOG.md`` lists each version's changes.
 """
 
 from __future__ import annotations
@@ -257,6 +257,22 @@ class ShardRecord:
 
 
 @dataclass
+class BudgetRow:
+    """One image's smallest budget under one attack, backbone and mode (targeted or untargeted):
+    L-inf and L2 in [0,1] pixels (None: not broken within the search or the run), the
+    forward+backward passes spent finding it, and how it was found (``segattack.budget.How``)."""
+
+    backbone: str
+    attack: str
+    mode: str
+    image: int
+    linf: float | None
+    l2: float | None
+    passes: int
+    how: str
+
+
+@dataclass
 class CellRecord:
     """What one studies cell produced: table rows and, for a comparison cell, what the report draws."""
 
@@ -268,10 +284,14 @@ class CellRecord:
     success_history: list[list[float]] = field(default_factory=list)  # per image, success per iteration
     clean_conf: list[list[int]] | None = None  # clean prediction vs ground truth, summed over the cell's images
     weights: WeightsInfo | None = None
-    budget: list[Row] = field(default_factory=list)  # per image, the smallest budget that breaks it
+    budget: list[BudgetRow] = field(default_factory=list)  # per image, the smallest budget that breaks it
 
     def to_dict(self) -> dict[str, Any]:
-        return {**shallow_dict(self), "weights": None if self.weights is None else dataclasses.asdict(self.weights)}
+        return {
+            **shallow_dict(self),
+            "weights": None if self.weights is None else dataclasses.asdict(self.weights),
+            "budget": [dataclasses.asdict(r) for r in self.budget],
+        }
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> CellRecord:
@@ -293,7 +313,7 @@ class StudiesResults:
     difficulty: list[Row]
     iteration_curves: dict[str, dict[str, list[list[float]]]]  # backbone -> attack -> (steps, images)
     seconds: float
-    budget: list[Row] = field(default_factory=list)  # the budget axis, one row per image, attack and mode
+    budget: list[BudgetRow] = field(default_factory=list)  # the budget axis, one row per image, attack and mode
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, allow_nan=False)

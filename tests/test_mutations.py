@@ -209,6 +209,27 @@ MUTATIONS = [
         "            if not broken:\n                high, best = mid, result",
         ["tests/test_budget.py::test_the_bisection_brackets_the_known_smallest_radius"],
     ),
+    (
+        "budget norms read from the run at eps_max, not the bracket's end",
+        "segattack/budget.py",
+        "                high, best = mid, result\n",
+        "                high = mid\n",
+        ["tests/test_budget.py::test_the_bisection_brackets_the_known_smallest_radius"],
+    ),
+    (
+        "minimal-norm budget counts a failed image as broken",
+        "segattack/budget.py",
+        "linf, l2 = _norms(result, images, result.success >= adv_threshold)",
+        "linf, l2 = _norms(result, images, result.success >= 0)",
+        ["tests/test_budget.py::test_a_minimal_norm_attack_that_fails_reads_inf"],
+    ),
+    (
+        "robustness curve counts only budgets below the grid point",
+        "segattack/budget.py",
+        "return (values[None, :] <= points[:, None]).mean(1)",
+        "return (values[None, :] < points[:, None]).mean(1)",
+        ["tests/test_budget.py::test_the_curve_and_the_median_by_hand"],
+    ),
 ]
 
 
