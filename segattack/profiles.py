@@ -71,6 +71,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "studies_steps": 2,
         "studies_curve_steps": 1,
         "studies_curve_images": 2,
+        "studies_budget_images": 1,
+        "studies_budget_steps": 1,
     },
 }
 

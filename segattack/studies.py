@@ -5,14 +5,15 @@
 - transferability: adversarial images of one backbone evaluated on the others;
 - per-class difficulty: which target classes are hardest to impose;
 - the budget axis: per image, the smallest perturbation at which each attack breaks it
-  (:mod:`segattack.budget`), targeted and untargeted.
+  (:mod:`segattack.budget`), targeted (the paper's scheme: every image toward the target image's
+  prediction) and untargeted.
 
 The work is split into cells (:func:`study_cells`): a ``compare`` cell attacks one shard of the
 images with one attack on one backbone (and measures transfer and difficulty from the same
-images), a ``curve`` cell one shard at one epsilon, a ``budget`` cell one shard, one attack and
-one mode (targeted or untargeted). A cell is a pure function of the settings and
-its name (:func:`run_cell`), so the grid runs cells as Dask tasks and a restarted study redoes only
-missing cells. Functions return plain rows (per image where it matters) for the report to
+images), a ``curve`` cell one shard at one epsilon, a ``budget`` cell one shard of
+``StudyConfig.budget_indices``, one attack and one mode (targeted or untargeted). A cell is a pure
+function of the settings and its name (:func:`run_cell`), so the grid runs cells as Dask tasks and
+a restarted study redoes only missing cells. Functions return plain rows (per image where it matters) for the report to
 aggregate with intervals; nothing here re-implements an attack or a metric.
 """
 
@@ -33,7 +34,7 @@ from .attacks import ATTACKS, AttackResult
 from .budget import SEARCH_STEPS, smallest_budget
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .config import ModelKey, check_bounds, coerce_fields, digest
+from .config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
 from .data import MIN_SIDE, image_set, resolve_source
 from .jobs import Job
 from .metrics import (
@@ -50,24 +51,29 @@ from .metrics import (
 from .models import BACKBONES, SegmentationModel, WeightsInfo, resolve_weights
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from .params import ParameterError
-from .records import RESULTS_VERSION, CellRecord, RecordError, Row, StudiesResults
+from .records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
 from .runner import shard_ranges
 from .store import atomic_write_text
-from .targets import target_sources
+from .targets import attacked_images, target_sources
 
 BUDGET_MODES = ("targeted", "untargeted")
+PAPER_TARGET = RunConfig.target_index  # the paper's scheme: every image toward this image's prediction
 LEVELS: dict[str, dict[str, Any]] = {
     "default": {
         "steps": 20,
         "curve_steps": 10,
         "curve_images": 8,
         "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255],
+        "budget_images": 2,
+        "budget_steps": 2,
     },
     "full": {
         "steps": 50,
         "curve_steps": 50,
         "curve_images": 0,
         "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255],
+        "budget_images": 16,
+        "budget_steps": 20,
     },
 }
 
@@ -92,14 +98,17 @@ class StudyConfig:
     threads: int = DEFAULT_THREADS  # intra-op threads (float sums depend on them), as a run's
     deterministic: bool = DEFAULT_DETERMINISTIC
     backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
-    # the budget axis: these attacks on the first budget_images images (0: off); a searched attack runs
+    # the budget axis: these attacks (the compared ones and the minimal-norm ones) on the first
+    # budget_images images other than the paper's target image (0: off); a searched attack runs
     # budget_steps iterations per radius, the others one run of as many passes as a whole search; an
     # image broken at budget_threshold of its pixels; radii searched up to budget_eps_max
-    budget_attacks: list[str] = field(default_factory=lambda: [*ATTACKS.in_paper(), *ATTACKS.minimal_norm()])
-    budget_images: int = 0  # off by default: the report's section is not built yet
-    budget_steps: int = 10
+    budget_attacks: list[str] = field(
+        default_factory=lambda: [*(s.name for s in ATTACKS.compared()), *ATTACKS.minimal_norm()]
+    )
+    budget_images: int = LEVELS["default"]["budget_images"]
+    budget_steps: int = LEVELS["default"]["budget_steps"]
     budget_threshold: float = 0.5
-    budget_eps_max: float = 32 / 255
+    budget_eps_max: float = 128 / 255  # FMN breaks the embedded models' targeted images at 40-60/255
 
     def __post_init__(self) -> None:
         coerce_fields(self, "studies ")
@@ -138,8 +147,9 @@ class StudyConfig:
         return min(self.curve_images or self.total, self.total)
 
     @property
-    def budget_total(self) -> int:
-        return min(self.budget_images, self.total)
+    def budget_indices(self) -> list[int]:
+        """The budget axis's images: the first ``budget_images`` other than the paper's target image."""
+        return attacked_images(self.total, "single", PAPER_TARGET)[: self.budget_images] if self.budget_images else []
 
     def digest(self) -> str:
         return digest(self)
@@ -282,7 +292,7 @@ def study_cells(study: StudyConfig) -> list[str]:
         for a in study.budget_attacks
         for mode in BUDGET_MODES
         if mode == "targeted" or "targeted" in inspect.signature(ATTACKS[a].fn).parameters
-        for k in range(len(shard_ranges(study.budget_total, study.batch)) if study.budget_total else 0)
+        for k in range(len(shard_ranges(len(study.budget_indices), study.batch)) if study.budget_indices else 0)
     ]
     return compare + curve + budget
 
@@ -298,10 +308,11 @@ class _Inputs(typing.NamedTuple):
     model: SegmentationModel
 
 
-def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int) -> _Inputs:
-    """A shard's inputs; clean predictions come from :func:`~segattack.cache.clean_prediction` (one
-    image at a time, the same bits in every cell)."""
-    sources = target_sources(indices, total, "roll", 0)
+def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int, scheme: str = "roll") -> _Inputs:
+    """A shard's inputs, targets under ``scheme`` (``single``: toward the paper's target image);
+    clean predictions come from :func:`~segattack.cache.clean_prediction` (one image at a time, the
+    same bits in every cell)."""
+    sources = target_sources(indices, total, scheme, PAPER_TARGET)
     loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)
     model_key = study.model_key(backbone)
     set_key = ImageSetKey(study.images, study.size, "crop", study.seed)
@@ -368,14 +379,17 @@ def run_cell(study: StudyConfig, cell: str) -> CellRecord:
 
 def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
     kind, backbone, attack, *rest = cell.split("/")
-    total = {"compare": study.total, "curve": study.curve_total, "budget": study.budget_total}[kind]
+    if kind == "budget":
+        chosen = study.budget_indices
+        indices = [chosen[p] for p in shard_ranges(len(chosen), study.batch)[int(rest[-1])]]
+        inputs = _shard_inputs(study, backbone, indices, study.total, "single")
+        return CellRecord(
+            cell, budget=budget_rows(study, inputs.model, backbone, attack, rest[0] == "targeted", inputs, indices)
+        )
+    total = {"compare": study.total, "curve": study.curve_total}[kind]
     indices = list(shard_ranges(total, study.batch)[int(rest[-1])])
     inputs = _shard_inputs(study, backbone, indices, study.total)
     images, clean, targets, model = inputs.images, inputs.clean, inputs.targets, inputs.model
-    if kind == "budget":
-        return CellRecord(
-            cell, budget=budget_rows(study, model, backbone, attack, rest[0] == "targeted", inputs, indices)
-        )
     if kind == "curve":
         eps = study.eps_values[int(rest[0])]
         return CellRecord(
@@ -409,35 +423,39 @@ def budget_rows(
     targeted: bool,
     inputs: _Inputs,
     index: list[int],
-) -> list[Row]:
+) -> list[BudgetRow]:
     """Per image, the smallest L-inf and L2 budget at which ``attack`` breaks it (None: not within
     ``budget_eps_max`` or the attack's run), and the passes spent finding it. Targeted, the labels
-    are the studies' targets on the pixels whose target differs from the clean prediction, the rest
+    are the inputs' targets on the pixels whose target differs from the clean prediction, the rest
     ignored: an image is broken when ``budget_threshold`` of the pixels the attack has work to do on
-    reach their target (pixels already there would break most images at radius 0). Untargeted, away
-    from the clean prediction."""
+    reach their target (pixels already there would break most images at radius 0); an image with no
+    such pixel has no budget to find and no row. Untargeted, away from the clean prediction."""
     unchanged = inputs.targets == inputs.clean
     labels = inputs.targets.masked_fill(unchanged, IGNORE_INDEX) if targeted else inputs.clean
+    work = [p for p in range(len(index)) if bool((labels[p] != IGNORE_INDEX).any())]
+    if not work:
+        return []
     spec = ATTACKS[attack]
     searched = spec.kind == "budget" and spec.budget is not None and spec.searchable
     # the same passes for every attack: a search's (SEARCH_STEPS + 1) runs, or one run that long
     steps = study.budget_steps if searched else study.budget_steps * (SEARCH_STEPS + 1)
     found = smallest_budget(
-        model, inputs.images, labels, attack, targeted=targeted, steps=steps,
+        model, inputs.images[work], labels[work], attack, targeted=targeted, steps=steps,
         adv_threshold=study.budget_threshold, eps_max=study.budget_eps_max, backbone=backbone,
     )  # fmt: skip
+    mode = "targeted" if targeted else "untargeted"
     return [
-        {
-            "backbone": backbone,
-            "attack": attack,
-            "mode": "targeted" if targeted else "untargeted",
-            "image": i,
-            "linf": finite_or_none(float(found.linf[p])),
-            "l2": finite_or_none(float(found.l2[p])),
-            "passes": int(found.passes[p]),
-            "how": found.how,
-        }
-        for p, i in enumerate(index)
+        BudgetRow(
+            backbone,
+            attack,
+            mode,
+            index[p],
+            finite_or_none(float(found.linf[k])),
+            finite_or_none(float(found.l2[k])),
+            int(found.passes[k]),
+            found.how,
+        )
+        for k, p in enumerate(work)
     ]
 
 
@@ -456,7 +474,7 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
         if cell.comparison:
             _, backbone, attack, _ = cell.cell.split("/")
             totals[(backbone, attack)] = totals.get((backbone, attack), 0.0) + cell.comparison[0]["seconds"]
-    budget: list[Row] = []
+    budget: list[BudgetRow] = []
     for cell in cells:
         security += cell.security
         budget += cell.budget
