@@ -260,7 +260,8 @@ class ShardRecord:
 class BudgetRow:
     """One image's smallest budget under one attack, backbone and mode (targeted or untargeted):
     L-inf and L2 in [0,1] pixels (None: not broken within the search or the run), the
-    forward+backward passes spent finding it, and how it was found (``segattack.budget.How``)."""
+    forward+backward passes and seconds (its share of its cell's wall time) spent finding it, and
+    how it was found (``segattack.budget.How``)."""
 
     backbone: str
     attack: str
@@ -269,6 +270,7 @@ class BudgetRow:
     linf: float | None
     l2: float | None
     passes: int
+    seconds: float
     how: str
 
 

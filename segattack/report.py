@@ -677,8 +677,8 @@ def _median(values: np.ndarray, scale: float, digits: int) -> str:
 
 def budget_table(studies: StudiesResults) -> pd.DataFrame:
     """Per backbone (its weights named), mode and attack: how many images broke, the median L-inf
-    and L2 budget with its 95% bootstrap interval over images, the forward+backward passes per
-    image and how the budget was found (searched, minimal-norm, measured after the fact)."""
+    and L2 budget with its 95% bootstrap interval over images, the forward+backward passes and wall
+    time per image and how the budget was found (searched, minimal-norm, measured after the fact)."""
     frame, rows = budget_frame(studies), {}
     for (backbone, mode, attack), group in frame.groupby(["backbone", "mode", "attack"], sort=False):
         rows[(_weights(studies, backbone), mode, attack_label(attack))] = {
@@ -686,6 +686,7 @@ def budget_table(studies: StudiesResults) -> pd.DataFrame:
             "median L-inf (/255) [95%]": _median(group["linf"].to_numpy(), 255.0, 2),
             "median L2 ([0,1]) [95%]": _median(group["l2"].to_numpy(), 1.0, 3),
             "passes per image": f"{group['passes'].mean():.0f}",
+            "seconds per image": f"{group['seconds'].mean():.2f}",
             "found by": group["how"].iloc[0],
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")

@@ -425,7 +425,8 @@ def budget_rows(
     index: list[int],
 ) -> list[BudgetRow]:
     """Per image, the smallest L-inf and L2 budget at which ``attack`` breaks it (None: not within
-    ``budget_eps_max`` or the attack's run), and the passes spent finding it. Targeted, the labels
+    ``budget_eps_max`` or the attack's run), the passes spent finding it and the wall time (the
+    cell's, shared equally over its images). Targeted, the labels
     are the inputs' targets on the pixels whose target differs from the clean prediction, the rest
     ignored: an image is broken when ``budget_threshold`` of the pixels the attack has work to do on
     reach their target (pixels already there would break most images at radius 0); an image with no
@@ -439,10 +440,12 @@ def budget_rows(
     searched = spec.kind == "budget" and spec.budget is not None and spec.searchable
     # the same passes for every attack: a search's (SEARCH_STEPS + 1) runs, or one run that long
     steps = study.budget_steps if searched else study.budget_steps * (SEARCH_STEPS + 1)
+    start = time.perf_counter()
     found = smallest_budget(
         model, inputs.images[work], labels[work], attack, targeted=targeted, steps=steps,
         adv_threshold=study.budget_threshold, eps_max=study.budget_eps_max, backbone=backbone,
     )  # fmt: skip
+    seconds = (time.perf_counter() - start) / len(work)
     mode = "targeted" if targeted else "untargeted"
     return [
         BudgetRow(
@@ -453,6 +456,7 @@ def budget_rows(
             finite_or_none(float(found.linf[k])),
             finite_or_none(float(found.l2[k])),
             int(found.passes[k]),
+            seconds,
             found.how,
         )
         for k, p in enumerate(work)

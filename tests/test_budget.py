@@ -152,7 +152,7 @@ def test_the_tiny_profile_runs_its_budget_cells():
     rows = assemble_studies(study, records).budget
     assert {r.attack for r in rows} == {"pgd", "segpgd", "cospgd", "asma", "alma_prox", "pdpgd", "fmn"}
     assert {r.how for r in rows} == {"search", "measured", "minimal_norm"}
-    assert all(r.passes >= 1 and (r.linf is None) == (r.l2 is None) for r in rows)
+    assert all(r.passes >= 1 and r.seconds > 0 and (r.linf is None) == (r.l2 is None) for r in rows)
 
 
 def _studies(rows: list[BudgetRow]) -> StudiesResults:
@@ -164,7 +164,7 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
     from segattack.report import budget_answer, budget_curves, budget_table
 
     def row(attack, mode, image, linf, l2, how="search"):
-        return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, how)
+        return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, 1.5, how)
 
     def twice(v):
         return None if v is None else 2 * v
@@ -181,6 +181,7 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
     table = budget_table(studies)
     key = ("resnet50 / embedded weights", "targeted", "ASMA")
     assert table.loc[key, "broken"] == "2 of 3" and table.loc[key, "found by"] == "measured"
+    assert table.loc[key, "passes per image"] == "30" and table.loc[key, "seconds per image"] == "1.50"
     assert table.loc[key, "median L2 ([0,1]) [95%]"].startswith("0.200 [")  # median of 0.1, 0.2, inf
     assert table.loc[
         ("resnet50 / embedded weights", "untargeted", "PGD Attack"), "median L-inf (/255) [95%]"
