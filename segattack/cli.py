@@ -100,6 +100,7 @@ def _attack(args: argparse.Namespace) -> int:
         attack=args.attack,
         weights=args.weights,
         images=args.images,
+        label_map=args.label_map or "",
         num_images=args.num_images,
         size=args.size,
         resize=args.resize,
@@ -138,6 +139,8 @@ def _report(args: argparse.Namespace) -> int:
     overrides = dict(args.param or [])
     if args.images:
         overrides["images"] = args.images
+    if args.label_map:
+        overrides["label_map"] = args.label_map
     states = run_profile(
         args.profile,
         args.out,
@@ -179,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--images",
         default=DEFAULTS["images"],
         help="scenes, photos, voc:PATH (Pascal VOC 2012 val), pairs:PATH (images/ + masks/) or a folder",
+    )
+    at.add_argument(
+        "--label-map",
+        metavar="FILE",
+        help="read the masks in the model's classes: DATASET_CLASS -> MODEL_CLASS per line, unlisted classes ignored",
     )
     at.add_argument(
         "--num-images",
@@ -303,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--images", help="the runs' image set, as -p images=...: scenes, photos, voc:PATH, pairs:PATH or a folder"
     )
+    rp.add_argument("--label-map", metavar="FILE", help="the runs' label map, as -p label_map=FILE (see attack -h)")
     rp.add_argument(
         "--backbones",
         "--models",

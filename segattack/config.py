@@ -12,6 +12,7 @@ import json
 import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
+from .labels import LabelMap, LabelSpace, read_label_map
 from .models import resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
@@ -87,6 +89,7 @@ class RunConfig:
     attack: str = DEFAULT_ATTACK
     weights: str = "auto"  # auto | torchvision | embedded | a checkpoint path
     images: str = "scenes"
+    label_map: str = ""  # a file of DATASET_CLASS -> MODEL_CLASS lines: the masks read in the model's classes
     num_images: int = 8  # 0: every image of a finite set (a folder, voc:, pairs:)
     size: int = 0  # 0: the embedded model's training size, else 520 (torchvision weights)
     resize: Resize = "crop"  # crop: centre square | shorter: shorter side to size | squash: both sides ([5])
@@ -150,7 +153,9 @@ class RunConfig:
         except RuntimeError:
             raise ParameterError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
         try:  # the model's classes and the images' (known from the specs where they say)
-            data_labels = source_labels(self.images)
+            if self.label_map:
+                self.label_map = str(Path(self.label_map).expanduser().resolve())
+            data_labels = self.labels
             model_labels = known_labels(self.backbone)
             if model_labels is not None:
                 model_labels.check_matches(data_labels, f"model {self.backbone}", f"the images {self.images}")
@@ -163,6 +168,24 @@ class RunConfig:
     @property
     def spec(self) -> AttackSpec:
         return ATTACKS[self.attack]
+
+    def label_mapping(self) -> LabelMap | None:
+        """The run's label map (``label_map`` read from the images' classes into the model's), if any."""
+        if not self.label_map:
+            return None
+        model_labels = known_labels(self.backbone)
+        if model_labels is None:
+            raise ValueError(
+                f"label_map needs the model's class names from its spec (a study backbone, torchvision:, or hf: "
+                f"with a named id2label); {self.backbone} says them only once loaded"
+            )
+        return read_label_map(self.label_map, source_labels(self.images), model_labels)
+
+    @property
+    def labels(self) -> LabelSpace:
+        """The run's label space: the images' classes, or the model's where a label map reads them so."""
+        mapping = self.label_mapping()
+        return source_labels(self.images) if mapping is None else mapping.target
 
     @property
     def name(self) -> str:

@@ -32,6 +32,7 @@ follow the image with nearest-neighbour resampling.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import typing
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .labels import ADE20K, CITYSCAPES, VOC, LabelSpace, ade20k_lut, cityscapes_lut, from_classes_file
+from .labels import ADE20K, CITYSCAPES, VOC, LabelMap, LabelSpace, ade20k_lut, cityscapes_lut, from_classes_file
 from .paths import photos_dir
 from .scenes import render_scene
 
@@ -157,6 +158,7 @@ def _load_pair(
     resize: Resize,
     labels: LabelSpace = VOC,
     lut: np.ndarray | None = None,
+    remap: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     if size < MIN_SIDE:
         raise ImageError(f"image size must be >= {MIN_SIDE} px, got {size}")
@@ -169,7 +171,7 @@ def _load_pair(
     image = torch.from_numpy(data.copy()).permute(2, 0, 1).float().div(255)
     mask = None
     if mask_path is not None:
-        mask = _load_mask(mask_path, img.size, box, out, labels, lut)
+        mask = _load_mask(mask_path, img.size, box, out, labels, lut, remap)
     return image, mask, notes
 
 
@@ -180,10 +182,12 @@ def _load_mask(
     out: tuple[int, int],
     labels: LabelSpace = VOC,
     lut: np.ndarray | None = None,
+    remap: np.ndarray | None = None,
 ) -> torch.Tensor:
     """The mask's class ids (``lut[value]`` when the dataset maps its file values) under the image's
     crop and resize; every pixel of the whole file is checked against ``labels`` (a bad id outside
-    the crop, or one that resampling drops, still marks a bad mask)."""
+    the crop, or one that resampling drops, still marks a bad mask), then read in another label
+    space through ``remap`` (a :class:`~segattack.labels.LabelMap`'s) where one is given."""
     img = _open(path)
     if img.mode not in ("P", "L"):
         img.close()
@@ -205,7 +209,9 @@ def _load_mask(
             f"mask {path} holds class ids {bad[:5].tolist()} ({int(counts.sum())} pixels); expected "
             f"0..{labels.num_classes - 1} ({labels.name}) and {labels.ignore} (ignore)"
         )
-    mapped = img if lut is None else Image.fromarray(full)
+    if remap is not None:
+        full = remap[full]
+    mapped = img if lut is None and remap is None else Image.fromarray(full)
     ids = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
     return torch.from_numpy(ids.astype(np.int64))
 
@@ -221,8 +227,9 @@ class ImageSet:
     masks: list[Path] | None = None
     seed: int = 0
     skipped: list[str] = field(default_factory=list)
-    labels: LabelSpace = VOC  # the masks' classes
+    labels: LabelSpace = VOC  # the masks' classes as loaded (a label map's target where one is set)
     lut: np.ndarray | None = field(default=None, compare=False)  # file value -> class id, where the set maps
+    label_map: LabelMap | None = field(default=None, compare=False)  # the dataset's classes -> a model's
 
     @property
     def count(self) -> int | None:
@@ -250,19 +257,34 @@ class ImageSet:
             if self.masks is not None:
                 _open(self.masks[i]).close()
 
+    def mapped(self, label_map: LabelMap) -> ImageSet:
+        """This set with its masks read in ``label_map.target``'s classes (refused unless the map reads
+        this set's classes)."""
+        if self.label_map is not None:
+            raise ImageError(f"{self.source} is already read through the label map {self.label_map.path}")
+        if not label_map.source.same_classes(self.labels):
+            raise ImageError(
+                f"label map {label_map.path} reads masks in {label_map.source.name} but {self.source} is "
+                f"labelled in {self.labels.name}"
+            )
+        return dataclasses.replace(self, labels=label_map.target, label_map=label_map)
+
     def load(self, indices: Sequence[int]) -> Loaded:
         """The images (and masks) at ``indices``."""
+        remap = None if self.label_map is None else self.label_map.lut
         if self.files is None:
             scenes = [render_scene(self.seed, "heldout", i, self.size) for i in indices]
             return Loaded(
                 [torch.from_numpy(img).permute(2, 0, 1).float().div(255) for img, _ in scenes],
-                [torch.from_numpy(mask).long() for _, mask in scenes],
+                [torch.from_numpy(mask if remap is None else remap[mask]).long() for _, mask in scenes],
                 [f"scene {i}" for i in indices],
             )
         out = Loaded([], [] if self.masks is not None else None, [])
         for i in indices:
+            mask_path = self.masks[i] if self.masks else None
+            file_labels = self.labels if self.label_map is None else self.label_map.source
             image, mask, notes = _load_pair(
-                self.files[i], self.masks[i] if self.masks else None, self.size, self.resize, self.labels, self.lut
+                self.files[i], mask_path, self.size, self.resize, file_labels, self.lut, remap
             )
             out.images.append(image)
             out.names.append(self.files[i].stem)

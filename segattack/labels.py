@@ -7,6 +7,10 @@ ADE20K-150 (the SceneParsing benchmark's: file value 0, "other", is ignored and 
 shifted down by one, as its official evaluation and MMSeg's ``reduce_zero_label`` do). A Hugging
 Face config's ``id2label`` (:func:`from_id2label`) and a ``classes.txt`` beside a ``pairs:`` folder
 (:func:`from_classes_file`) give a user's own.
+
+A :class:`LabelMap` reads a dataset's masks in a model's label space when the two differ (a
+Cityscapes model on ADE20K, a VOC model on Cityscapes): each listed dataset class becomes a model
+class, every other pixel is ignored, so metrics, targets and figures are in the model's classes.
 """
 
 from __future__ import annotations
@@ -152,3 +156,45 @@ def from_classes_file(path: str | Path) -> LabelSpace:
 def _known(names: tuple[str, ...]) -> LabelSpace | None:
     lowered = tuple(n.lower() for n in names)
     return next((s for s in SPACES.values() if tuple(n.lower() for n in s.names) == lowered), None)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Masks in ``source``'s classes read in ``target``'s: ``lut[v]`` is the target class of source
+    class ``v`` (``target.ignore`` for unlisted classes and for ``source.ignore``)."""
+
+    source: LabelSpace
+    target: LabelSpace
+    lut: np.ndarray  # (256,) uint8
+    path: str
+
+
+def read_label_map(path: str | Path, source: LabelSpace, target: LabelSpace) -> LabelMap:
+    """A label map file: one ``DATASET_CLASS -> MODEL_CLASS`` per line (names, case-insensitive, or
+    ids; blank lines and ``#`` comments skipped); several dataset classes may share a model class
+    (``rider -> person``), a dataset class may appear once; unlisted dataset classes are ignored."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"label map {path}: {exc.strerror or exc}") from None
+    lut = np.full(256, target.ignore, dtype=np.uint8)
+    seen: dict[int, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        left, arrow, right = line.partition("->")
+        if not arrow or not left.strip() or not right.strip():
+            raise ValueError(f"label map {path}, line {number}: expected 'DATASET_CLASS -> MODEL_CLASS', got {line!r}")
+        try:
+            src, dst = source.class_id(left), target.class_id(right)
+        except ValueError as exc:
+            raise ValueError(f"label map {path}, line {number}: {exc}") from None
+        if src in seen:
+            again = f"{source.names[src]!r} is mapped on line {seen[src]} too"
+            raise ValueError(f"label map {path}, line {number}: {again}")
+        seen[src], lut[src] = number, dst
+    if not seen:
+        raise ValueError(f"label map {path} maps no class ('DATASET_CLASS -> MODEL_CLASS' per line)")
+    return LabelMap(source, target, lut, str(path))

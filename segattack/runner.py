@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from .attacks import AttackResult
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
-from .data import MIN_SIDE, ImageError, Loaded, image_set, source_labels
+from .data import MIN_SIDE, ImageError, ImageSet, Loaded, image_set
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
 from .models import SegmentationModel
@@ -38,10 +38,17 @@ def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
     return cfg.size or int(model.info.extra.get("image_size", 520))
 
 
+def run_images(cfg: RunConfig, size: int) -> ImageSet:
+    """The run's image set at ``size``, its masks read through the run's label map where it has one."""
+    images = image_set(cfg.images, size, cfg.resize, cfg.seed)
+    mapping = cfg.label_mapping()
+    return images if mapping is None else images.mapped(mapping)
+
+
 def count_images(cfg: RunConfig) -> int:
     """How many images the run attacks; the set is listed, every file's header checked (not decoded)
     and the target scheme checked against the count."""
-    images = image_set(cfg.images, max(cfg.size, MIN_SIDE), cfg.resize, cfg.seed)
+    images = run_images(cfg, max(cfg.size, MIN_SIDE))
     count = images.select(cfg.num_images)
     images.check(count)
     if cfg.resize == "shorter" and images.files is not None:
@@ -103,7 +110,7 @@ def run_shard(
 
 def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: bool) -> ShardRecord:
     size = image_size(cfg, model)
-    images_set = image_set(cfg.images, size, cfg.resize, cfg.seed)
+    images_set = run_images(cfg, size)
     check_labels(model, images_set.labels, cfg.backbone)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
@@ -171,7 +178,7 @@ def _measure(
     iterations: list[int] = []
     adv_all: list[torch.Tensor] = []
     adv_pred_all: list[torch.Tensor] = []
-    n = source_labels(cfg.images).num_classes  # the model's too: RunConfig and _run_shard refuse a mismatch
+    n = cfg.labels.num_classes  # the model's too: RunConfig and _run_shard refuse a mismatch
     for part in parts:
         result = part.result
         clean_pred = torch.stack([clean[i] for i in part.group])
@@ -255,7 +262,7 @@ class RunJob(Job):
 
     def write_outputs(self, records: list[ShardRecord], staging: Path) -> None:
         skipped = image_set(self.cfg.images, max(self.cfg.size, MIN_SIDE), self.cfg.resize, self.cfg.seed).skipped
-        write_run(*assemble(self.cfg, records, skipped), staging, source_labels(self.cfg.images))
+        write_run(*assemble(self.cfg, records, skipped), staging, self.cfg.labels)
 
     def notebook_parameters(self) -> dict[str, Any]:
         return {**asdict(self.cfg), "out_dir": str(self.path), "profile": self.profile, "compute": False}

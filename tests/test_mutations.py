@@ -230,6 +230,13 @@ MUTATIONS = [
         "return (values[None, :] < points[:, None]).mean(1)",
         ["tests/test_budget.py::test_the_curve_and_the_median_by_hand"],
     ),
+    (
+        "label map sends unlisted dataset classes to class 0 instead of ignoring them",
+        "segattack/labels.py",
+        "    lut = np.full(256, target.ignore, dtype=np.uint8)\n",
+        "    lut = np.full(256, 0, dtype=np.uint8)\n",
+        ["tests/test_label_map.py::test_a_map_read_by_hand"],
+    ),
 ]
 
 
