@@ -34,7 +34,12 @@ class ImageSetKey(NamedTuple):
 def cached_model(key: ModelKey) -> SegmentationModel:
     """A loaded model, kept per process."""
     return load_model(
-        key.backbone, key.weights, device=key.device, channels_last=key.channels_last, fold_bn=key.fold_bn
+        key.backbone,
+        key.weights,
+        device=key.device,
+        channels_last=key.channels_last,
+        fold_bn=key.fold_bn,
+        window=key.window,
     )
 
 

@@ -104,6 +104,7 @@ def _attack(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         size=args.size,
         resize=args.resize,
+        window=args.window or "",
         batch=args.batch,
         steps=args.steps,
         target_scheme=args.target_scheme,
@@ -206,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RESIZES,
         help="crop: centre square (default); shorter: shorter side to --size (torchvision's transforms); "
         "squash: both sides to --size ([5]'s)",
+    )
+    at.add_argument(
+        "--window",
+        metavar="H[xW]",
+        help="sliding-window inference in windows of H x W px, stride 2/3 of a window, as MMSeg's slide mode "
+        "(Cityscapes' reference: 512x1024); default: the whole image",
     )
     at.add_argument(
         "--batch",

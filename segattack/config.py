@@ -21,7 +21,7 @@ from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
 from .labels import LabelMap, LabelSpace, read_label_map
-from .models import resolve_weights, wrap_model
+from .models import parse_window, resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SOURCES, check_scheme
@@ -50,6 +50,7 @@ class ModelKey(NamedTuple):
     device: str
     channels_last: bool
     fold_bn: bool
+    window: str = ""  # sliding-window inference ("H" or "HxW"); "": the whole image
 
 
 def digest(settings: Any) -> str:
@@ -93,6 +94,7 @@ class RunConfig:
     num_images: int = 8  # 0: every image of a finite set (a folder, voc:, pairs:)
     size: int = 0  # 0: the embedded model's training size, else 520 (torchvision weights)
     resize: Resize = "crop"  # crop: centre square | shorter: shorter side to size | squash: both sides ([5])
+    window: str = ""  # sliding-window inference, "H" or "HxW" px (Cityscapes' reference: 512x1024); "": whole image
     batch: int = 4  # images per shard, attacked together ([5]'s batch of 4)
     steps: int = 50
     target_scheme: str = "single"
@@ -147,6 +149,7 @@ class RunConfig:
             self.weights = resolve_weights(self.weights)
             self.images = resolve_source(self.images)
             check_threads(self.threads)
+            parse_window(self.window)
             torch.device(self.device)
         except ValueError as exc:
             raise ParameterError(str(exc)) from None
@@ -195,7 +198,7 @@ class RunConfig:
 
     @property
     def model_key(self) -> ModelKey:
-        return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn)
+        return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn, self.window)
 
     @property
     def numerics(self) -> Numerics:

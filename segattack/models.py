@@ -37,6 +37,7 @@ from torchvision.models import segmentation as tvseg
 
 from . import checkpoints
 from .classes import NUM_CLASSES
+from .data import MIN_SIDE
 from .metrics import IMAGENET_MEAN, IMAGENET_STD
 from .paths import cache_dir, weights_dir
 
@@ -158,11 +159,30 @@ class SegmentationModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.training = net.training  # this module's own flag only: nothing of ``net`` changes
+        self.window: Window | None = None  # sliding-window inference (load_model's ``window``); None: whole image
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
             raise ValueError(f"expected images shaped (B,{self.mean.shape[1]},H,W), got {tuple(images.shape)}")
         x = (images - self.mean) / self.std
+        if self.window is None:
+            return self._logits(x)
+        boxes = window_boxes(x.shape[-2], x.shape[-1], self.window)
+        if len(boxes) == 1:
+            return self._logits(x)
+        # sliding-window inference (MMSeg's "slide" mode): each window's logits at its size, summed
+        # where windows overlap and divided by how many cover each pixel; differentiable throughout
+        total = x.new_zeros(())
+        count = x.new_zeros((1, 1, *x.shape[-2:]))
+        for top, left, bottom, right in boxes:
+            logits = self._logits(x[..., top:bottom, left:right])
+            pad = (left, x.shape[-1] - right, top, x.shape[-2] - bottom)
+            total = total + F.pad(logits, pad)
+            count[..., top:bottom, left:right] += 1
+        return total / count
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits for normalised ``x``, upsampled to ``x``'s size."""
         if self.channels_last:  # NHWC convolutions: faster on CPUs with oneDNN and on tensor cores
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.net(x)
@@ -170,9 +190,47 @@ class SegmentationModel(nn.Module):
             out = out["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a dict with 'out'")
-        if out.dim() == 4 and out.shape[-2:] != images.shape[-2:]:  # NCHW: its bilinear backward is faster on CPU
-            out = F.interpolate(out.contiguous(), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:  # NCHW: its bilinear backward is faster on CPU
+            out = F.interpolate(out.contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out
+
+
+Window = tuple[int, int]  # (height, width) of a sliding window, in pixels
+
+
+def parse_window(text: str | Window | None) -> Window | None:
+    """A sliding window from ``"H"`` (square) or ``"HxW"``; None or ``""``: whole-image inference."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, tuple):
+        sides = [int(v) for v in text]
+    else:
+        parts = str(text).lower().split("x")
+        if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(
+                f"window must be 'H' or 'HxW' in pixels (e.g. 512x1024), or '' for the whole image; got {text!r}"
+            )
+        sides = [int(p) for p in parts]
+    height, width = (sides * 2)[:2] if len(sides) == 1 else sides
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"window sides must be >= {MIN_SIDE} px, got {height}x{width}")
+    return height, width
+
+
+def window_boxes(height: int, width: int, window: Window) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of the sliding windows over a ``height`` x ``width`` image, as
+    MMSeg's slide inference places them: a stride of 2/3 of the window (its Cityscapes configs:
+    512x1024 windows, stride 341x682), the last window on each axis flush with the image's edge, a
+    window larger than the image clipped to it."""
+    (wh, ww), (sh, sw) = window, (max(1, 2 * window[0] // 3), max(1, 2 * window[1] // 3))
+    rows = max(height - wh + sh - 1, 0) // sh + 1
+    cols = max(width - ww + sw - 1, 0) // sw + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            bottom, right = min(r * sh + wh, height), min(c * sw + ww, width)
+            boxes.append((max(bottom - wh, 0), max(right - ww, 0), bottom, right))
+    return boxes
 
 
 def build_network(backbone: str, num_classes: int = NUM_CLASSES) -> nn.Module:
@@ -379,6 +437,7 @@ def load_model(
     download: bool = True,
     channels_last: bool = True,
     fold_bn: bool = True,
+    window: str | Window | None = None,
 ) -> SegmentationModel:
     """Load a model ready for attacks: eval mode, frozen parameters, logits at the input size.
 
@@ -391,13 +450,30 @@ def load_model(
     layout) and ``fold_bn`` (batch norms folded into the convolutions) keep the numbers up to float
     rounding and make attack iterations faster (``benchmarks/``); for a spec's network, whose
     module order is not known, the folding is kept only where a probe pass gives the same logits.
+    ``window`` (``"H"`` or ``"HxW"``) makes the model infer by sliding windows (:func:`window_boxes`),
+    as Cityscapes' reference evaluation does; by default it sees the whole image.
     """
+    sliding = parse_window(window)  # checked before anything is loaded
     if backbone not in BACKBONES:
         from . import zoo  # the specs' loaders import this module
 
-        return zoo.load_spec(
+        model = zoo.load_spec(
             backbone, weights, device=device, download=download, channels_last=channels_last, fold_bn=fold_bn
         )
+    else:
+        model = _load_backbone(backbone, weights, device, download, channels_last, fold_bn)
+    model.window = sliding
+    return model
+
+
+def _load_backbone(
+    backbone: str,
+    weights: str | os.PathLike,
+    device: str | torch.device,
+    download: bool,
+    channels_last: bool,
+    fold_bn: bool,
+) -> SegmentationModel:
     weights = resolve_weights(weights)
     if weights == "auto":
         weights = "torchvision" if torchvision_weights_path(backbone).is_file() else "embedded"

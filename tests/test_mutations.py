@@ -237,6 +237,20 @@ MUTATIONS = [
         "    lut = np.full(256, 0, dtype=np.uint8)\n",
         ["tests/test_label_map.py::test_a_map_read_by_hand"],
     ),
+    (
+        "sliding windows' overlaps summed, not averaged",
+        "segattack/models.py",
+        "        return total / count\n",
+        "        return total / count.clamp(max=1)\n",
+        ["tests/test_window.py::test_overlaps_are_averaged_as_by_hand"],
+    ),
+    (
+        "sliding windows not flush with the image's far edge",
+        "segattack/models.py",
+        "            boxes.append((max(bottom - wh, 0), max(right - ww, 0), bottom, right))\n",
+        "            boxes.append((r * sh, c * sw, bottom, right))\n",
+        ["tests/test_window.py::test_windows_are_placed_as_mmseg_places_them"],
+    ),
 ]
 
 
