@@ -400,3 +400,45 @@ def test_hf_semantic_passes_the_task_tokens_and_position_interpolation():
     assert scores.shape == (3, 3, 4, 4)  # the null class dropped
     top = torch.softmax(torch.tensor([0.0, 10.0, 0.0, 0.0]), 0)[1] * torch.sigmoid(torch.tensor(10.0))
     assert torch.allclose(scores[:, 1, :2], top.expand(3, 2, 4), atol=1e-4) and scores[:, 1, 2:].max() < 1e-3
+
+
+@pytest.mark.slow
+def test_an_smp_and_a_torchvision_model_through_the_clis_report_on_a_pairs_folder(tmp_path):
+    """segattack report --models smp:Unet:resnet18 torchvision:lraspp_mobilenet_v3_large on a tiny
+    VOC-labelled pairs: folder: smp untrained (encoder_weights=None), LR-ASPP from random weights
+    under its published name in TORCH_HOME (found offline, its hash refused as unverified)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+    from torchvision.models import segmentation as tvseg
+
+    from segattack.scenes import render_scene
+
+    pairs = tmp_path / "pairs"
+    for sub in ("images", "masks"):
+        (pairs / sub).mkdir(parents=True)
+    for i in range(2):
+        image, mask = render_scene(0, "heldout", i, 48)
+        Image.fromarray(image).save(pairs / "images" / f"{i}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(pairs / "masks" / f"{i}.png")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "torch" / "hub" / "checkpoints" / "lraspp_mobilenet_v3_large-d234d4ea.pth"
+    checkpoint.parent.mkdir(parents=True)
+    net = tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21)
+    torch.save(net.state_dict(), checkpoint)
+    models = ["smp:Unet:resnet18", "torchvision:lraspp_mobilenet_v3_large"]
+    command = [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path / "r")]
+    command += ["--models", *models, "--attacks", "pgd", "--studies", "none", "--images", f"pairs:{pairs}"]
+    command += ["-p", "num_images=2", "-p", "size=48"]
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "smp Unet (resnet18), UNTRAINED" in html and UNVERIFIED_SOURCE in html
+    assert "Not the paper&#x27;s setting" in html or "Not the paper's setting" in html
+    runs = sorted(p.name for p in (tmp_path / "r" / "runs").iterdir())
+    assert runs == ["smp_Unet_resnet18-pgd", "torchvision_lraspp_mobilenet_v3_large-pgd"]
