@@ -17,6 +17,7 @@ from .attacks import ATTACKS
 from .config import RunConfig
 from .grid import run_grid
 from .jobs import Job, TaskState
+from .models import BACKBONES
 from .params import ParameterError, coerce
 from .runner import RepeatJob, RunJob
 from .studies import LEVELS, StudiesJob, StudyConfig
@@ -119,8 +120,10 @@ def grid_configs(
         return ATTACKS[attack].steps_for(steps) if steps in ("paper", "default") else steps
 
     def settings_of(model: str) -> dict[str, Any]:
-        """A model spec that carries its own weights (hf:, smp:, module:) takes them, not the profile's."""
-        own = model.startswith(("hf:", "smp:", "module:")) and "weights" not in (overrides or {})
+        """A model spec takes its own weights (hf:, smp:, module:) or its published ones (torchvision:),
+        not the profile's: the embedded weights exist for the study's backbones only. A ``weights``
+        override applies to every model (and is checked against each)."""
+        own = model not in BACKBONES and "weights" not in (overrides or {})
         return {**settings, "weights": "auto"} if own else settings
 
     return [

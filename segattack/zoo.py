@@ -157,12 +157,7 @@ def _torchvision(spec: str, name: str, weights: str, download: bool) -> tuple[nn
     published = TORCHVISION[name][1].COCO_WITH_VOC_LABELS_V1
     if weights in ("auto", "torchvision"):
         net, info = _load_torchvision(name, download)
-    elif weights in WEIGHT_SOURCES or not is_checkpoint_path(weights):
-        raise SpecError(
-            f"weights={weights!r} does not apply to {spec}: use 'torchvision' (the published "
-            f"{published}) or a checkpoint path (.pt or .pth)"
-        )
-    else:
+    else:  # a checkpoint path (check_weights refused the rest)
         path = Path(weights).expanduser().resolve()
         net = build_torchvision(name)
         _load_state(net, checkpoints.read(path)["state"], path, name)
@@ -438,8 +433,16 @@ def check_labels(model: SegmentationModel, data: LabelSpace, name: str) -> None:
 
 
 def check_weights(spec: str, weights: str) -> None:
-    """Refuse ``weights`` other than ``"auto"`` for a spec that carries its own (hf:, smp:, module:)."""
+    """Refuse ``weights`` other than ``"auto"`` for a spec that carries its own (hf:, smp:, module:), and
+    other than ``"auto"``, ``"torchvision"`` or a checkpoint path for a ``torchvision:`` spec (the
+    embedded weights exist for the study's two backbones only)."""
     kind = spec.partition(":")[0] if spec not in BACKBONES else "backbone"
+    published = weights in ("auto", "torchvision")
+    if kind == "torchvision" and not published and (weights in WEIGHT_SOURCES or not is_checkpoint_path(weights)):
+        raise SpecError(
+            f"weights={weights!r} does not apply to {spec}: use 'torchvision' (its published "
+            f"COCO_WITH_VOC_LABELS_V1 weights) or a checkpoint path (.pt or .pth)"
+        )
     if kind in ("hf", "smp", "module") and weights != "auto":
         raise SpecError(
             f"weights={weights!r} applies to the study's backbones and torchvision: specs; a {kind}: "

@@ -329,6 +329,23 @@ def test_a_torchvision_spec_goes_through_the_hash_checked_cache(tmp_path, monkey
         load_model("torchvision:fcn_resnet50", download=False)
 
 
+def test_a_torchvision_spec_in_a_profile_takes_its_published_weights_and_embedded_is_refused_up_front():
+    # the embedded weights exist for the study's two backbones only: a profile's "embedded" becomes
+    # the spec's own ("auto"), and asking for it by name is one error when the run is configured
+    from segattack.config import RunConfig
+    from segattack.params import ParameterError
+    from segattack.profiles import grid_configs
+
+    specs = ("torchvision:lraspp_mobilenet_v3_large", "mobilenet_v3_large")
+    assert [c.weights for c in grid_configs("tiny", backbones=specs, attacks=("pgd",))] == ["auto", "embedded"]
+    with pytest.raises(ParameterError, match="weights='embedded' does not apply to torchvision:lraspp"):
+        grid_configs("tiny", {"weights": "embedded"}, backbones=specs[:1], attacks=("pgd",))
+    with pytest.raises(ParameterError, match="weights='embedded' does not apply to torchvision:fcn_resnet50"):
+        RunConfig(backbone="torchvision:fcn_resnet50", weights="embedded")
+    with pytest.raises(ParameterError, match="does not apply to torchvision:fcn_resnet50"):
+        RunConfig(backbone="torchvision:fcn_resnet50", weights="mine.ckpt")
+
+
 def test_a_users_module_is_frozen_in_eval_mode_and_its_buffers_survive_an_attack(user_module):
     model = load_model(f"module:{user_module}:bn_dropout")
     assert model.info.source == "module" and model.info.extra["num_classes"] == 21
@@ -440,5 +457,5 @@ def test_an_smp_and_a_torchvision_model_through_the_clis_report_on_a_pairs_folde
     html = (tmp_path / "r" / "index.html").read_text()
     assert "smp Unet (resnet18), UNTRAINED" in html and UNVERIFIED_SOURCE in html
     assert "Not the paper&#x27;s setting" in html or "Not the paper's setting" in html
-    runs = sorted(p.name for p in (tmp_path / "r" / "runs").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "r" / "runs").iterdir() if p.is_dir())
     assert runs == ["smp_Unet_resnet18-pgd", "torchvision_lraspp_mobilenet_v3_large-pgd"]
