@@ -14,9 +14,12 @@ from segattack.attacks.losses import (
     VOC_CLASS_WEIGHTS,
     balanced_masked_ce_loss,
     ce_loss,
+    class_norm,
+    class_softmax,
     get_loss,
     js_loss,
     masked_ce_loss,
+    pixel_cross_entropy,
 )
 from segattack.attacks.sea import sea, stage_steps, worst_case
 from segattack.metrics import pixel_accuracy
@@ -72,6 +75,58 @@ def test_losses_by_hand(linear_model):
         assert fn(logits, ignored).item() == pytest.approx(value, rel=1e-5)
     with pytest.raises(ValueError, match="loss must be one of"):
         get_loss("dlr")
+
+
+def test_js_is_exact_and_finite_where_the_softmax_underflows():
+    # class 1 leads by 200 on both pixels: every other probability underflows to 0 in float32
+    logits = torch.zeros(1, 21, 1, 2)
+    logits[0, 1] = 200.0
+    logits.requires_grad_(True)
+    labels = torch.tensor([[[1, 0]]])  # pixel 0 at its label (p_y = 1: JS 0), pixel 1 not (p_y = 0: JS log 2)
+    value = js_loss(logits, labels)
+    assert value.item() == pytest.approx(math.log(2) / 2, abs=1e-6)
+    (grad,) = torch.autograd.grad(value.sum(), logits)
+    assert torch.isfinite(grad).all()
+    # and on ordinary logits the closed form is the definition, class by class, in float64
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(2, 21, 3, 4, generator=g, dtype=torch.float64) * 3, torch.randint(0, 21, (2, 3, 4), generator=g)
+    p, q = z.softmax(1), F.one_hot(y, 21).permute(0, 3, 1, 2).double()
+    m = (p + q) / 2
+    kl = (p * (p / m).log()).sum(1) + (q * (q / m).log()).nan_to_num().sum(1)
+    torch.testing.assert_close(js_loss(z, y), (kl / 2).flatten(1).mean(1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [2, 21, 150])
+def test_channels_last_logits_give_the_same_losses_and_gradients(classes):
+    # pixel_cross_entropy and class_softmax read channels_last logits as (pixel, class) rows: the
+    # values and the gradient must be those of F.cross_entropy / softmax on the NCHW tensor
+    g = torch.Generator().manual_seed(classes)
+    logits = torch.randn(2, classes, 5, 7, generator=g) * 4
+    labels = torch.randint(0, classes, (2, 5, 7), generator=g)
+    labels[0, 1, 2:5] = 255
+    weight = torch.rand(classes, generator=g)
+    nhwc = logits.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    nchw = logits.clone().requires_grad_(True)
+    assert nhwc.stride(1) == 1 and not nhwc.is_contiguous()
+    for w in (None, weight):
+        expected = F.cross_entropy(nchw, labels, weight=w, ignore_index=255, reduction="none")
+        got = pixel_cross_entropy(nhwc, labels, w)
+        assert got.shape == labels.shape and torch.equal(got[0, 1, 2:5], torch.zeros(3))
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(pixel_cross_entropy(nchw, labels, w), expected, rtol=0, atol=0)
+        (g_nhwc,) = torch.autograd.grad(got.sum(), nhwc)
+        (g_nchw,) = torch.autograd.grad(expected.sum(), nchw)
+        torch.testing.assert_close(g_nhwc, g_nchw, rtol=1e-6, atol=1e-6)
+    for log in (False, True):
+        expected = logits.log_softmax(1) if log else logits.softmax(1)
+        for layout in (nhwc, nchw):
+            got = class_softmax(layout.detach(), log=log)
+            assert got.shape == logits.shape
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    for layout in (nhwc, nchw):  # the L2 norm over the classes, by either kernel
+        torch.testing.assert_close(class_norm(layout.detach()), logits.norm(dim=1), rtol=1e-6, atol=1e-6)
+    # js on channels_last logits is the NCHW value
+    torch.testing.assert_close(js_loss(nhwc.detach(), labels), js_loss(logits, labels), rtol=1e-6, atol=1e-7)
 
 
 def test_first_step_by_hand(linear_model):

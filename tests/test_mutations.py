@@ -251,6 +251,27 @@ MUTATIONS = [
         "            boxes.append((r * sh, c * sw, bottom, right))\n",
         ["tests/test_window.py::test_windows_are_placed_as_mmseg_places_them"],
     ),
+    (
+        "channels_last logits read as rows with height and width swapped",
+        "segattack/attacks/losses.py",
+        "rows = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])",
+        "rows = logits.permute(0, 3, 2, 1).reshape(-1, logits.shape[1])",
+        ["tests/test_apgd.py::test_channels_last_logits_give_the_same_losses_and_gradients"],
+    ),
+    (
+        "JS's p log p term with its sign flipped",
+        "segattack/attacks/losses.py",
+        "js = math.log(2) - (ce * p + (1 + p) * torch.log1p(p)) / 2",
+        "js = math.log(2) - (-ce * p + (1 + p) * torch.log1p(p)) / 2",
+        ["tests/test_apgd.py::test_losses_by_hand"],
+    ),
+    (
+        "channels_last softmax taken over the width",
+        "segattack/attacks/losses.py",
+        "return (rows.log_softmax(-1) if log else rows.softmax(-1)).permute(0, 3, 1, 2)",
+        "return (rows.log_softmax(2) if log else rows.softmax(2)).permute(0, 3, 1, 2)",
+        ["tests/test_apgd.py::test_channels_last_logits_give_the_same_losses_and_gradients"],
+    ),
 ]
 
 

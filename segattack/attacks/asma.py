@@ -50,6 +50,7 @@ from ._common import (
     guarded,
     success_rate,
 )
+from .losses import class_softmax
 from .registry import AttackSpec, register
 
 PAPER_TAU = 1e-5
@@ -88,7 +89,7 @@ def asma_objective(
     ``pred`` is the prediction from these logits when the caller already has it."""
     pred = predict_classes(logits) if pred is None else pred
     if score == "softmax":
-        logits = logits.softmax(1)
+        logits = class_softmax(logits)
     elif score != "logits":
         raise ValueError(f"score must be 'logits' or 'softmax', got {score!r}")
     valid = targets != IGNORE_INDEX

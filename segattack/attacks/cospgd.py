@@ -23,6 +23,7 @@ from torch import nn
 from ..classes import IGNORE_INDEX
 from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
+from .losses import class_norm, class_softmax, pixel_cross_entropy
 from .registry import AttackSpec, register
 
 Cosine = Literal["softmax", "sigmoid"]
@@ -33,14 +34,17 @@ def cospgd_loss(logits: torch.Tensor, labels: torch.Tensor, targeted: bool, cosi
 
     The cosine between class scores p and a one-hot label y is p_y / ||p||: no one-hot tensor is
     built (``F.one_hot`` plus ``F.cosine_similarity`` cost 3 ms at 21x128x128 on CPU, this 0.3 ms).
+    The cross-entropy is the fused one the other attacks use and the softmax for the weights is taken
+    without a graph: 180 ms added per iteration at 4x21x520x520 on one CPU thread, against 240 ms
+    for a log-softmax with gradient, its gather and an ``exp``.
     """
     valid = labels != IGNORE_INDEX
     safe = torch.where(valid, labels, 0).unsqueeze(1)
-    log_p = logits.float().log_softmax(1)
-    ce = -log_p.gather(1, safe).squeeze(1) * valid
+    scores = logits.float()
+    ce = pixel_cross_entropy(scores, labels)
     with torch.no_grad():
-        p = log_p.exp() if cosine == "softmax" else logits.float().sigmoid()
-        cos = p.gather(1, safe).squeeze(1) / p.square().sum(1).sqrt()
+        p = class_softmax(scores) if cosine == "softmax" else scores.sigmoid()
+        cos = p.gather(1, safe).squeeze(1) / class_norm(p)
     weights = 1 - cos if targeted else cos
     return (ce * weights).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 

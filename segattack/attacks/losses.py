@@ -22,6 +22,7 @@ so sign and L2-normalised steps and every per-image comparison are the same unde
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -60,6 +61,42 @@ VOC_CLASS_WEIGHTS = (
 )
 
 
+def _classes_last(logits: torch.Tensor) -> bool:
+    """Whether (B,C,H,W) ``logits`` hold each pixel's class scores side by side (channels_last memory)."""
+    return logits.dim() == 4 and logits.shape[1] > 1 and logits.stride(1) == 1
+
+
+def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,H,W) cross-entropy per pixel, 0 where ``labels`` is 255 (ignored).
+
+    Channels_last logits (a channels_last network's, the wrapper's upsampled ones) are read as
+    (pixels, classes) rows, a view: PyTorch's CPU log-softmax over the class dim of a channels_last
+    tensor is 1.5-2x slower than over contiguous rows (4x21x520x520: 432 against 232 ms forward and
+    backward, one thread). NCHW logits go to ``F.cross_entropy`` as they are.
+    """
+    if _classes_last(logits):
+        rows = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+        ce = F.cross_entropy(rows, labels.reshape(-1), weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
+        return ce.view_as(labels)
+    return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
+
+
+def class_softmax(logits: torch.Tensor, log: bool = False) -> torch.Tensor:
+    """(B,C,H,W) softmax (``log``: log-softmax) over the classes, in the layout of ``logits``:
+    over contiguous rows when they are channels_last (2x faster there, as :func:`pixel_cross_entropy`)."""
+    if _classes_last(logits):
+        rows = logits.permute(0, 2, 3, 1)
+        return (rows.log_softmax(-1) if log else rows.softmax(-1)).permute(0, 3, 1, 2)
+    return logits.log_softmax(1) if log else logits.softmax(1)
+
+
+def class_norm(scores: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) L2 norm of each pixel's (B,C,H,W) class scores, by the kernel faster in their layout:
+    ``vector_norm`` over channels_last (9 against 58 ms at 4x21x520x520, one thread), a square-sum
+    over NCHW (54 against 127 ms)."""
+    return torch.linalg.vector_norm(scores, dim=1) if _classes_last(scores) else scores.square().sum(1).sqrt()
+
+
 def _per_image(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B,H,W) pixel terms (zero where ignored) -> (B,) sums over the image's labelled pixels count."""
     labelled = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
@@ -70,7 +107,7 @@ def ce_loss(
     logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
 ) -> torch.Tensor:
     """(B,) mean cross-entropy over each image's labelled pixels."""
-    return _per_image(F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none"), labels)
+    return _per_image(pixel_cross_entropy(logits, labels), labels)
 
 
 def unsettled(
@@ -91,7 +128,7 @@ def masked_ce_loss(
 ) -> torch.Tensor:
     """(B,) cross-entropy summed over the :func:`unsettled` pixels, per labelled pixel; ``class_weights``
     (C,) scale each pixel by its label's weight."""
-    ce = F.cross_entropy(logits, labels, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="none")
+    ce = pixel_cross_entropy(logits, labels, class_weights)
     return _per_image(ce * unsettled(logits, labels, targeted, pred), labels)
 
 
@@ -110,15 +147,17 @@ def balanced_masked_ce_loss(
 def js_loss(
     logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(B,) mean over labelled pixels of JS(softmax, one-hot label) = (KL(p||m) + KL(q||m)) / 2, m = (p+q)/2."""
-    valid = labels != IGNORE_INDEX
-    safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(1)
-    log_p = logits.log_softmax(1)
-    p = log_p.exp()
-    m = (p + F.one_hot(safe.squeeze(1), logits.shape[1]).permute(0, 3, 1, 2).to(p)) / 2
-    kl_pm = (p * (log_p - m.log())).sum(1)
-    kl_qm = -m.gather(1, safe).squeeze(1).log()  # q is one-hot: only its label's term survives
-    return _per_image((kl_pm + kl_qm) / 2 * valid, labels)
+    """(B,) mean over labelled pixels of JS(softmax, one-hot label) = (KL(p||m) + KL(q||m)) / 2, m = (p+q)/2.
+
+    With q one-hot at the label y, m is p/2 on every other class, so the divergence depends on
+    p_y = exp(-CE) alone: JS = log 2 + (p_y log p_y - (1 + p_y) log(1 + p_y)) / 2 (log 2 at p_y = 0,
+    0 at p_y = 1). One cross-entropy pass instead of a softmax, a one-hot and two logs over every
+    class, and no 0 * log 0 where a class's probability underflows.
+    """
+    ce = pixel_cross_entropy(logits, labels)
+    p = torch.exp(-ce)
+    js = math.log(2) - (ce * p + (1 + p) * torch.log1p(p)) / 2  # p log p = -CE p
+    return _per_image(js * (labels != IGNORE_INDEX), labels)
 
 
 LOSSES: dict[str, PixelLoss] = {

@@ -31,24 +31,17 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
 from ..metrics import IMAGENET_STD
 from ._common import AttackResult, check_inputs, check_positive, guarded, input_std
 from ._projected import projected_gradient
+from .losses import ce_loss
 from .registry import AttackSpec, register
 
 PAPER_EPS, PAPER_ALPHA, PAPER_STEPS = 0.1, 100.0, 15
 DEFAULT_EPS = {"paper": PAPER_EPS, "linf": 8 / 255, "l2": 0.5}
 Reduction = Literal["batch", "image"]
-
-
-def per_image_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B,) mean cross-entropy over each image's non-ignored pixels."""
-    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
-    valid = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
-    return ce.flatten(1).sum(1) / valid
 
 
 def batch_mean_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -144,7 +137,7 @@ def pgd(
             model,
             images,
             labels,
-            lambda logits, y, _, __: per_image_ce(logits, y),
+            lambda logits, y, _, __: ce_loss(logits, y),
             targeted=targeted,
             steps=steps,
             eps=eps,

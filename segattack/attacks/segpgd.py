@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
 from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
+from .losses import pixel_cross_entropy
 from .registry import AttackSpec, register
 
 
@@ -27,7 +27,7 @@ def segpgd_loss(
     """(B,) SegPGD's reweighted cross-entropy, averaged over each image's labelled pixels
     (``pred``: the prediction from these logits, when the caller has it)."""
     lam = step / (2 * steps)
-    ce = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+    ce = pixel_cross_entropy(logits, labels)
     on_label = (predict_classes(logits) if pred is None else pred) == labels
     settled = on_label if targeted else ~on_label  # pixels where the attack already has what it wants
     weights = torch.where(settled, lam, 1 - lam)
