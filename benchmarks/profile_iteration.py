@@ -4,8 +4,9 @@ measured on a stand-in model, and its operators.
     .venv/bin/python benchmarks/profile_iteration.py --attacks pdpgd alma_prox --batch 1
 
 The network's own operators dominate a real iteration and move by more than an attack adds, so the
-attack's own cost is measured on a stand-in with the same input and logits shapes and almost no
-compute: a wrapped 1x1 convolution from 3 to 21 channels (real, non-zero gradients, so every
+attack's own cost is measured on a stand-in with the same input and logits shapes and layout
+(channels_last, as ``load_model``'s networks give them) and almost no compute: a wrapped 1x1
+convolution from 3 to 21 channels (real, non-zero gradients, so every
 projection and search runs as it would). For each attack: the median seconds per iteration on the
 stand-in (forward starts with a backward between them, as ``new_attacks_cost.py``) minus the
 stand-in's bare forward + cross-entropy backward is what the attack adds per iteration (its loss
@@ -23,12 +24,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from segattack.attacks import ATTACKS
-from segattack.models import load_model, wrap_model
+from segattack.attacks.losses import pixel_cross_entropy
+from segattack.models import SegmentationModel, load_model
 
 KWARGS: dict[str, dict] = {
     "sea": {"adv_threshold": None},
@@ -71,7 +72,10 @@ def main() -> None:
     t = torch.randint(0, 21, (args.batch, args.size, args.size), generator=g)
 
     torch.manual_seed(0)
-    stub = wrap_model(torch.nn.Conv2d(3, 21, 1), normalize=False)
+    stub = SegmentationModel(torch.nn.Conv2d(3, 21, 1), mean=(0.0,) * 3, std=(1.0,) * 3, channels_last=True)
+    assert model(x[:1]).stride(1) == 1 and stub(x[:1]).stride(1) == 1, (
+        "the stand-in's logits must be laid out as the model's"
+    )
     models = {"model": model, "stub": stub}
 
     def bare(m: torch.nn.Module, n: int) -> list[float]:
@@ -79,7 +83,7 @@ def main() -> None:
         for _ in range(n):
             start = time.process_time()
             xx = x.clone().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(m(xx), t), xx)
+            torch.autograd.grad(pixel_cross_entropy(m(xx), t).mean(), xx)
             out.append(time.process_time() - start)
         return out
 
