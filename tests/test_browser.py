@@ -3,7 +3,9 @@
 so no browser download and no driver whose version must match the browser's.
 
 Screenshots and what the browser saw go to ``$SEGATTACK_TEST_ARTIFACTS`` (default
-``reports/test-artifacts/``): ``report-top.png``, ``report-table1.png`` and ``browser-log.json``.
+``test-artifacts/``, git-ignored): ``report-top.png``, ``report-table1.png`` and ``browser-log.json``.
+Not under ``reports/``: ``make report`` writes there and refuses a folder holding files it did
+not write, so ``make test`` before ``make report`` would stop the report.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get("SEGATTACK_TEST_ARTIFACTS", ROOT / "reports" / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("SEGATTACK_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 # Headless, offline and quiet: no sandbox (CI runs as root), no GPU, no background traffic of the
 # browser's own (updates, sync, QUIC probes), a fresh profile per run.
 FLAGS = [
