@@ -268,8 +268,8 @@ MUTATIONS = [
     (
         "channels_last softmax taken over the width",
         "segattack/attacks/losses.py",
-        "return (rows.log_softmax(-1) if log else rows.softmax(-1)).permute(0, 3, 1, 2)",
-        "return (rows.log_softmax(2) if log else rows.softmax(2)).permute(0, 3, 1, 2)",
+        "return logits.permute(0, 2, 3, 1).softmax(-1).permute(0, 3, 1, 2)",
+        "return logits.permute(0, 2, 3, 1).softmax(2).permute(0, 3, 1, 2)",
         ["tests/test_apgd.py::test_channels_last_logits_give_the_same_losses_and_gradients"],
     ),
 ]

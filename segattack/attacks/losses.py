@@ -81,13 +81,12 @@ def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torc
     return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
 
 
-def class_softmax(logits: torch.Tensor, log: bool = False) -> torch.Tensor:
-    """(B,C,H,W) softmax (``log``: log-softmax) over the classes, in the layout of ``logits``:
-    over contiguous rows when they are channels_last (2x faster there, as :func:`pixel_cross_entropy`)."""
+def class_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) softmax over the classes, in the layout of ``logits``: over contiguous rows when they
+    are channels_last (2x faster there, as :func:`pixel_cross_entropy`)."""
     if _classes_last(logits):
-        rows = logits.permute(0, 2, 3, 1)
-        return (rows.log_softmax(-1) if log else rows.softmax(-1)).permute(0, 3, 1, 2)
-    return logits.log_softmax(1) if log else logits.softmax(1)
+        return logits.permute(0, 2, 3, 1).softmax(-1).permute(0, 3, 1, 2)
+    return logits.softmax(1)
 
 
 def class_norm(scores: torch.Tensor) -> torch.Tensor:
@@ -97,7 +96,7 @@ def class_norm(scores: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(scores, dim=1) if _classes_last(scores) else scores.square().sum(1).sqrt()
 
 
-def _per_image(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def per_image_mean(pixel_loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B,H,W) pixel terms (zero where ignored) -> (B,) sums over the image's labelled pixels count."""
     labelled = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
     return pixel_loss.flatten(1).sum(1) / labelled
@@ -107,7 +106,7 @@ def ce_loss(
     logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
 ) -> torch.Tensor:
     """(B,) mean cross-entropy over each image's labelled pixels."""
-    return _per_image(pixel_cross_entropy(logits, labels), labels)
+    return per_image_mean(pixel_cross_entropy(logits, labels), labels)
 
 
 def unsettled(
@@ -129,7 +128,7 @@ def masked_ce_loss(
     """(B,) cross-entropy summed over the :func:`unsettled` pixels, per labelled pixel; ``class_weights``
     (C,) scale each pixel by its label's weight."""
     ce = pixel_cross_entropy(logits, labels, class_weights)
-    return _per_image(ce * unsettled(logits, labels, targeted, pred), labels)
+    return per_image_mean(ce * unsettled(logits, labels, targeted, pred), labels)
 
 
 def balanced_masked_ce_loss(
@@ -157,7 +156,7 @@ def js_loss(
     ce = pixel_cross_entropy(logits, labels)
     p = torch.exp(-ce)
     js = math.log(2) - (ce * p + (1 + p) * torch.log1p(p)) / 2  # p log p = -CE p
-    return _per_image(js * (labels != IGNORE_INDEX), labels)
+    return per_image_mean(js * (labels != IGNORE_INDEX), labels)
 
 
 LOSSES: dict[str, PixelLoss] = {

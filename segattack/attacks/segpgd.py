@@ -13,11 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..classes import IGNORE_INDEX
 from ..metrics import predict_classes
 from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
-from .losses import pixel_cross_entropy
+from .losses import per_image_mean, pixel_cross_entropy
 from .registry import AttackSpec, register
 
 
@@ -31,8 +30,7 @@ def segpgd_loss(
     on_label = (predict_classes(logits) if pred is None else pred) == labels
     settled = on_label if targeted else ~on_label  # pixels where the attack already has what it wants
     weights = torch.where(settled, lam, 1 - lam)
-    valid = (labels != IGNORE_INDEX).flatten(1).sum(1).clamp_min(1)
-    return (ce * weights).flatten(1).sum(1) / valid
+    return per_image_mean(ce * weights, labels)
 
 
 @guarded
