@@ -309,8 +309,8 @@ MUTATIONS = [
     (
         "APGD's step size in float32",
         "segattack/attacks/apgd.py",
-        "step_size = torch.full((n,), 2 * eps, **real)",
-        "step_size = torch.full((n,), 2 * eps, device=x.device)",
+        "step_size = torch.full_like(real, 2 * eps)",
+        "step_size = torch.full_like(real, 2 * eps, dtype=torch.float32)",
         ["tests/test_apgd_rules.py::test_the_step_size_keeps_the_inputs_precision"],
     ),
     (

@@ -156,13 +156,13 @@ def run_apgd(
     adv, previous = start.detach().clone(), start.detach().clone()
     best_x, best_grad = adv.clone(), torch.zeros_like(x)
     best_adv = adv.clone()
-    real = {"device": x.device, "dtype": x.dtype}  # losses and step sizes in the input's precision
-    best_track = torch.full((n,), float("-inf"), **real)
+    real = x.new_zeros(n)  # losses and step sizes in the input's precision
+    best_track = torch.full_like(real, float("-inf"))
     best_success = torch.full((n,), -1.0, device=x.device)
-    last_track, track_at_check = torch.zeros(n, **real), torch.zeros(n, **real)
+    last_track, track_at_check = torch.zeros_like(real), torch.zeros_like(real)
     rises = torch.zeros(n, dtype=torch.long, device=x.device)
     halved_last = torch.ones(n, dtype=torch.bool, device=x.device)  # no condition 2 at the first checkpoint
-    step_size = torch.full((n,), 2 * eps, **real)
+    step_size = torch.full_like(real, 2 * eps)
     spacing, shrink, least = checkpoint_spacing(steps)
     since_check = 0
     per_image = adv_threshold if early_stop == "image" else None
