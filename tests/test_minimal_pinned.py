@@ -38,6 +38,12 @@ def test_fmn_loss_and_success_leave_ignored_pixels_out(linear_model):
     assert res.history["success"][0].item() == 0.5  # one of the two labelled pixels won
     summed = fmn(linear_model, X, labels, targeted=False, steps=1, adv_threshold=0.5, loss="sum")
     assert summed.history["loss"][0].item() == pytest.approx((m[0, 0, 0] + m[0, 1, 1]).item())
+    # targeted, an ignored pixel is never "at its target" (255): only the mask keeps it out of the loss;
+    # pixel 0 (predicted 0) is 0.7 - 0.2 from target 1, pixel 3 is at it, the ignored ones would add 0.4 - 0.05
+    targets = torch.tensor([[[1, 255], [255, 1]]])
+    toward = fmn(linear_model, X, targets, targeted=True, steps=1, adv_threshold=0.5)
+    assert toward.history["loss"][0].item() == pytest.approx(0.5)
+    assert toward.history["success"][0].item() == 0.5
 
 
 def test_fmn_radius_is_capped_at_the_largest_norm_an_image_allows(linear_model):
