@@ -46,7 +46,7 @@ from machine import describe
 from segattack.attacks import targeted_pgd
 from segattack.attacks.losses import pixel_cross_entropy
 from segattack.metrics import predict_classes
-from segattack.models import SegmentationModel, load_model
+from segattack.models.backbones import SegmentationModel, load_model
 
 MODELS = {"segformer": "SegFormer-B0 (hf:)", "unet": "SMP Unet ResNet34 (smp:)", "fcn": "FCN ResNet50 (torchvision)"}
 
@@ -64,7 +64,7 @@ def build(name: str, workdir: Path) -> tuple[SegmentationModel, Callable[[torch.
     if name == "unet":
         model = load_model("smp:Unet:resnet34")
         return model, model.net
-    from segattack.models import build_torchvision
+    from segattack.models.backbones import build_torchvision
 
     net = build_torchvision("fcn_resnet50")
     torch.save(net.state_dict(), workdir / "fcn.pt")

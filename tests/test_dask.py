@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.cluster import local_cluster
-from segattack.profiles import run_profile as run_grid
+from segattack.engine.cluster import local_cluster
+from segattack.study.profiles import run_profile as run_grid
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_a_client_killed_mid_grid_resumes_with_only_the_unfinished_tasks(cluster
 
 
 def test_report_on_a_voc_folder_through_dask(cluster, voc_folder, tmp_path):
-    from segattack.cli import main
+    from segattack.cli.main import main
 
     local, _ = cluster
     assert (

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attacks import ATTACKS, AttackResult
+from segattack.attacks import ATTACKS, AttackResult
 
 SEARCH_STEPS = 13  # bisection halvings of the L-inf radius (the ALMA prox harness's 13)
 EPS_MAX = 16 / 255  # the search's upper end, [0,1] pixels

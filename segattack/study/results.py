@@ -1,6 +1,6 @@
 """A run's results from its shard records: statistics over images, [5]'s pooled scores, files.
 
-:func:`assemble` turns the shard records into :class:`~segattack.records.Results` and the saved
+:func:`assemble` turns the shard records into :class:`~segattack.study.records.Results` and the saved
 images; :func:`write_run` writes them into a (staging) folder; :func:`read_run` reads a finished
 run back and refuses one made with other parameters. Every entry point (CLI, notebooks, grid,
 API) goes through these functions, so they all report the same numbers.
@@ -19,12 +19,14 @@ import torch
 import torchvision
 from PIL import Image
 
-from . import __version__
-from .config import RunConfig
-from .labels import VOC, LabelSpace
-from .metrics import dataset_scores, finite_or_none, pooled_from_counts
-from .numerics import describe
-from .records import (
+from segattack import __version__
+from segattack.data.labels import VOC, LabelSpace
+from segattack.data.targets import attacked_images
+from segattack.engine.store import atomic_save, atomic_write_text
+from segattack.metrics import dataset_scores, finite_or_none, pooled_from_counts
+from segattack.study.config import RunConfig
+from segattack.study.numerics import describe
+from segattack.study.records import (
     RESULTS_VERSION,
     CleanTruth,
     Curve,
@@ -37,8 +39,6 @@ from .records import (
     Stat,
     shallow_dict,
 )
-from .store import atomic_save, atomic_write_text
-from .targets import attacked_images
 
 
 def summarize(metrics: dict[str, torch.Tensor], rows: list[int] | None = None) -> dict[str, Stat]:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .classes import NUM_CLASSES
-from .paths import photos_dir
+from segattack.data.classes import NUM_CLASSES
+from segattack.util.paths import photos_dir
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 0, "heldout": 1}

@@ -11,12 +11,12 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .attacks import AttackSpec
-from .config import ModelKey
-from .data import Resize, image_set
-from .metrics import predict_classes
-from .models import SegmentationModel, load_model
-from .numerics import DEFAULT_NUMERICS, Numerics, jittered, numerics
+from segattack.attacks import AttackSpec
+from segattack.data.sets import Resize, image_set
+from segattack.metrics import predict_classes
+from segattack.models.backbones import SegmentationModel, load_model
+from segattack.study.config import ModelKey
+from segattack.study.numerics import DEFAULT_NUMERICS, Numerics, jittered, numerics
 
 
 class ImageSetKey(NamedTuple):

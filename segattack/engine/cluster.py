@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from .params import ParameterError
+from segattack.util.params import ParameterError
 
 CLUSTERS = ("local", "local-cuda", "inprocess")  # or a scheduler address
 SCHEMES = ("tcp", "tls", "ucx", "inproc")

@@ -1,7 +1,7 @@
 """Notebooks into results and the report: papermill executes them, nbconvert renders the HTML.
 
 Every notebook runs from the notebooks folder on a kernel that talks over IPC and is always shut
-down (:mod:`segattack.kernels`). An executed notebook appears only once it has finished or failed
+down (:mod:`segattack.engine.kernels`). An executed notebook appears only once it has finished or failed
 (a failed one shows its failing cell, and ``failed.json`` beside it says why), so a stop
 mid-notebook never leaves it half-run.
 """
@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .jobs import Job, TaskState
-from .store import atomic_write_text, claim, locked, output_folder
+from segattack.engine.jobs import Job, TaskState
+from segattack.engine.store import atomic_write_text, claim, locked, output_folder
 
 
 class RenderError(RuntimeError):
@@ -23,7 +23,7 @@ class RenderError(RuntimeError):
 
 
 def notebooks_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
@@ -63,7 +63,7 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
     run, moved into place once the notebook has finished or failed)."""
     import papermill as pm
 
-    from .kernels import IPCKernelManager
+    from segattack.engine.kernels import IPCKernelManager
 
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:

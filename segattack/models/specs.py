@@ -1,9 +1,9 @@
-"""Model specs: any segmentation model behind :class:`segattack.models.SegmentationModel`.
+"""Model specs: any segmentation model behind :class:`segattack.models.backbones.SegmentationModel`.
 
 A spec names a model in one string, the same in the API (``load_model(spec)``), the CLI
 (``--model SPEC``) and the notebooks (``model=``):
 
-- ``torchvision:NAME``: a torchvision segmentation model (:data:`segattack.models.TORCHVISION`:
+- ``torchvision:NAME``: a torchvision segmentation model (:data:`segattack.models.backbones.TORCHVISION`:
   FCN ResNet50/101, DeepLabV3 MobileNetV3/ResNet50/ResNet101, LR-ASPP MobileNetV3) with its
   ``COCO_WITH_VOC_LABELS_V1`` weights from ``$TORCH_HOME`` (downloaded and hash-checked as the
   study's backbones are), or a checkpoint path given as ``weights``; normalised as its weights'
@@ -41,11 +41,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import checkpoints
-from .classes import NUM_CLASSES
-from .labels import VOC, LabelSpace, from_id2label
-from .metrics import IMAGENET_MEAN, IMAGENET_STD
-from .models import (
+from segattack.data.classes import NUM_CLASSES
+from segattack.data.labels import VOC, LabelSpace, from_id2label
+from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD
+from segattack.models import checkpoints
+from segattack.models.backbones import (
     BACKBONES,
     TORCHVISION,
     WEIGHT_SOURCES,
@@ -133,7 +133,7 @@ def load_spec(
 def _fold_if_exact(net: nn.Module) -> tuple[nn.Module, bool]:
     """``net`` with its batch norms folded when a probe pass gives the same logits, else ``net`` as it was:
     folding pairs each convolution with the batch norm registered after it, true of most but not all code."""
-    from .models import fold_batchnorm
+    from segattack.models.backbones import fold_batchnorm
 
     if not any(type(m) is nn.BatchNorm2d for m in net.modules()):
         return net, False
@@ -392,7 +392,7 @@ def _module(spec: str, rest: str) -> tuple[nn.Module, WeightsInfo, Normalisation
 def _class_count(net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> int | None:
     """The channels of a probe pass's logits (in eval mode, state restored); None when the network
     refuses the probe's size."""
-    from .attacks._common import attack_mode
+    from segattack.attacks._common import attack_mode
 
     probe = SegmentationModel(net, mean=mean, std=std)
     try:

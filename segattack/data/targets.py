@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .labels import VOC, LabelSpace
+from segattack.data.labels import VOC, LabelSpace
 
 TargetScheme = Literal["single", "roll"]
 TARGET_SCHEMES: tuple[str, ...] = ("single", "roll")

@@ -1,8 +1,8 @@
 """The report's profiles, and the jobs a profile plans: its backbone x attack runs and its studies.
 
-A profile sets run parameters (any :class:`~segattack.config.RunConfig` field, the rest keeping
+A profile sets run parameters (any :class:`~segattack.study.config.RunConfig` field, the rest keeping
 the config's defaults) and the studies' (``studies``: none | default | full; ``studies_*``: any
-:class:`~segattack.studies.StudyConfig` field). ``steps`` may name an iteration plan instead of a
+:class:`~segattack.study.studies.StudyConfig` field). ``steps`` may name an iteration plan instead of a
 number: ``"paper"`` gives every attack its registered ``paper_steps`` ([5]'s 15 for PGD, adv_lib's
 1,000 for ASMA), ``"default"`` its ``default_steps`` (ASMA 300).
 """
@@ -13,14 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .attacks import ATTACKS
-from .config import RunConfig
-from .grid import run_grid
-from .jobs import Job, TaskState
-from .models import BACKBONES
-from .params import ParameterError, coerce
-from .runner import RepeatJob, RunJob
-from .studies import LEVELS, StudiesJob, StudyConfig
+from segattack.attacks import ATTACKS
+from segattack.engine.grid import run_grid
+from segattack.engine.jobs import Job, TaskState
+from segattack.models.backbones import BACKBONES
+from segattack.study.config import RunConfig
+from segattack.study.runner import RepeatJob, RunJob
+from segattack.study.studies import LEVELS, StudiesJob, StudyConfig
+from segattack.util.params import ParameterError, coerce
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
 
@@ -226,6 +226,6 @@ def run_profile(
     cluster: str = "local",
     progress: bool = True,
 ) -> dict[str, TaskState]:
-    """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.grid.run_grid`)."""
+    """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.engine.grid.run_grid`)."""
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

@@ -4,7 +4,7 @@ Normalisation lives here, in the wrapper, so every attack works in [0,1] pixel s
 upsampled to the input size here too, so every loss and metric sees one logit per input pixel.
 :func:`load_model` takes the study's DeepLabV3 backbones (below) or a model spec
 (``torchvision:NAME``, ``hf:REPO_OR_DIR``, ``smp:ARCH:ENCODER[:CHECKPOINT]``,
-``module:PKG.MOD:CALLABLE``; see :mod:`segattack.zoo`). The backbones' weight sources:
+``module:PKG.MOD:CALLABLE``; see :mod:`segattack.models.specs`). The backbones' weight sources:
 
 - ``"torchvision"``: the COCO_WITH_VOC_LABELS_V1 weights through torchvision's weights API
   (from ``$TORCH_HOME/hub/checkpoints`` or downloaded on an online machine). The file's SHA-256
@@ -12,7 +12,7 @@ upsampled to the input size here too, so every loss and metric sees one logit pe
   not is loaded, with a warning, as source ``"torchvision (unverified)"``: no published mIoU, and
   a description saying why (it is not the published network, whatever its name says);
 - ``"embedded"``: the project's own models, trained on its synthetic scenes (not the paper's
-  COCO weights; see ``segattack.train``);
+  COCO weights; see ``segattack.study.train``);
 - ``"auto"`` (default): torchvision's when they are cached, else the embedded ones;
 - a path to a checkpoint file, loaded with ``weights_only=True``.
 """
@@ -35,11 +35,11 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import segmentation as tvseg
 
-from . import checkpoints
-from .classes import NUM_CLASSES
-from .data import MIN_SIDE
-from .metrics import IMAGENET_MEAN, IMAGENET_STD
-from .paths import cache_dir, weights_dir
+from segattack.data.classes import NUM_CLASSES
+from segattack.data.sets import MIN_SIDE
+from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD
+from segattack.models import checkpoints
+from segattack.util.paths import cache_dir, weights_dir
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, tvseg.DeepLabV3_MobileNet_V3_Large_Weights),
@@ -447,7 +447,7 @@ def load_model(
 
     ``backbone`` is one of the study's DeepLabV3 backbones (:data:`BACKBONES`) or a model spec
     (``torchvision:NAME``, ``hf:REPO_OR_DIR``, ``smp:ARCH:ENCODER[:CHECKPOINT]``,
-    ``module:PKG.MOD:CALLABLE``; :func:`segattack.zoo.load_spec`). For a backbone, ``weights`` is
+    ``module:PKG.MOD:CALLABLE``; :func:`segattack.models.specs.load_spec`). For a backbone, ``weights`` is
     ``"auto"``, ``"torchvision"``, ``"embedded"`` or a checkpoint path. The torchvision source
     fetches its file into the cache when it is missing (``download=False`` forbids that); ``"auto"``
     never downloads: it takes torchvision's weights only when cached. ``channels_last`` (NHWC
@@ -459,7 +459,7 @@ def load_model(
     """
     sliding = parse_window(window)  # checked before anything is loaded
     if backbone not in BACKBONES:
-        from . import zoo  # the specs' loaders import this module
+        from segattack.models import specs as zoo
 
         model = zoo.load_spec(
             backbone, weights, device=device, download=download, channels_last=channels_last, fold_bn=fold_bn

@@ -3,10 +3,10 @@
 A **run folder** (``R/runs/BACKBONE-ATTACK/``) holds:
 
 - ``results.json``: one :class:`Results` document, written strictly (``null`` where a value is
-  undefined). Its fields, in order: ``config`` (the :class:`~segattack.config.RunConfig`),
+  undefined). Its fields, in order: ``config`` (the :class:`~segattack.study.config.RunConfig`),
   ``config_hash``, ``results_version``, ``image_size`` (px), ``names`` and ``notes`` (per image, input
   notes such as EXIF rotation), ``skipped`` (files of the set that were not images), ``weights``
-  (:class:`~segattack.models.WeightsInfo`), ``attack_params`` (the attack's resolved hyperparameters),
+  (:class:`~segattack.models.backbones.WeightsInfo`), ``attack_params`` (the attack's resolved hyperparameters),
   ``iterations`` (forward/backward passes per image), ``shards``, ``seconds`` and
   ``seconds_per_iteration`` (attack compute), ``attacked`` (the images Table 1 averages),
   ``summary`` / ``summary_all`` (per metric: mean and 95% normal half-width over the attacked / all
@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from .config import RunConfig
-from .models import WeightsInfo
+from segattack.models.backbones import WeightsInfo
+from segattack.study.config import RunConfig
 
 RESULTS_VERSION = 4  # bumped when a results document gains or changes fields the report reads
 Row = dict[str, Any]  # one row of a studies table (plain numbers and names, for pandas)
@@ -261,7 +261,7 @@ class BudgetRow:
     """One image's smallest budget under one attack, backbone and mode (targeted or untargeted):
     L-inf and L2 in [0,1] pixels (None: not broken within the search or the run), the
     forward+backward passes and seconds (its share of its cell's wall time) spent finding it, and
-    how it was found (``segattack.budget.How``)."""
+    how it was found (``segattack.evaluation.budget.How``)."""
 
     backbone: str
     attack: str

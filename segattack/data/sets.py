@@ -10,7 +10,7 @@ the source has them:
 - ``"pairs:PATH"``: ``PATH/images/NAME.(jpg|png)`` with ``PATH/masks/NAME.png`` (palette or 8-bit
   class ids, 255 = ignore), in VOC-21's classes or those ``PATH/classes.txt`` names;
 - ``"cityscapes:PATH"``: Cityscapes val (fine) through ``torchvision.datasets.Cityscapes``, label ids
-  mapped to the 19 train ids (:mod:`segattack.labels`);
+  mapped to the 19 train ids (:mod:`segattack.data.labels`);
 - ``"ade20k:PATH"``: ADEChallengeData2016 validation (``images/validation``, ``annotations/validation``),
   0 ignored and the rest shifted down by one;
 - a folder of images (no ground truth).
@@ -46,9 +46,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .labels import ADE20K, CITYSCAPES, VOC, LabelMap, LabelSpace, ade20k_lut, cityscapes_lut, from_classes_file
-from .paths import photos_dir
-from .scenes import render_scene
+from segattack.data.labels import (
+    ADE20K,
+    CITYSCAPES,
+    VOC,
+    LabelMap,
+    LabelSpace,
+    ade20k_lut,
+    cityscapes_lut,
+    from_classes_file,
+)
+from segattack.data.scenes import render_scene
+from segattack.util.paths import photos_dir
 
 STUDY_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}
@@ -187,7 +196,7 @@ def _load_mask(
     """The mask's class ids (``lut[value]`` when the dataset maps its file values) under the image's
     crop and resize; every pixel of the whole file is checked against ``labels`` (a bad id outside
     the crop, or one that resampling drops, still marks a bad mask), then read in another label
-    space through ``remap`` (a :class:`~segattack.labels.LabelMap`'s) where one is given."""
+    space through ``remap`` (a :class:`~segattack.data.labels.LabelMap`'s) where one is given."""
     img = _open(path)
     if img.mode not in ("P", "L"):
         img.close()

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from matplotlib.patches import Patch
 
-from .labels import VOC, LabelSpace
+from segattack.data.labels import VOC, LabelSpace
 
 if TYPE_CHECKING:
-    from .records import Curve
+    from segattack.study.records import Curve
 
 COLUMNS = ("original image", "adversarial image", "prediction on original", "prediction on adversarial")
 

@@ -4,7 +4,7 @@ A run attacks ``num_images`` images of an image set in shards of ``batch`` image
 batch: [5] attacks 4 at a time). A shard is a pure function of the run's configuration and its
 index (:func:`run_shard`), so shards run in any order on any worker (the Dask grid) with the same
 numbers, and a restarted run redoes only the shards that are not on disk. :class:`RunJob` is the
-run as a :class:`~segattack.jobs.Job`; :func:`run` computes one in this process.
+run as a :class:`~segattack.engine.jobs.Job`; :func:`run` computes one in this process.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional as F
 
-from .attacks import AttackResult
-from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
-from .config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
-from .data import MIN_SIDE, ImageError, ImageSet, Loaded, image_set
-from .jobs import Job
-from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
-from .models import SegmentationModel
-from .numerics import jittered, numerics
-from .records import Results, SavedImages, ShardRecord
-from .results import assemble, read_run, write_run
-from .targets import scheme_target, target_sources
-from .zoo import check_labels
+from segattack.attacks import AttackResult
+from segattack.data.sets import MIN_SIDE, ImageError, ImageSet, Loaded, image_set
+from segattack.data.targets import scheme_target, target_sources
+from segattack.engine.jobs import Job
+from segattack.metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
+from segattack.models.backbones import SegmentationModel
+from segattack.models.specs import check_labels
+from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
+from segattack.study.config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
+from segattack.study.numerics import jittered, numerics
+from segattack.study.records import Results, SavedImages, ShardRecord
+from segattack.study.results import assemble, read_run, write_run
 
 
 def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
@@ -61,7 +61,7 @@ def count_images(cfg: RunConfig) -> int:
 
 def check_long_sides(files: list[Path], size: int) -> None:
     """Refuse a file whose longer side, with its shorter side resized to ``size``, would exceed
-    :data:`~segattack.config.MAX_LONG_SIDE` (read from headers; size 0 is checked as 520, the
+    :data:`~segattack.study.config.MAX_LONG_SIDE` (read from headers; size 0 is checked as 520, the
     largest default)."""
     from PIL import Image
 
@@ -101,7 +101,7 @@ def run_shard(
 ) -> ShardRecord:
     """Attack shard ``shard`` of the run and measure it, under the run's numerics.
 
-    Clean predictions are made one image at a time (:func:`~segattack.cache.clean_prediction`), so
+    Clean predictions are made one image at a time (:func:`~segattack.study.cache.clean_prediction`), so
     an image's prediction (and so every target taken from it) is the same bits in every shard and
     on every worker."""
     with numerics(cfg.numerics):

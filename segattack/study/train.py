@@ -25,8 +25,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpoints
-from .metrics import (
+from segattack.data.scenes import GENERATOR_VERSION, scene_batch
+from segattack.engine.store import atomic_save, atomic_write_text
+from segattack.metrics import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DatasetScores,
@@ -35,9 +36,8 @@ from .metrics import (
     finite_or_none,
     predict_classes,
 )
-from .models import BACKBONES, SegmentationModel, build_network
-from .scenes import GENERATOR_VERSION, scene_batch
-from .store import atomic_save, atomic_write_text
+from segattack.models import checkpoints
+from segattack.models.backbones import BACKBONES, SegmentationModel, build_network
 
 
 @dataclass

@@ -14,15 +14,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .attacks import ATTACKS, AttackDiverged
-from .cluster import CLUSTERS
-from .config import RunConfig
-from .data import RESIZES
-from .models import BACKBONES
-from .params import parse_override
-from .paths import cache_dir
-from .studies import LEVELS
-from .targets import TARGET_SOURCES
+from segattack.attacks import ATTACKS, AttackDiverged
+from segattack.data.sets import RESIZES
+from segattack.data.targets import TARGET_SOURCES
+from segattack.engine.cluster import CLUSTERS
+from segattack.models.backbones import BACKBONES
+from segattack.study.config import RunConfig
+from segattack.study.studies import LEVELS
+from segattack.util.params import parse_override
+from segattack.util.paths import cache_dir
 
 DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}  # the one home of the run defaults
 ATTACK_HELP = f"{', '.join(ATTACKS)}, or ensemble:A,B,... (their per-image worst case)"
@@ -44,7 +44,7 @@ def _override(text: str) -> tuple[str, object]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, check_train_paths, train
+    from segattack.study.train import TrainConfig, check_train_paths, train
 
     cfg = TrainConfig(
         backbone=args.backbone,
@@ -73,8 +73,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _attack(args: argparse.Namespace) -> int:
-    from .runner import run
-    from .store import output_folder
+    from segattack.engine.store import output_folder
+    from segattack.study.runner import run
 
     params = {
         k: v
@@ -133,9 +133,9 @@ def _attack(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .jobs import TaskState
-    from .profiles import BACKBONE_ORDER, run_profile
-    from .render import build_report
+    from segattack.engine.jobs import TaskState
+    from segattack.engine.render import build_report
+    from segattack.study.profiles import BACKBONE_ORDER, run_profile
 
     overrides = dict(args.param or [])
     if args.images:
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .kernels import Stopped, stopping
+    from segattack.engine.kernels import Stopped, stopping
 
     args = build_parser().parse_args(argv)
     prefix = f"segattack {args.command}:"

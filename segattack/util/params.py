@@ -1,6 +1,6 @@
 """User-supplied parameters, checked before any work: typed values from strings, one message each.
 
-Every way in (``-p``/``-a`` on the command line, papermill parameters, :class:`~segattack.runner.RunConfig`
+Every way in (``-p``/``-a`` on the command line, papermill parameters, :class:`~segattack.study.runner.RunConfig`
 in a notebook) goes through :func:`coerce`, so ``targeted=false`` is ``False`` (never the true
 string ``"false"``), ``eps=8/255`` is a number, ``inf`` and ``nan`` are refused, and a message
 always names the parameter.

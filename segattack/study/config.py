@@ -17,15 +17,15 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
-from .classes import NUM_CLASSES
-from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
-from .labels import LabelMap, LabelSpace, read_label_map
-from .models import parse_window, resolve_weights, wrap_model
-from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
-from .params import ParameterError, check_attack_params, coerce, parse_literal
-from .targets import TARGET_SOURCES, check_scheme
-from .zoo import check_weights, known_labels, resolve_spec
+from segattack.attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
+from segattack.data.classes import NUM_CLASSES
+from segattack.data.labels import LabelMap, LabelSpace, read_label_map
+from segattack.data.sets import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
+from segattack.data.targets import TARGET_SOURCES, check_scheme
+from segattack.models.backbones import parse_window, resolve_weights, wrap_model
+from segattack.models.specs import check_weights, known_labels, resolve_spec
+from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
+from segattack.util.params import ParameterError, check_attack_params, coerce, parse_literal
 
 # The bounds of a run, checked before any work (inputs are bounded by data.MAX_SIDE).
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
@@ -43,7 +43,7 @@ def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
 
 
 class ModelKey(NamedTuple):
-    """What identifies a loaded model in a process's cache (:func:`segattack.cache.cached_model`)."""
+    """What identifies a loaded model in a process's cache (:func:`segattack.study.cache.cached_model`)."""
 
     backbone: str
     weights: str

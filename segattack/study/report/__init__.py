@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .attacks import ATTACKS
-from .budget import SEARCH_STEPS, median_budget, robustness_curve
-from .metrics import IMAGENET_STD
-from .models import UNVERIFIED_SOURCE
-from .paths import data_dir
-from .records import BudgetRow, Pooled, RecordError, Results, SavedImages, Score, Stat, StudiesResults
-from .studies import PAPER_TARGET
+from segattack.attacks import ATTACKS
+from segattack.evaluation.budget import SEARCH_STEPS, median_budget, robustness_curve
+from segattack.metrics import IMAGENET_STD
+from segattack.models.backbones import UNVERIFIED_SOURCE
+from segattack.study.records import BudgetRow, Pooled, RecordError, Results, SavedImages, Score, Stat, StudiesResults
+from segattack.study.studies import PAPER_TARGET
+from segattack.util.paths import data_dir
 
 BACKBONE_LABEL = {"mobilenet_v3_large": "MobileNet", "resnet50": "ResNet"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import IGNORE_INDEX, VOC_CLASSES, bit_palette, voc_palette
+from segattack.data.classes import IGNORE_INDEX, VOC_CLASSES, bit_palette, voc_palette
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 - transferability: adversarial images of one backbone evaluated on the others;
 - per-class difficulty: which target classes are hardest to impose;
 - the budget axis: per image, the smallest perturbation at which each attack breaks it
-  (:mod:`segattack.budget`), targeted (the paper's scheme: every image toward the target image's
+  (:mod:`segattack.evaluation.budget`), targeted (the paper's scheme: every image toward the target image's
   prediction) and untargeted.
 
 The work is split into cells (:func:`study_cells`): a ``compare`` cell attacks one shard of the
@@ -30,14 +30,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks import ATTACKS, AttackResult
-from .budget import SEARCH_STEPS, smallest_budget
-from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
-from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
-from .data import MIN_SIDE, image_set, resolve_source
-from .jobs import Job
-from .metrics import (
+from segattack.attacks import ATTACKS, AttackResult
+from segattack.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
+from segattack.data.sets import MIN_SIDE, image_set, resolve_source
+from segattack.data.targets import attacked_images, target_sources
+from segattack.engine.jobs import Job
+from segattack.engine.store import atomic_write_text
+from segattack.evaluation.budget import SEARCH_STEPS, smallest_budget
+from segattack.metrics import (
     changed_share,
     changed_success,
     confusion_matrix,
@@ -48,13 +48,13 @@ from .metrics import (
     pixel_accuracy,
     predict_classes,
 )
-from .models import BACKBONES, SegmentationModel, WeightsInfo, resolve_weights
-from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
-from .params import ParameterError
-from .records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
-from .runner import shard_ranges
-from .store import atomic_write_text
-from .targets import attacked_images, target_sources
+from segattack.models.backbones import BACKBONES, SegmentationModel, WeightsInfo, resolve_weights
+from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
+from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
+from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
+from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
+from segattack.study.runner import shard_ranges
+from segattack.util.params import ParameterError
 
 BUDGET_MODES = ("targeted", "untargeted")
 PAPER_TARGET = RunConfig.target_index  # the paper's scheme: every image toward this image's prediction
@@ -81,7 +81,7 @@ LEVELS: dict[str, dict[str, Any]] = {
 @dataclass
 class StudyConfig:
     """The studies' settings: one image set and budget for every attack and backbone (checked and
-    converted on construction, like :class:`~segattack.runner.RunConfig`)."""
+    converted on construction, like :class:`~segattack.study.runner.RunConfig`)."""
 
     weights: str = "embedded"
     images: str = "scenes"
@@ -310,7 +310,7 @@ class _Inputs(typing.NamedTuple):
 
 def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: int, scheme: str = "roll") -> _Inputs:
     """A shard's inputs, targets under ``scheme`` (``single``: toward the paper's target image);
-    clean predictions come from :func:`~segattack.cache.clean_prediction` (one image at a time, the
+    clean predictions come from :func:`~segattack.study.cache.clean_prediction` (one image at a time, the
     same bits in every cell)."""
     sources = target_sources(indices, total, scheme, PAPER_TARGET)
     loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)

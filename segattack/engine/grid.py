@@ -1,7 +1,7 @@
 """The grid: every unit of every job is a Dask task; each job is assembled and rendered once its units are in.
 
-:func:`run_grid` takes any list of :class:`~segattack.jobs.Job` (a profile's runs and studies come
-from :func:`segattack.profiles.plan`). Each unit's record comes back to this process, which writes
+:func:`run_grid` takes any list of :class:`~segattack.engine.jobs.Job` (a profile's runs and studies come
+from :func:`segattack.study.profiles.plan`). Each unit's record comes back to this process, which writes
 it atomically (workers need no shared file system for results). As soon as a job's last unit is
 in, it is assembled and papermill executes its notebook while the workers go on. A restarted grid
 submits only the units not on disk for the same parameters; a worker that dies mid-task has its
@@ -19,10 +19,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .cluster import as_completed, check_cluster, dask_client, worker_wait
-from .jobs import Job, TaskState
-from .render import record_failure, render
-from .store import FolderError, claim, locked, output_folder
+from segattack.engine.cluster import as_completed, check_cluster, dask_client, worker_wait
+from segattack.engine.jobs import Job, TaskState
+from segattack.engine.render import record_failure, render
+from segattack.engine.store import FolderError, claim, locked, output_folder
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """One shape for every unit of the study: a :class:`Job` is split into units, each computed anywhere.
 
-A job (a backbone x attack run, :class:`segattack.runner.RunJob`; the studies,
-:class:`segattack.studies.StudiesJob`) owns a folder. Its units are pure functions of the job's
+A job (a backbone x attack run, :class:`segattack.study.runner.RunJob`; the studies,
+:class:`segattack.study.studies.StudiesJob`) owns a folder. Its units are pure functions of the job's
 configuration and the unit's name (:meth:`Job.compute`), so they run in any order on any worker
 with the same numbers; each finished unit's record is written under ``<units>/<config hash>/`` as
 it arrives; once every unit is in, :meth:`Job.finish` assembles the records into the job's
 document and replaces the folder with it whole; then the job's notebook renders it. The grid
-(:mod:`segattack.grid`) runs any list of jobs this way without knowing their kinds, and
+(:mod:`segattack.engine.grid`) runs any list of jobs this way without knowing their kinds, and
 :meth:`Job.run_here` runs one in this process (the CLI, the notebooks, the API).
 """
 
@@ -21,8 +21,16 @@ from typing import Any, ClassVar, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .records import RESULTS_VERSION
-from .store import atomic_save, claim, json_matches, locked, no_space_named, output_folder, replace_folder
+from segattack.engine.store import (
+    atomic_save,
+    claim,
+    json_matches,
+    locked,
+    no_space_named,
+    output_folder,
+    replace_folder,
+)
+from segattack.study.records import RESULTS_VERSION
 
 
 class TaskState(str, Enum):
