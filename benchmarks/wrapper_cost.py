@@ -46,7 +46,8 @@ from machine import describe
 from segattack.attacks import targeted_pgd
 from segattack.attacks.losses import pixel_cross_entropy
 from segattack.metrics import predict_classes
-from segattack.models.backbones import SegmentationModel, load_model
+from segattack.models.loader import load_model
+from segattack.models.wrapper import SegmentationModel
 
 MODELS = {"segformer": "SegFormer-B0 (hf:)", "unet": "SMP Unet ResNet34 (smp:)", "fcn": "FCN ResNet50 (torchvision)"}
 

@@ -7,10 +7,9 @@ result = sa.targeted_pgd(model, images, target_masks)            # images in [0,
 
 __version__ = "0.1.0"
 
-from segattack.models.backbones import WeightsUnavailable, fold_batchnorm, load_model, wrap_model
-
 from .attacks import ATTACKS, AttackDiverged, AttackResult, asma, cospgd, dag, pgd, segpgd, targeted_pgd
 from .metrics import attack_metrics, mean_iou, perturbation_norm, pixel_accuracy, predict_classes, targeted_success
+from .models import WeightsUnavailable, fold_batchnorm, load_model, wrap_model
 
 __all__ = [
     "ATTACKS",

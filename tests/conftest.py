@@ -11,7 +11,8 @@ from segattack.data.classes import voc_palette
 from segattack.data.scenes import render_scene, scene_batch
 from segattack.engine.store import atomic_save
 from segattack.models import checkpoints
-from segattack.models.backbones import build_network, wrap_model
+from segattack.models.backbones import build_network
+from segattack.models.wrapper import wrap_model
 
 
 class TinySegNet(nn.Module):

@@ -21,7 +21,8 @@ from segattack.cli.main import main
 from segattack.data.sets import ImageError, image_set, load_image
 from segattack.engine.store import atomic_save, json_matches
 from segattack.models import checkpoints
-from segattack.models.backbones import build_network, wrap_model
+from segattack.models.backbones import build_network
+from segattack.models.wrapper import wrap_model
 
 
 @pytest.fixture(scope="module")
@@ -565,7 +566,9 @@ def test_malformed_checkpoints_get_one_message_naming_the_file(workspace, tmp_pa
 
 
 def test_a_tampered_torchvision_download_is_refused(tmp_path, monkeypatch):
-    from segattack.models.backbones import WeightsUnavailable, load_model, torchvision_weights_path
+    from segattack.models.backbones import torchvision_weights_path
+    from segattack.models.loader import load_model
+    from segattack.models.wrapper import WeightsUnavailable
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     tampered = tmp_path / "tampered.pth"

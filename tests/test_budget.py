@@ -11,7 +11,7 @@ import torch
 
 from segattack.attacks import pgd
 from segattack.evaluation.budget import median_budget, robustness_curve, smallest_budget
-from segattack.models.backbones import WeightsInfo
+from segattack.models.wrapper import WeightsInfo
 from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
 
 # tests/test_minimal_norm.py's four pixels: untargeted, every pixel leaves its class at L-inf 0.25

@@ -2,7 +2,8 @@
 
 import pytest
 
-from segattack.models.backbones import embedded_weights_path, load_model
+from segattack.models.backbones import embedded_weights_path
+from segattack.models.loader import load_model
 from segattack.study.train import evaluate
 from segattack.util.paths import weights_dir
 

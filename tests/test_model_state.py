@@ -11,7 +11,7 @@ from torch import nn
 
 from segattack.attacks import ATTACKS, targeted_pgd
 from segattack.attacks._common import attack_mode
-from segattack.models.backbones import wrap_model
+from segattack.models.wrapper import wrap_model
 
 ALL = {**ATTACKS, "targeted_pgd": targeted_pgd}
 KWARGS = {"asma": {"beta": 1e-3}}
@@ -204,7 +204,7 @@ def test_model_outputs_that_cannot_be_attacked_get_a_message(name):
     with pytest.raises(
         TypeError,
         match=r"returned a dict with keys \['out', 'aux'\]: wrap the module with "
-        r"segattack.models.backbones.wrap_model",
+        r"segattack.models.wrap_model",
     ):
         run(name, Returns(lambda z: {"out": z, "aux": z}), images, labels)
     with pytest.raises(TypeError, match="the model returned list; attacks need a"):

@@ -12,17 +12,14 @@ from segattack.engine.store import atomic_save
 from segattack.models import checkpoints
 from segattack.models.backbones import (
     UNVERIFIED_SOURCE,
-    SegmentationModel,
-    WeightsUnavailable,
     build_network,
     file_sha256,
-    fold_batchnorm,
-    load_model,
     resolve_weights,
     torchvision_weights_path,
-    wrap_model,
 )
 from segattack.models.checkpoints import CheckpointError
+from segattack.models.loader import load_model
+from segattack.models.wrapper import SegmentationModel, WeightsUnavailable, fold_batchnorm, wrap_model
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from segattack.metrics import (
     reference_present_iou,
     void_prediction_counts,
 )
-from segattack.models.backbones import wrap_model
+from segattack.models.wrapper import wrap_model
 from segattack.study.results import summarize
 
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -11,7 +11,7 @@ from segattack.attacks import pgd
 from segattack.data.classes import VOC_CLASSES, voc_palette
 from segattack.data.sets import image_set
 from segattack.metrics import confusion_matrix, mean_iou, pixel_accuracy, predict_classes
-from segattack.models.backbones import load_model
+from segattack.models.loader import load_model
 
 SIZE = 96
 

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from segattack.data.scenes import scene_batch
-from segattack.models.backbones import build_network, load_model, wrap_model
+from segattack.models.backbones import build_network
+from segattack.models.loader import load_model
+from segattack.models.wrapper import wrap_model
 from segattack.study.train import TrainConfig, evaluate, train, train_step
 
 

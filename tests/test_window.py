@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from segattack.attacks import pgd
-from segattack.models.backbones import parse_window, window_boxes, wrap_model
+from segattack.models.wrapper import parse_window, window_boxes, wrap_model
 from segattack.study.config import RunConfig
 from segattack.util.params import ParameterError
 

@@ -13,8 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from segattack.attacks import targeted_pgd
-from segattack.models.backbones import TORCHVISION, UNVERIFIED_SOURCE, SegmentationModel, build_torchvision, load_model
+from segattack.models.backbones import TORCHVISION, UNVERIFIED_SOURCE, build_torchvision
+from segattack.models.loader import load_model
 from segattack.models.specs import HFSemantic, SpecError, _hf_normalisation, resolve_spec
+from segattack.models.wrapper import SegmentationModel
 
 transformers = pytest.importorskip("transformers")
 smp = pytest.importorskip("segmentation_models_pytorch")
@@ -145,7 +147,7 @@ def user_module(tmp_path, monkeypatch):
         textwrap.dedent("""
         import torch
         from torch import nn
-        from segattack.models.backbones import wrap_model
+        from segattack.models import wrap_model
 
         def bn_dropout():  # batch norm and dropout, left in training mode as a user may leave them
             torch.manual_seed(0)

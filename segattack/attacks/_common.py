@@ -251,7 +251,7 @@ class _CheckedModel(nn.Module):
         out = self.inner(images)
         if not isinstance(out, torch.Tensor):
             hint = (
-                f"a dict with keys {list(out)[:5]}: wrap the module with segattack.models.backbones.wrap_model, which "
+                f"a dict with keys {list(out)[:5]}: wrap the module with segattack.models.wrap_model, which "
                 f"takes its 'out' entry"
                 if isinstance(out, dict)
                 else _type_name(out)

@@ -30,7 +30,6 @@ from segattack.engine.store import (
     output_folder,
     replace_folder,
 )
-from segattack.study.records import RESULTS_VERSION
 
 
 class TaskState(str, Enum):
@@ -60,6 +59,7 @@ class Job(ABC):
     notebook: ClassVar[str | None]  # the notebook (in notebooks/) that renders the job's folder, if any
     document: ClassVar[str]  # the assembled results file in the folder
     unit_folder: ClassVar[str]  # where unit records wait to be assembled
+    results_version: ClassVar[int]  # the format version the document must carry to count as finished
 
     def __init__(self, name: str, path: str | os.PathLike, digest: str) -> None:
         self.name, self.digest = name, digest
@@ -106,7 +106,7 @@ class Job(ABC):
 
     def complete(self) -> bool:
         """True when the folder holds finished results for exactly this configuration."""
-        return json_matches(self.path / self.document, config_hash=self.digest, results_version=RESULTS_VERSION)
+        return json_matches(self.path / self.document, config_hash=self.digest, results_version=self.results_version)
 
     def state(self) -> TaskState:
         """PENDING, RENDER (results there, the notebook not rendered) or SKIPPED. A notebook is

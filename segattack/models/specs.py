@@ -1,4 +1,4 @@
-"""Model specs: any segmentation model behind :class:`segattack.models.backbones.SegmentationModel`.
+"""Model specs: any segmentation model behind :class:`segattack.models.wrapper.SegmentationModel`.
 
 A spec names a model in one string, the same in the API (``load_model(spec)``), the CLI
 (``--model SPEC``) and the notebooks (``model=``):
@@ -49,15 +49,12 @@ from segattack.models.backbones import (
     BACKBONES,
     TORCHVISION,
     WEIGHT_SOURCES,
-    SegmentationModel,
-    WeightsInfo,
-    WeightsUnavailable,
     _load_state,
     _load_torchvision,
     build_torchvision,
     is_checkpoint_path,
-    ready,
 )
+from segattack.models.wrapper import SegmentationModel, WeightsInfo, WeightsUnavailable, ready
 
 KINDS = ("torchvision", "hf", "smp", "module")
 FORMS = "torchvision:NAME, hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE"
@@ -133,7 +130,7 @@ def load_spec(
 def _fold_if_exact(net: nn.Module) -> tuple[nn.Module, bool]:
     """``net`` with its batch norms folded when a probe pass gives the same logits, else ``net`` as it was:
     folding pairs each convolution with the batch norm registered after it, true of most but not all code."""
-    from segattack.models.backbones import fold_batchnorm
+    from segattack.models.wrapper import fold_batchnorm
 
     if not any(type(m) is nn.BatchNorm2d for m in net.modules()):
         return net, False

@@ -14,7 +14,8 @@ import torch
 from segattack.attacks import AttackSpec
 from segattack.data.sets import Resize, image_set
 from segattack.metrics import predict_classes
-from segattack.models.backbones import SegmentationModel, load_model
+from segattack.models.loader import load_model
+from segattack.models.wrapper import SegmentationModel
 from segattack.study.config import ModelKey
 from segattack.study.numerics import DEFAULT_NUMERICS, Numerics, jittered, numerics
 

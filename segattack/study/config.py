@@ -22,8 +22,9 @@ from segattack.data.classes import NUM_CLASSES
 from segattack.data.labels import LabelMap, LabelSpace, read_label_map
 from segattack.data.sets import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
 from segattack.data.targets import TARGET_SOURCES, check_scheme
-from segattack.models.backbones import parse_window, resolve_weights, wrap_model
+from segattack.models.backbones import resolve_weights
 from segattack.models.specs import check_weights, known_labels, resolve_spec
+from segattack.models.wrapper import parse_window, wrap_model
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from segattack.util.params import ParameterError, check_attack_params, coerce, parse_literal
 

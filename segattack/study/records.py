@@ -6,7 +6,7 @@ A **run folder** (``R/runs/BACKBONE-ATTACK/``) holds:
   undefined). Its fields, in order: ``config`` (the :class:`~segattack.study.config.RunConfig`),
   ``config_hash``, ``results_version``, ``image_size`` (px), ``names`` and ``notes`` (per image, input
   notes such as EXIF rotation), ``skipped`` (files of the set that were not images), ``weights``
-  (:class:`~segattack.models.backbones.WeightsInfo`), ``attack_params`` (the attack's resolved hyperparameters),
+  (:class:`~segattack.models.wrapper.WeightsInfo`), ``attack_params`` (the attack's resolved hyperparameters),
   ``iterations`` (forward/backward passes per image), ``shards``, ``seconds`` and
   ``seconds_per_iteration`` (attack compute), ``attacked`` (the images Table 1 averages),
   ``summary`` / ``summary_all`` (per metric: mean and 95% normal half-width over the attacked / all
@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from segattack.models.backbones import WeightsInfo
+from segattack.models.wrapper import WeightsInfo
 from segattack.study.config import RunConfig
 
 RESULTS_VERSION = 4  # bumped when a results document gains or changes fields the report reads

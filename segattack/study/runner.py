@@ -24,12 +24,12 @@ from segattack.data.sets import MIN_SIDE, ImageError, ImageSet, Loaded, image_se
 from segattack.data.targets import scheme_target, target_sources
 from segattack.engine.jobs import Job
 from segattack.metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
-from segattack.models.backbones import SegmentationModel
 from segattack.models.specs import check_labels
+from segattack.models.wrapper import SegmentationModel
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
 from segattack.study.numerics import jittered, numerics
-from segattack.study.records import Results, SavedImages, ShardRecord
+from segattack.study.records import RESULTS_VERSION, Results, SavedImages, ShardRecord
 from segattack.study.results import assemble, read_run, write_run
 
 
@@ -243,6 +243,7 @@ class RunJob(Job):
     notebook: ClassVar[str | None] = "attack.ipynb"
     document = "results.json"
     unit_folder = "shards"
+    results_version = RESULTS_VERSION
 
     def __init__(self, cfg: RunConfig, path: str | os.PathLike, profile: str = "interactive") -> None:
         super().__init__(cfg.name, path, cfg.digest())

@@ -48,7 +48,8 @@ from segattack.metrics import (
     pixel_accuracy,
     predict_classes,
 )
-from segattack.models.backbones import BACKBONES, SegmentationModel, WeightsInfo, resolve_weights
+from segattack.models.backbones import BACKBONES, resolve_weights
+from segattack.models.wrapper import SegmentationModel, WeightsInfo
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
@@ -521,6 +522,7 @@ class StudiesJob(Job):
     notebook = "studies.ipynb"
     document = "studies.json"
     unit_folder = "cells"
+    results_version = RESULTS_VERSION
 
     def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:
         super().__init__("studies", path, study.digest())

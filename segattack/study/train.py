@@ -37,7 +37,8 @@ from segattack.metrics import (
     predict_classes,
 )
 from segattack.models import checkpoints
-from segattack.models.backbones import BACKBONES, SegmentationModel, build_network
+from segattack.models.backbones import BACKBONES, build_network
+from segattack.models.wrapper import SegmentationModel
 
 
 @dataclass
