@@ -239,14 +239,14 @@ MUTATIONS = [
     ),
     (
         "sliding windows' overlaps summed, not averaged",
-        "segattack/models/backbones.py",
+        "segattack/models/wrapper.py",
         "        return total / count\n",
         "        return total / count.clamp(max=1)\n",
         ["tests/test_window.py::test_overlaps_are_averaged_as_by_hand"],
     ),
     (
         "sliding windows not flush with the image's far edge",
-        "segattack/models/backbones.py",
+        "segattack/models/wrapper.py",
         "            boxes.append((max(bottom - wh, 0), max(right - ww, 0), bottom, right))\n",
         "            boxes.append((r * sh, c * sw, bottom, right))\n",
         ["tests/test_window.py::test_windows_are_placed_as_mmseg_places_them"],
