@@ -43,8 +43,7 @@ from machine import describe
 
 from segattack.attacks import ATTACKS
 from segattack.attacks.losses import pixel_cross_entropy
-from segattack.models.loader import load_model
-from segattack.models.wrapper import SegmentationModel
+from segattack.models import SegmentationModel, load_model
 
 ATTACK_KWARGS = {"pgd": {}, "asma": {}, "dag": {"gamma": 1e-3, "adv_threshold": None}, "segpgd": {}, "cospgd": {}}
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}, "bf16": {}}

@@ -55,8 +55,7 @@ from machine import describe
 
 from segattack.attacks import ATTACKS
 from segattack.attacks.losses import pixel_cross_entropy
-from segattack.models.loader import load_model
-from segattack.models.wrapper import SegmentationModel
+from segattack.models import SegmentationModel, load_model
 
 NAMES = {"mobilenet_v3_large": "MobileNetV3", "resnet50": "ResNet50"}
 LABELS = {"apgd": "APGD", "sea": "SEA", "alma_prox": "ALMA prox", "pdpgd": "PDPGD", "fmn": "FMN"}

@@ -29,8 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).parent))
 from segattack.attacks import ATTACKS
 from segattack.attacks.losses import pixel_cross_entropy
-from segattack.models.loader import load_model
-from segattack.models.wrapper import SegmentationModel
+from segattack.models import SegmentationModel, load_model
 
 KWARGS: dict[str, dict] = {
     "sea": {"adv_threshold": None},

@@ -46,8 +46,7 @@ from machine import describe
 from segattack.attacks import targeted_pgd
 from segattack.attacks.losses import pixel_cross_entropy
 from segattack.metrics import predict_classes
-from segattack.models.loader import load_model
-from segattack.models.wrapper import SegmentationModel
+from segattack.models import SegmentationModel, load_model
 
 MODELS = {"segformer": "SegFormer-B0 (hf:)", "unet": "SMP Unet ResNet34 (smp:)", "fcn": "FCN ResNet50 (torchvision)"}
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from segattack.attacks import AttackDiverged, asma, targeted_pgd
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.data.sets import ImageError, image_set, load_image
 from segattack.engine.store import atomic_save, json_matches
 from segattack.models import checkpoints

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.engine import cluster, store
 from segattack.study.config import MAX_LONG_SIDE, MAX_SCENES, MAX_SIZE, RunConfig
 from segattack.study.profiles import plan

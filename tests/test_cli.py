@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segattack.cli.main import main
+from segattack.cli import main
 
 
 @pytest.mark.parametrize("attack", ["pgd", "asma"])

@@ -129,7 +129,7 @@ def test_a_client_killed_mid_grid_resumes_with_only_the_unfinished_tasks(cluster
 
 
 def test_report_on_a_voc_folder_through_dask(cluster, voc_folder, tmp_path):
-    from segattack.cli.main import main
+    from segattack.cli import main
 
     local, _ = cluster
     assert (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.engine import grid, store
 from segattack.engine.jobs import TaskState
 from segattack.study.config import RunConfig

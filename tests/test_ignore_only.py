@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.data.classes import IGNORE_INDEX
 from segattack.study.report import load_runs, readings_table
 from segattack.study.studies import StudyConfig, run_studies

@@ -117,7 +117,7 @@ def test_a_voc_model_attacks_cityscapes_labelled_images_through_a_map(tmp_path):
 
 
 def test_the_cli_takes_a_label_map_and_names_a_bad_one(tmp_path, capsys):
-    from segattack.cli.main import main
+    from segattack.cli import main
 
     root = cityscapes_pairs(tmp_path / "city")
     (tmp_path / "map.txt").write_text(CITY_TO_VOC)

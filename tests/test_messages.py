@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.engine import store
 from segattack.engine.cluster import local_cluster
 from segattack.study.config import RunConfig

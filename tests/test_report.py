@@ -347,7 +347,7 @@ def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
 
 
 def test_a_bad_report_parameter_leaves_every_earlier_result_intact(tiny_study, tmp_path, capsys):
-    from segattack.cli.main import main
+    from segattack.cli import main
 
     out, _ = tiny_study
     work = tmp_path / "work"

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from segattack.cli.main import main
+from segattack.cli import main
 from segattack.engine import kernels
 from segattack.engine.render import execute
 from segattack.study.config import RunConfig

@@ -1,5 +1,5 @@
 """The ``segattack`` command (:func:`main`, the console script ``segattack.cli:main``)."""
 
-from segattack.cli.main import main
+from segattack.cli.app import main
 
 __all__ = ["main"]
