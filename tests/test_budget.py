@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from segattack.attacks import pgd
-from segattack.budget import median_budget, robustness_curve, smallest_budget
+from segattack.budget import (
+    RTOL,
+    at_radius,
+    median_budget,
+    project,
+    robustness_curve,
+    smallest_budget,
+    stopped_moving,
+)
 from segattack.models import WeightsInfo
 from segattack.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
 
@@ -19,10 +27,10 @@ X = torch.tensor([[0.7, 0.2, 0.5, 0.3], [0.2, 0.6, 0.3, 0.35], [0.1, 0.3, 0.45, 
 LABELS = torch.tensor([[[0, 1], [0, 1]]])
 
 
-def test_the_bisection_brackets_the_known_smallest_radius(linear_model):
+def test_the_cold_bisection_brackets_the_known_smallest_radius(linear_model):
     found = smallest_budget(
         linear_model, X, LABELS, "pgd", targeted=False, steps=50, adv_threshold=1.0, eps_max=0.5,
-        params={"mode": "linf"},
+        params={"mode": "linf"}, warm=False,
     )  # fmt: skip
     width, radius = 0.5 / 2**13, found.radius.item()
     assert found.how == "search" and 0.25 <= radius <= 0.25 + width + 1e-9
@@ -31,6 +39,55 @@ def test_the_bisection_brackets_the_known_smallest_radius(linear_model):
     assert 0.25 - 1e-6 <= found.linf.item() <= radius + 1e-6  # the perturbation found there, within the radius
     assert 0 < found.passes.item() < 14 * 50  # images stop once broken
     assert found.linf.item() <= found.l2.item() <= 12**0.5 * found.linf.item() + 1e-6  # 12 values
+    assert found.success.item() == 1.0 and found.converged.item()
+
+
+def test_the_warm_search_finds_the_cold_radius_with_fewer_passes(linear_model):
+    """Same smallest radius as the cold bisection (within the warm search's 1/16), fewer passes,
+    and every perturbation it tried within the radius it was tried at (the warm start projected)."""
+    kwargs = dict(targeted=False, steps=10, adv_threshold=1.0, eps_max=0.5, params={"mode": "linf"})
+    cold = smallest_budget(linear_model, X, LABELS, "pgd", warm=False, **kwargs)
+    warm = smallest_budget(linear_model, X, LABELS, "pgd", **kwargs)
+    assert cold.radius.item() == pytest.approx(0.25, abs=1e-3)
+    assert cold.radius.item() - 1e-6 <= warm.radius.item() <= cold.radius.item() * (1 + RTOL) + 1e-6
+    assert warm.linf.item() == pytest.approx(warm.radius.item()) and warm.converged.item()
+    assert warm.passes.item() < cold.passes.item() / 2  # 27 vs 73 passes when written
+    # the budget found breaks the image; 1/16 below it, PGD run to convergence does not
+    assert pgd(linear_model, X, LABELS, targeted=False, steps=80, mode="linf", eps=warm.radius.item()).success == 1
+    below = warm.radius.item() * (1 - RTOL) - 1e-3
+    assert pgd(linear_model, X, LABELS, targeted=False, steps=80, mode="linf", eps=below).success < 1
+
+
+def test_a_warm_start_outside_the_new_radius_is_refused(linear_model):
+    big = torch.full_like(X, 0.2)
+    with pytest.raises(ValueError, match="init must lie in the linf ball of radius 0.1"):
+        pgd(linear_model, X, LABELS, mode="linf", eps=0.1, init=big)
+    with pytest.raises(ValueError, match="init and random_start exclude each other"):
+        pgd(linear_model, X, LABELS, mode="linf", eps=0.1, init=project(big, 0.1, X), random_start=True)
+    start = project(big, 0.1, X)
+    assert start.abs().max() <= 0.1 + 1e-7 and ((X + start) <= 1).all()
+    run = pgd(linear_model, X, LABELS, mode="linf", eps=0.1, steps=1, alpha=1e-9, init=start, targeted=False)
+    assert torch.allclose(run.adv - X, start, atol=1e-6)  # the run starts where it was told
+
+
+def test_a_radius_runs_until_success_stops_moving(linear_model):
+    """At a radius too small to break the image, rounds continue while success still rises and stop
+    once it has not moved over a round's second half; a round cap leaves the image flagged."""
+    calls = []
+
+    def run(radius, start):
+        calls.append(start is None)
+        return pgd(linear_model, X, LABELS, targeted=False, mode="linf", eps=radius, steps=4, alpha=0.01,
+                   init=start)  # fmt: skip
+
+    probe = at_radius(run, 0.2, None, X, 1.0, rounds=50, warm=True)
+    assert not probe.broken and probe.converged and calls[0] and not any(calls[1:])  # later rounds warm
+    assert probe.passes == 4 * len(calls) and len(calls) >= 2  # success rose in the first round: a second ran
+    capped = at_radius(run, 0.2, None, X, 1.0, rounds=1, warm=True)
+    assert not capped.broken and not capped.converged
+    history = torch.tensor([[0.1], [0.2], [0.3], [0.3]])
+    assert not stopped_moving(history, torch.tensor([0.3])).item()  # 0.3 late vs 0.2 early
+    assert stopped_moving(torch.tensor([[0.3], [0.3], [0.3], [0.305]]), torch.tensor([0.3])).item()
 
 
 def test_a_minimal_norm_budget_is_no_larger_than_a_searched_one(linear_model):
@@ -65,7 +122,14 @@ def test_asma_is_measured_after_the_fact(tiny_model, scene_inputs):
     found = smallest_budget(tiny_model, images, targets, "asma", steps=20, adv_threshold=0.5, params={"beta": 1e-3})
     assert found.how == "measured" and found.linf.shape == (4,)
     broken = torch.isfinite(found.linf)
-    assert (found.linf[broken] > 0).all() and (found.l2[broken] >= found.linf[broken]).all()
+    assert broken.any() and (found.l2[broken] >= found.linf[broken]).all()
+    # it stops each image at its first break: the budget is the norm there, 0 where the clean image
+    # already had half its pixels at the target, and an image that breaks costs fewer than 20 passes
+    with torch.no_grad():
+        already = (tiny_model(images).argmax(1) == targets).flatten(1).float().mean(1) >= 0.5
+    assert ((found.linf[broken] == 0) == already[broken]).all() and (found.linf[~already & broken] > 0).all()
+    assert (found.passes[broken] < 20).all() and (found.passes[~broken] == 20).all()
+    assert found.converged[broken].all() and (found.success[broken] >= 0.5).all()
     with pytest.raises(ValueError, match="asma has no untargeted form"):
         smallest_budget(tiny_model, images, masks, "asma", targeted=False)
 
