@@ -162,7 +162,8 @@ def test_bad_input_gets_one_clear_error(linear_model):
 
 
 def test_a_budget_cell_gives_a_row_per_image_and_mode():
-    from segattack.studies import StudyConfig, run_cell, study_cells
+    from segattack.params import ParameterError
+    from segattack.studies import PAPER_TARGET, StudyConfig, run_cell, study_cells
 
     study = StudyConfig(
         num_images=3,
@@ -172,6 +173,8 @@ def test_a_budget_cell_gives_a_row_per_image_and_mode():
         budget_steps=2,
         backbones=["mobilenet_v3_large"],
         budget_attacks=["pgd", "asma", "fmn"],
+        budget_modes=["targeted", "untargeted"],
+        budget_run_steps=28,
     )
     assert study.budget_indices == [0, 2]  # the paper's target image (1) is left out
     cells = [c for c in study_cells(study) if c.startswith("budget/")]
@@ -186,9 +189,16 @@ def test_a_budget_cell_gives_a_row_per_image_and_mode():
     assert [(r.image, r.mode, r.how, r.passes) for r in rows] == [
         (0, "targeted", "minimal_norm", 28),
         (2, "targeted", "minimal_norm", 28),
-    ]  # one run as long as a 13-step search of 2-step runs
+    ]  # one run of budget_run_steps
     assert all(r.linf is None or 0 <= r.linf <= (r.l2 or 0) for r in rows)
     assert not [c for c in study_cells(StudyConfig(budget_images=0)) if c.startswith("budget/")]  # off
+    default = StudyConfig()  # the default studies decide the paper's question: ASMA and PGD, targeted, 8 images
+    assert [c for c in study_cells(default) if c.startswith("budget/")] == [
+        f"budget/{b}/{a}/targeted/{k}" for b in default.backbones for a in ("asma", "pgd") for k in (0, 1)
+    ]
+    assert len(default.budget_indices) == 8 and PAPER_TARGET not in default.budget_indices
+    with pytest.raises(ParameterError, match="budget_modes"):
+        StudyConfig(budget_modes=["sideways"])
 
 
 def test_a_targeted_image_with_nothing_to_change_has_no_row(linear_model):
@@ -211,12 +221,14 @@ def test_the_tiny_profile_runs_its_budget_cells():
 
     study = study_config("tiny")
     cells = [c for c in study_cells(study) if c.startswith("budget/")]
-    assert study.budget_indices == [0] and len(cells) == 2 * (2 * 7 + 1)  # ASMA targeted only
-    records = [run_cell(study, c) for c in cells if "/mobilenet_v3_large/" in c and "/dag/" not in c]
+    assert study.budget_indices == [0] and len(cells) == 2 * 2  # ASMA and PGD, targeted
+    assert study_config("default").budget_plan == "default" and study_config("paper").budget_plan == "paper"
+    records = [run_cell(study, c) for c in cells if "/mobilenet_v3_large/" in c]
     rows = assemble_studies(study, records).budget
-    assert {r.attack for r in rows} == {"pgd", "segpgd", "cospgd", "asma", "alma_prox", "pdpgd", "fmn"}
-    assert {r.how for r in rows} == {"search", "measured", "minimal_norm"}
+    assert {r.attack for r in rows} == {"pgd", "asma"} and {r.how for r in rows} == {"search", "measured"}
     assert all(r.passes >= 1 and r.seconds > 0 and (r.linf is None) == (r.l2 is None) for r in rows)
+    asma_row = next(r for r in rows if r.attack == "asma")
+    assert asma_row.passes <= 2 and 0 <= asma_row.success <= 1  # the tiny profile's 2 iterations
 
 
 def _studies(rows: list[BudgetRow]) -> StudiesResults:
@@ -228,7 +240,7 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
     from segattack.report import budget_answer, budget_curves, budget_table
 
     def row(attack, mode, image, linf, l2, how="search"):
-        return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, 1.5, how)
+        return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, 1.5, how, 0.4 if linf is None else 0.6, True)
 
     def twice(v):
         return None if v is None else 2 * v
@@ -265,3 +277,46 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
     assert "but PGD Attack does in L-inf" in answer[0] and "intervals overlapping" in answer[0]
     assert "ASMA has no untargeted form" in answer[1]
     assert math.isinf(median_budget([np.inf, 0.1, np.inf])[0])
+
+
+def test_both_views_and_the_verdict_read_the_numbers():
+    """Smallest budget at convergence beside success after equal passes; the verdict names the
+    flagged run, the unbroken image with its success, and whether the intervals are apart."""
+    from segattack.report import budget_answer, budget_table, budget_views
+
+    pgd_rows = [BudgetRow("resnet50", "pgd", "targeted", i, v, 10 * v, 40, 2.0, "search", 0.6, i != 2)
+                for i, v in enumerate([0.02, 0.03, 0.04])]  # fmt: skip
+    asma_rows = [
+        BudgetRow("resnet50", "asma", "targeted", i, v, l2, 120, 6.0, "measured", s, True)
+        for i, v, l2, s in [(0, 0.2, 1.0, 0.7), (1, 0.3, 2.0, 0.8), (2, None, None, 0.4)]
+    ]
+    studies = _studies(pgd_rows + asma_rows)
+    studies.params = {"eps": 8 / 255}
+    studies.iteration_curves = {  # (iterations, images): PGD ahead after 20 passes, ASMA after 5
+        "resnet50": {
+            "pgd": [[0.0, 0.0]] * 5 + [[0.9, 0.7]] * 15,
+            "asma": [[0.5, 0.5]] * 20,
+        }
+    }
+    table = budget_table(studies)
+    key = ("resnet50 / embedded weights", "targeted")
+    assert table.loc[(*key, "PGD Attack"), "converged"] == "2 of 3 (flagged: still moving)"
+    assert table.loc[(*key, "ASMA"), "success where not broken"] == "0.40"
+    assert table.loc[(*key, "PGD Attack"), "success where not broken"] == "—"
+    views = budget_views(studies)
+    row = views.loc[("resnet50 / embedded weights", "PGD Attack")]
+    assert row[("smallest budget at convergence", "median L2 [95%]")].startswith("0.300 [")
+    assert row[("smallest budget at convergence", "passes / image")] == "40"
+    assert row[("success at L-inf 8/255 (equal compute)", "after 5 passes")] == "0.0%"
+    assert row[("success at L-inf 8/255 (equal compute)", "after 20 passes")] == "80.0%"
+    assert views.loc[("resnet50 / embedded weights", "ASMA"), ("smallest budget at convergence", "s / image")] == "6.00"
+    answer = budget_answer(studies)
+    assert answer.startswith("- **ResNet, targeted:** PGD Attack needs the smaller perturbation in L2")
+    assert (
+        "At equal compute (20 forward+backward passes at L-inf 8/255, the comparison's images) PGD Attack is ahead: ASMA 50.0% vs PGD Attack 80.0%"
+        in answer
+    )
+    assert (
+        "1 PGD Attack image(s) were still moving" in answer and "ASMA left 1 image(s) unbroken (success 0.40" in answer
+    )
+    assert "What would change it: its intervals are apart" in answer  # PGD's 0.2-0.4 against ASMA's 1.0-inf
