@@ -788,13 +788,19 @@ def budget_views(studies: StudiesResults) -> pd.DataFrame:
     return table
 
 
-def _what_would_change(rows: pd.DataFrame, attacks: tuple[str, str], apart: bool) -> str:
-    """What in these numbers could reverse the verdict: overlapping intervals, flagged runs, unbroken images."""
-    parts = [
-        "its intervals are apart, so more images would not reverse it"
-        if apart
-        else f"the intervals overlap: more than {rows['image'].nunique()} images could reverse it"
-    ]
+def _what_would_change(rows: pd.DataFrame, attacks: tuple[str, str], verdict: bool, apart: bool) -> str:
+    """What in these numbers could reverse the verdict (or give one): overlapping intervals, flagged
+    runs, unbroken images and the success they reached."""
+    if not verdict:
+        first = (
+            "no verdict: a median is ∞ (or both equal) where under half the images break; more rounds, a larger "
+            "budget_eps_max or more ASMA iterations could give one"
+        )
+    elif apart:
+        first = "its intervals are apart, so more images would not reverse it"
+    else:
+        first = f"the intervals overlap: more than {rows['image'].nunique()} images could reverse it"
+    parts = [first]
     for attack in attacks:
         mine = rows[rows["attack"] == attack]
         moving, left = int((~mine["converged"]).sum()), mine[~np.isfinite(mine["linf"])]
@@ -857,6 +863,7 @@ def budget_answer(studies: StudiesResults) -> str:
                 continue
             l2, l2_numbers = _smaller(rows, attacks, "l2")
             linf, linf_numbers = _smaller(rows, attacks, "linf")
+            apart = "overlapping" not in l2_numbers
             verdict = f"{l2} needs the smaller perturbation" if l2 else "neither needs a smaller perturbation"
             if linf is None:
                 also = "and neither does in L-inf"
@@ -866,10 +873,6 @@ def budget_answer(studies: StudiesResults) -> str:
                 head + f"{verdict} in L2 ({l2_numbers}), {also} ({linf_numbers}); medians over "
                 f"{rows['image'].nunique()} image(s) with 95% bootstrap intervals, on {_weights(studies, backbone)}."
                 + _efficiency(studies, backbone, attacks)
-                + (
-                    f" What would change it: {_what_would_change(rows, attacks, 'overlapping' not in l2_numbers)}."
-                    if l2
-                    else ""
-                )
+                + f" What would change it: {_what_would_change(rows, attacks, bool(l2), apart)}."
             )
     return "\n".join(lines)

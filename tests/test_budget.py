@@ -320,3 +320,17 @@ def test_both_views_and_the_verdict_read_the_numbers():
         "1 PGD Attack image(s) were still moving" in answer and "ASMA left 1 image(s) unbroken (success 0.40" in answer
     )
     assert "What would change it: its intervals are apart" in answer  # PGD's 0.2-0.4 against ASMA's 1.0-inf
+
+
+def test_without_a_verdict_the_answer_gives_the_evidence():
+    """Neither attack breaks half the images: no verdict, and the success the unbroken images reached."""
+    from segattack.report import budget_answer
+
+    rows = [
+        BudgetRow("resnet50", a, "targeted", i, v, v, 50, 1.0, "search", s, True)
+        for a in ("pgd", "asma")
+        for i, v, s in [(0, 0.1, 0.6), (1, None, 0.31), (2, None, 0.45)]
+    ]
+    answer = budget_answer(_studies(rows))
+    assert "neither needs a smaller perturbation" in answer and "What would change it: no verdict" in answer
+    assert "PGD Attack left 2 image(s) unbroken (success 0.31, 0.45" in answer
