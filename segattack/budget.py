@@ -17,7 +17,8 @@ How the smallest budget is found depends on the attack's kind in the registry:
   bisection of the bracket, every radius started from the last breaking perturbation projected
   onto it, until the bracket is ``rtol`` of its upper end; the budget is the measured norm of the
   last breaking perturbation. Any other is searched *cold* (``warm=False`` does this for every
-  attack): ``search_steps`` halvings of [0, ``eps_max``], every run from zero;
+  attack, the earlier search): ``search_steps`` halvings of [0, ``eps_max``], one run of ``steps``
+  from zero at each radius, its convergence read from that run's success;
 - ASMA (registered ``searchable=False``: its budget is not an input) and any attack without a
   budget rule are measured: one run of ``steps`` iterations that stops each image as soon as it
   breaks, its L-inf and L2 then; inf where it never breaks.
@@ -110,7 +111,7 @@ def at_radius(run: Callable[[float, torch.Tensor | None], AttackResult], radius:
     passes, best = 0, None
     for _ in range(rounds if warm else 1):
         result = run(radius, start)
-        passes += int(_passes(result, 1, 1).sum())
+        passes += int(_passes(result, 1, len(result.history["success"])).sum())
         if bool(result.success.item() >= threshold):
             return Probe(result, True, True, passes)
         moving = not bool(stopped_moving(result.history["success"], result.success, best).item())
