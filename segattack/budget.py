@@ -46,7 +46,7 @@ from .attacks import ATTACKS, AttackResult
 SEARCH_STEPS = 13  # most radii a search tries after eps_max (a cold search: halvings, as the ALMA prox harness)
 EPS_MAX = 16 / 255  # the search's upper end, [0,1] pixels
 ROUNDS = 8  # most rounds of ``steps`` iterations at one radius before the image is flagged as still moving
-PLATEAU = 0.01  # success (a share of pixels) a round must gain over the best before it to count as moving
+PLATEAU = 0.005  # success (a share of pixels) a round must gain over the best before it to count as moving
 SHRINK = 0.75  # a warm search's ladder: each radius this share of the last breaking perturbation's norm
 RTOL = 1 / 16  # a warm search stops once its bracket is this narrow, relative to its upper end
 How = Literal["minimal_norm", "search", "measured"]
@@ -94,13 +94,16 @@ def _passes(result: AttackResult, count: int, steps: int) -> torch.Tensor:
 
 
 def stopped_moving(history: torch.Tensor, final: torch.Tensor, before: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,) whether success had stopped moving over a run: the best of its second half (``history``'s
-    last half and the ``final`` success) exceeds the best before it (its first half, ``before``)
-    by less than ``PLATEAU``. A run of one iteration has no first half: moving unless ``before``."""
+    """(B,) whether success had stopped moving over a run: its best (``history`` and the ``final``
+    success) exceeds ``before``, the best of the earlier rounds at this radius, by less than
+    ``PLATEAU``; a first round (no ``before``) compares its second half with its first, and one
+    of a single iteration counts as moving."""
     half = len(history) // 2
-    floor = torch.full_like(final, -1.0) if before is None else before.to(final)
-    early = torch.maximum(floor, history[:half].amax(0).to(final)) if half else floor
-    late = torch.maximum(history[half:].amax(0).to(final), final) if len(history) else final
+    if before is not None:
+        early, late = before.to(final), torch.maximum(history.amax(0).to(final), final)
+    else:
+        early = history[:half].amax(0).to(final) if half else torch.full_like(final, -1.0)
+        late = torch.maximum(history[half:].amax(0).to(final), final)
     return late - early < PLATEAU
 
 

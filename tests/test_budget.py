@@ -87,7 +87,11 @@ def test_a_radius_runs_until_success_stops_moving(linear_model):
     assert not capped.broken and not capped.converged
     history = torch.tensor([[0.1], [0.2], [0.3], [0.3]])
     assert not stopped_moving(history, torch.tensor([0.3])).item()  # 0.3 late vs 0.2 early
-    assert stopped_moving(torch.tensor([[0.3], [0.3], [0.3], [0.305]]), torch.tensor([0.3])).item()
+    assert stopped_moving(torch.tensor([[0.3], [0.3], [0.3], [0.303]]), torch.tensor([0.3])).item()
+    # a later round: its whole best against the best of the rounds before it
+    flat = torch.tensor([[0.30], [0.30], [0.30], [0.304]])
+    assert stopped_moving(flat, torch.tensor([0.3]), before=torch.tensor([0.3])).item()
+    assert not stopped_moving(flat + 0.006, torch.tensor([0.3]), before=torch.tensor([0.3])).item()
 
 
 def test_a_minimal_norm_budget_is_no_larger_than_a_searched_one(linear_model):
