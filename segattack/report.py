@@ -711,6 +711,11 @@ def budget_table(studies: StudiesResults) -> pd.DataFrame:
     return frame
 
 
+def _measured_steps(plan: typing.Literal["paper", "default"]) -> str:
+    """The iterations, under ``plan``, of the paper's attacks the budget axis measures (ASMA's)."""
+    return ", ".join(str(s.steps_for(plan)) for s in map(ATTACKS.check, ATTACKS.in_paper()) if not s.searchable)
+
+
 def budget_caption(studies: StudiesResults) -> str:
     """Markdown: what the budget axis measured, on how many images, with which settings and weights."""
     p, frame = studies.params, budget_frame(studies)
@@ -722,12 +727,13 @@ def budget_caption(studies: StudiesResults) -> str:
         f"{escape(p['images'])} image(s) at {p['size']} px. Every attack runs to convergence at each radius it "
         f"is tried at: rounds of {p['budget_steps']} iterations, each from the last iterate, until the image "
         f"breaks (it then stops) or its best success gains under {PLATEAU:.1%} of the pixels over a whole "
-        f"round (the first: over its second half; at most {p['budget_rounds']} rounds; an image still moving then is flagged). PGD is searched "
+        f"round (the first: over its second half; at most {p['budget_rounds']} rounds; an image still moving "
+        f"then is flagged). PGD is searched "
         f"warm up to {p['budget_eps_max'] * 255:.0f}/255: a ladder down from the last breaking perturbation's "
         f"L-inf norm, then a bisection to 1/{round(1 / RTOL)} of the radius, each radius started from that "
         f"perturbation projected onto it; attacks without a starting point are bisected cold. Minimal-norm "
         f"attacks: their returned norm. ASMA, whose budget is no input: one run of its Table 1 iterations "
-        f"({p.get('budget_run_steps') or ATTACKS['asma'].steps_for(p.get('budget_plan', 'default'))}), each "
+        f"({p.get('budget_run_steps') or _measured_steps(p.get('budget_plan', 'default'))}), each "
         f"image stopped at its first break and measured there. An image not broken has no budget (∞); the "
         f"table gives the success it reached. Weights: "
         + "; ".join(escape(_weights(studies, b)) for b in dict.fromkeys(frame["backbone"]))
