@@ -9,7 +9,7 @@ at the radius the search found, to convergence (``budget.at_radius``: rounds unt
 breaks): the search's passes over that one attack's passes is the search's cost (the aim: at most
 3x). ``--cold`` also runs the cold bisection (``warm=False``) on the same images, for its passes.
 Writes ``results/budget_search.json``. Run it with the checkout's code on ``PYTHONPATH``; pointed
-at an older checkout (its ``segattack``), the per-cell part times that checkout's cells.
+at another checkout of the same package layout, the per-cell part times its cells.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from machine import describe
 
-from segattack.profiles import study_config
-from segattack.studies import run_cell, study_cells
+from segattack.study.profiles import study_config
+from segattack.study.studies import run_cell, study_cells
 
 
 def cell_costs(profile: str, backbones: list[str]) -> list[dict[str, Any]]:
@@ -47,10 +47,10 @@ def search_against_one_attack(profile: str, cells: list[dict[str, Any]], cold: b
     """Per image the targeted PGD cells broke: the warm search's passes (from the cell's row), one
     cold attack's at the radius found (the row's L-inf), and (``cold``) the cold bisection's."""
     from segattack.attacks import ATTACKS
-    from segattack.budget import at_radius, smallest_budget
-    from segattack.classes import IGNORE_INDEX
-    from segattack.numerics import numerics
-    from segattack.studies import _shard_inputs
+    from segattack.data.classes import IGNORE_INDEX
+    from segattack.evaluation.budget import at_radius, smallest_budget
+    from segattack.study.numerics import numerics
+    from segattack.study.studies import _shard_inputs
 
     study = study_config(profile)
     assert study is not None

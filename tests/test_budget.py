@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segattack.attacks import pgd
-from segattack.budget import (
+from segattack.evaluation.budget import (
     RTOL,
     at_radius,
     median_budget,
@@ -19,8 +19,8 @@ from segattack.budget import (
     smallest_budget,
     stopped_moving,
 )
-from segattack.models import WeightsInfo
-from segattack.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
+from segattack.models.wrapper import WeightsInfo
+from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
 
 # tests/test_minimal_norm.py's four pixels: untargeted, every pixel leaves its class at L-inf 0.25
 X = torch.tensor([[0.7, 0.2, 0.5, 0.3], [0.2, 0.6, 0.3, 0.35], [0.1, 0.3, 0.45, 0.3]]).view(1, 3, 2, 2)
@@ -166,8 +166,8 @@ def test_bad_input_gets_one_clear_error(linear_model):
 
 
 def test_a_budget_cell_gives_a_row_per_image_and_mode():
-    from segattack.params import ParameterError
-    from segattack.studies import PAPER_TARGET, StudyConfig, run_cell, study_cells
+    from segattack.study.studies import PAPER_TARGET, StudyConfig, run_cell, study_cells
+    from segattack.util.params import ParameterError
 
     study = StudyConfig(
         num_images=3,
@@ -206,7 +206,7 @@ def test_a_budget_cell_gives_a_row_per_image_and_mode():
 
 
 def test_a_targeted_image_with_nothing_to_change_has_no_row(linear_model):
-    from segattack.studies import StudyConfig, _Inputs, budget_rows
+    from segattack.study.studies import StudyConfig, _Inputs, budget_rows
 
     with torch.no_grad():
         clean = linear_model(X).argmax(1)
@@ -220,8 +220,8 @@ def test_a_targeted_image_with_nothing_to_change_has_no_row(linear_model):
 
 
 def test_the_tiny_profile_runs_its_budget_cells():
-    from segattack.profiles import study_config
-    from segattack.studies import assemble_studies, run_cell, study_cells
+    from segattack.study.profiles import study_config
+    from segattack.study.studies import assemble_studies, run_cell, study_cells
 
     study = study_config("tiny")
     cells = [c for c in study_cells(study) if c.startswith("budget/")]
@@ -241,7 +241,7 @@ def _studies(rows: list[BudgetRow]) -> StudiesResults:
 
 
 def test_the_report_reads_the_budget_rows_as_by_hand():
-    from segattack.report import budget_answer, budget_curves, budget_table
+    from segattack.study.report import budget_answer, budget_curves, budget_table
 
     def row(attack, mode, image, linf, l2, how="search"):
         return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, 1.5, how, 0.4 if linf is None else 0.6, True)
@@ -286,7 +286,7 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
 def test_both_views_and_the_verdict_read_the_numbers():
     """Smallest budget at convergence beside success after equal passes; the verdict names the
     flagged run, the unbroken image with its success, and whether the intervals are apart."""
-    from segattack.report import budget_answer, budget_table, budget_views
+    from segattack.study.report import budget_answer, budget_table, budget_views
 
     pgd_rows = [BudgetRow("resnet50", "pgd", "targeted", i, v, 10 * v, 40, 2.0, "search", 0.6, i != 2)
                 for i, v in enumerate([0.02, 0.03, 0.04])]  # fmt: skip
@@ -328,7 +328,7 @@ def test_both_views_and_the_verdict_read_the_numbers():
 
 def test_without_a_verdict_the_answer_gives_the_evidence():
     """Neither attack breaks half the images: no verdict, and the success the unbroken images reached."""
-    from segattack.report import budget_answer
+    from segattack.study.report import budget_answer
 
     rows = [
         BudgetRow("resnet50", a, "targeted", i, v, v, 50, 1.0, "search", s, True)
