@@ -74,6 +74,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "studies_curve_images": 2,
         "studies_budget_images": 1,
         "studies_budget_steps": 1,
+        "studies_budget_rounds": 2,
+        "studies_budget_run_steps": 2,
     },
 }
 
@@ -145,6 +147,8 @@ def study_config(profile: str, overrides: dict[str, Any] | None = None) -> Study
     unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
     if unknown:
         raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")
+    if run.get("steps") in ("paper", "default"):  # ASMA's budget run: its Table 1 iterations of this plan
+        shared["budget_plan"] = run["steps"]
     settings: dict[str, Any] = {**LEVELS[level if level in LEVELS else "default"], **shared, **study}
     config = StudyConfig(**settings)
     return None if level == "none" else config

@@ -39,7 +39,7 @@ import torch
 from segattack.models.wrapper import WeightsInfo
 from segattack.study.config import RunConfig
 
-RESULTS_VERSION = 4  # bumped when a results document gains or changes fields the report reads
+RESULTS_VERSION = 5  # bumped when a results document gains or changes fields the report reads
 Row = dict[str, Any]  # one row of a studies table (plain numbers and names, for pandas)
 T = TypeVar("T")
 
@@ -260,8 +260,10 @@ class ShardRecord:
 class BudgetRow:
     """One image's smallest budget under one attack, backbone and mode (targeted or untargeted):
     L-inf and L2 in [0,1] pixels (None: not broken within the search or the run), the
-    forward+backward passes and seconds (its share of its cell's wall time) spent finding it, and
-    how it was found (``segattack.evaluation.budget.How``)."""
+    forward+backward passes and seconds (its share of its cell's wall time) spent finding it, how
+    it was found (``segattack.evaluation.budget.How``), the share of pixels its perturbation
+    reached (where not broken: at the largest radius tried) and whether every run that did not
+    break it had stopped moving (``segattack.evaluation.budget.Budgets``)."""
 
     backbone: str
     attack: str
@@ -272,6 +274,8 @@ class BudgetRow:
     passes: int
     seconds: float
     how: str
+    success: float
+    converged: bool
 
 
 @dataclass
