@@ -11,6 +11,7 @@ from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import PAPER_GAMMA
 from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
+from segattack.data.sets import image_set
 from segattack.data.targets import attacked_images
 from segattack.metrics import (
     IMAGENET_MEAN,
@@ -187,7 +188,7 @@ def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
         cell = studies.run_cell(study, "compare/mobilenet_v3_large/pgd/0")
     finally:
         cache.clean_prediction.cache_clear()
-    images = torch.stack(studies.image_set("scenes", 32).load(range(3)).images)
+    images = torch.stack(image_set("scenes", 32).load(range(3)).images)
     with torch.no_grad():
         targets = tiny_model(images).argmax(1).roll(-1, 0)  # roll: image i takes image i+1's prediction
     transferred = [r["success"] for r in cell.transfer if r["attack"] == "pgd"]

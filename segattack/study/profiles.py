@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from segattack.attacks import ATTACKS
+from segattack.data.sets import MIN_SIDE, image_set
 from segattack.engine.grid import run_grid
 from segattack.engine.jobs import Job, TaskState
 from segattack.models.backbones import BACKBONES
@@ -135,11 +136,25 @@ def grid_configs(
     ]
 
 
-def study_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig | None:
+def study_config(
+    profile: str, overrides: dict[str, Any] | None = None, backbones: tuple[str, ...] = BACKBONE_ORDER
+) -> StudyConfig | None:
     """The studies' settings of ``profile`` (None when its ``studies`` level is ``none``; the
     settings are checked all the same); the run parameters ``weights``, ``device``, ``seed`` and the numerics
-    apply to the studies too."""
+    apply to the studies too. Named models (``backbones`` other than the study's two) and images (an
+    ``images`` override; ``studies_images`` still wins) are the studies' too: a finite set's images up
+    to ``studies_num_images``, read through the runs' ``label_map``."""
     run, study = _settings(profile, overrides)
+    if tuple(backbones) != BACKBONE_ORDER:
+        study["backbones"] = list(backbones)
+    if "images" in (overrides or {}) and "studies_images" not in (overrides or {}):
+        study["images"] = run["images"]
+        count = image_set(str(run["images"]), MIN_SIDE).count
+        if count is not None and "studies_num_images" not in (overrides or {}):
+            asked = coerce("studies_num_images", study.get("num_images", StudyConfig.num_images), int)
+            study["num_images"] = min(asked, count)
+    if run.get("label_map") and "studies_label_map" not in (overrides or {}):
+        study["label_map"] = run["label_map"]
     level = study.pop("level")
     if level not in (*LEVELS, "none"):
         raise ParameterError(f"unknown studies {level!r}; choose one of none, {', '.join(LEVELS)}")
@@ -204,7 +219,7 @@ def plan(
     any folder is written."""
     overrides = {**(overrides or {}), **({"studies": studies} if studies else {})}
     configs = grid_configs(profile, overrides, backbones, attacks)
-    study = study_config(profile, overrides)
+    study = study_config(profile, overrides, backbones)
     out = Path(out_dir).expanduser().resolve()
     jobs: list[Job] = [RunJob(cfg, out / "runs" / cfg.name, profile) for cfg in configs]
     mode, images = stability_repeats(profile, overrides)  # repeats under other numerics, as shards of their own

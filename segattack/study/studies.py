@@ -23,20 +23,20 @@ import inspect
 import os
 import time
 import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from segattack.attacks import ATTACKS, AttackResult
-from segattack.data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from segattack.data.sets import MIN_SIDE, image_set, resolve_source
-from segattack.data.targets import attacked_images, target_sources
+from segattack.data.classes import IGNORE_INDEX
+from segattack.data.labels import VOC
+from segattack.data.targets import target_sources
 from segattack.engine.jobs import Job
 from segattack.engine.store import atomic_write_text
-from segattack.evaluation.budget import ROUNDS, smallest_budget
+from segattack.evaluation.budget import smallest_budget
 from segattack.metrics import (
     changed_share,
     changed_success,
@@ -48,132 +48,25 @@ from segattack.metrics import (
     pixel_accuracy,
     predict_classes,
 )
-from segattack.models.backbones import BACKBONES, resolve_weights
+from segattack.models.specs import check_labels
 from segattack.models.wrapper import SegmentationModel, WeightsInfo
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
-from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
-from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
+from segattack.study.numerics import numerics
 from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
 from segattack.study.runner import shard_ranges
-from segattack.util.params import ParameterError
+from segattack.study.study_config import BUDGET_MODES, LEVELS, PAPER_TARGET, StudyConfig
 
-BUDGET_MODES = ("targeted", "untargeted")
-PAPER_TARGET = RunConfig.target_index  # the paper's scheme: every image toward this image's prediction
-LEVELS: dict[str, dict[str, Any]] = {
-    "default": {
-        "steps": 20,
-        "curve_steps": 10,
-        "curve_images": 8,
-        "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255],
-        "budget_images": 8,
-        "budget_steps": 10,
-        "budget_attacks": list(ATTACKS.in_paper()),
-        "budget_modes": ["targeted"],
-    },
-    "full": {
-        "steps": 50,
-        "curve_steps": 50,
-        "curve_images": 0,
-        "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255],
-        "budget_images": 16,
-        "budget_steps": 20,
-        "budget_attacks": [*(s.name for s in ATTACKS.compared()), *ATTACKS.minimal_norm()],
-        "budget_modes": list(BUDGET_MODES),
-    },
-}
-
-
-@dataclass
-class StudyConfig:
-    """The studies' settings: one image set and budget for every attack and backbone (checked and
-    converted on construction, like :class:`~segattack.study.runner.RunConfig`)."""
-
-    weights: str = "embedded"
-    images: str = "scenes"
-    num_images: int = 16
-    size: int = 96
-    batch: int = 4
-    steps: int = 20
-    eps: float = 8 / 255
-    eps_values: list[float] = field(default_factory=lambda: list(LEVELS["default"]["eps_values"]))
-    curve_images: int = 8  # the security curves use the first this many images (0: all)
-    curve_steps: int = 10
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = DEFAULT_THREADS  # intra-op threads (float sums depend on them), as a run's
-    deterministic: bool = DEFAULT_DETERMINISTIC
-    backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
-    # the budget axis: these attacks in these modes on the first budget_images images other than the
-    # paper's target image (0: off); a searched attack runs rounds of budget_steps iterations at each
-    # radius until the image breaks or its success stops moving (at most budget_rounds); a measured
-    # or minimal-norm attack one run of budget_run_steps, 0: its registered iterations under
-    # budget_plan (ASMA's Table 1 budget: 300 default, 1000 paper); an image broken at
-    # budget_threshold of its pixels; radii searched up to budget_eps_max
-    budget_attacks: list[str] = field(default_factory=lambda: list(LEVELS["default"]["budget_attacks"]))
-    budget_modes: list[str] = field(default_factory=lambda: list(LEVELS["default"]["budget_modes"]))
-    budget_images: int = LEVELS["default"]["budget_images"]
-    budget_steps: int = LEVELS["default"]["budget_steps"]
-    budget_rounds: int = ROUNDS
-    budget_run_steps: int = 0
-    budget_plan: Literal["default", "paper"] = "default"
-    budget_threshold: float = 0.5
-    budget_eps_max: float = 128 / 255  # FMN breaks the embedded models' targeted images at 40-60/255
-
-    def __post_init__(self) -> None:
-        coerce_fields(self, "studies ")
-        try:
-            self.budget_attacks = [ATTACKS.check(a).name for a in self.budget_attacks]
-        except ValueError as exc:
-            raise ParameterError(f"studies budget_attacks: {exc}") from None
-        if self.budget_images < 0 or min(self.budget_steps, self.budget_rounds) < 1 or self.budget_run_steps < 0:
-            raise ParameterError(
-                "studies budget_images, budget_run_steps must be >= 0, budget_steps, budget_rounds >= 1"
-            )
-        if not 0 < self.budget_threshold <= 1 or not set(self.budget_modes) <= set(BUDGET_MODES):
-            raise ParameterError(f"studies budget_threshold must be in (0, 1], budget_modes in {BUDGET_MODES}")
-        if not self.budget_eps_max > 0:
-            raise ParameterError(f"studies budget_eps_max must be > 0, got {self.budget_eps_max}")
-        for name in ("num_images", "batch", "steps", "curve_steps"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"studies {name} must be >= 1, got {getattr(self, name)}")
-        if self.size < MIN_SIDE or self.curve_images < 0 or self.seed < 0:
-            raise ParameterError(f"studies size must be >= {MIN_SIDE}, curve_images and seed >= 0")
-        check_bounds("studies ", self.size, self.images, self.num_images)
-        if not (self.eps > 0 and self.eps_values and all(e > 0 for e in self.eps_values)):
-            raise ParameterError("studies eps and eps_values must be > 0")
-        try:  # paths are made absolute before hashing and before any worker sees them
-            self.weights = resolve_weights(self.weights, "studies weights")
-            self.images = resolve_source(self.images)
-            check_threads(self.threads)
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from None
-        unknown = [b for b in self.backbones if b not in BACKBONES] or (not self.backbones and ["none"])
-        if unknown:
-            raise ParameterError(f"unknown studies backbone {unknown[0]!r}; choose from {', '.join(BACKBONES)}")
-
-    @property
-    def total(self) -> int:
-        return image_set(self.images, self.size, "crop", self.seed).select(self.num_images)
-
-    @property
-    def curve_total(self) -> int:
-        return min(self.curve_images or self.total, self.total)
-
-    @property
-    def budget_indices(self) -> list[int]:
-        """The budget axis's images: the first ``budget_images`` other than the paper's target image."""
-        return attacked_images(self.total, "single", PAPER_TARGET)[: self.budget_images] if self.budget_images else []
-
-    def digest(self) -> str:
-        return digest(self)
-
-    @property
-    def numerics(self) -> Numerics:
-        return Numerics(self.threads, self.deterministic)
-
-    def model_key(self, backbone: str) -> ModelKey:
-        """The cache key of ``backbone``'s model (NHWC, folded BN)."""
-        return ModelKey(backbone, self.weights, self.device, True, True)
+__all__ = [  # StudyConfig and its levels live in study_config; imported from here too
+    "BUDGET_MODES",
+    "LEVELS",
+    "PAPER_TARGET",
+    "StudiesJob",
+    "StudyConfig",
+    "read_studies",
+    "run_cell",
+    "run_studies",
+    "study_cells",
+]
 
 
 def _rows(
@@ -256,14 +149,16 @@ def class_difficulty(
     targets: torch.Tensor,
     clean_pred: torch.Tensor,
     index: list[int] | None = None,
+    names: tuple[str, ...] = VOC.names,
 ) -> list[Row]:
-    """Per image and target class: the fraction of its target pixels imposed, counting only pixels
-    whose clean prediction was another class (so classes already present do not look easy)."""
+    """Per image and target class (named from ``names``, the studies' label space): the fraction of its
+    target pixels imposed, counting only pixels whose clean prediction was another class (so classes
+    already present do not look easy)."""
     rows = []
     index = index or list(range(len(targets)))
     to_change = (targets != clean_pred) & (targets != IGNORE_INDEX)
     for i in range(len(targets)):
-        for c in range(NUM_CLASSES):
+        for c in range(len(names)):
             where = to_change[i] & (targets[i] == c)
             total = int(where.sum())
             if total:
@@ -272,7 +167,7 @@ def class_difficulty(
                         "attack": attack,
                         "backbone": backbone,
                         "image": index[i],
-                        "class": VOC_CLASSES[c],
+                        "class": names[c],
                         "pixels": total,
                         "imposed": float((pred[i][where] == c).float().mean()),
                     }
@@ -286,13 +181,13 @@ def study_cells(study: StudyConfig) -> list[str]:
     ``budget/BACKBONE/ATTACK/MODE/SHARD`` for the budget axis (untargeted where the attack has it)."""
     compared = ATTACKS.compared()
     compare = [
-        f"compare/{b}/{a.name}/{k}"
+        f"compare/{study.model_id(b)}/{a.name}/{k}"
         for b in study.backbones
         for a in compared
         for k in range(len(shard_ranges(study.total, study.batch)))
     ]
     curve = [
-        f"curve/{b}/{a.name}/{e}/{k}"
+        f"curve/{study.model_id(b)}/{a.name}/{e}/{k}"
         for b in study.backbones
         for a in compared
         if a.security_curve
@@ -300,7 +195,7 @@ def study_cells(study: StudyConfig) -> list[str]:
         for k in range(len(shard_ranges(study.curve_total, study.batch)))
     ]
     budget = [
-        f"budget/{b}/{a}/{mode}/{k}"
+        f"budget/{study.model_id(b)}/{a}/{mode}/{k}"
         for b in study.backbones
         for a in study.budget_attacks
         for mode in study.budget_modes
@@ -326,8 +221,10 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
     clean predictions come from :func:`~segattack.study.cache.clean_prediction` (one image at a time, the
     same bits in every cell)."""
     sources = target_sources(indices, total, scheme, PAPER_TARGET)
-    loaded = image_set(study.images, study.size, "crop", study.seed).load(indices)
+    loaded = study.image_set().load(indices)
     model_key = study.model_key(backbone)
+    model = cached_model(model_key)
+    check_labels(model, study.labels, backbone)  # a module: or smp: model says its classes only once loaded
     set_key = ImageSetKey(study.images, study.size, "crop", study.seed)
     clean = {i: clean_prediction(model_key, set_key, i, study.numerics).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
@@ -337,7 +234,7 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
         torch.stack([clean[i] for i in indices]),
         torch.stack([clean[i] for i in sources]),
         truth,
-        cached_model(model_key),
+        model,
     )
 
 
@@ -391,7 +288,8 @@ def run_cell(study: StudyConfig, cell: str) -> CellRecord:
 
 
 def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
-    kind, backbone, attack, *rest = cell.split("/")
+    kind, model_id, attack, *rest = cell.split("/")
+    backbone = study.model_of(model_id)
     if kind == "budget":
         chosen = study.budget_indices
         indices = [chosen[p] for p in shard_ranges(len(chosen), study.batch)[int(rest[-1])]]
@@ -416,14 +314,14 @@ def _run_cell(study: StudyConfig, cell: str) -> CellRecord:
         transfer += transfer_matrix(
             backbone, {attack: res.adv}, images, other_model, other, targets, indices, with_clean=attack == first
         )
-    truth = inputs.truth
+    truth, names = inputs.truth, study.labels.names  # the images' classes (the models', read through a label map)
     return CellRecord(
         cell,
         comparison=rows,
         transfer=transfer,
-        difficulty=class_difficulty(attack, backbone, res.pred, targets, clean, indices),
+        difficulty=class_difficulty(attack, backbone, res.pred, targets, clean, indices, names),
         success_history=res.history["success"].T.tolist(),
-        clean_conf=None if truth is None else confusion_matrix(clean, truth).sum(0).tolist(),
+        clean_conf=None if truth is None else confusion_matrix(clean, truth, len(names)).sum(0).tolist(),
         weights=model.info,
     )
 
@@ -491,7 +389,8 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
     first = ATTACKS.compared()[0].name
     for cell in cells:
         if cell.comparison:
-            _, backbone, attack, _ = cell.cell.split("/")
+            _, model_id, attack, _ = cell.cell.split("/")
+            backbone = study.model_of(model_id)
             totals[(backbone, attack)] = totals.get((backbone, attack), 0.0) + cell.comparison[0]["seconds"]
     budget: list[BudgetRow] = []
     for cell in cells:
@@ -499,7 +398,8 @@ def assemble_studies(study: StudyConfig, cells: list[CellRecord]) -> StudiesResu
         budget += cell.budget
         if not cell.comparison:
             continue
-        _, backbone, attack, _ = cell.cell.split("/")
+        _, model_id, attack, _ = cell.cell.split("/")
+        backbone = study.model_of(model_id)
         comparison += [dict(r, seconds=totals[(backbone, attack)]) for r in cell.comparison]
         transfer += cell.transfer
         difficulty += cell.difficulty
@@ -544,6 +444,11 @@ class StudiesJob(Job):
 
     def list_units(self) -> list[str]:
         return study_cells(self.study)
+
+    def prepare(self) -> None:
+        """Load every model and check its classes against the images' before any cell runs."""
+        for b in self.study.backbones:
+            check_labels(cached_model(self.study.model_key(b)), self.study.labels, b)
 
     def compute(self, unit: str) -> CellRecord:
         return run_cell(self.study, unit)
