@@ -437,6 +437,34 @@ MUTATIONS = [
         "25, 26, 27, 28, 30, 32, 33)",
         ["tests/test_labels.py::test_the_whole_cityscapes_label_id_to_train_id_table"],
     ),
+    (
+        "studies' per-class table in VOC's names",
+        "segattack/study/studies.py",
+        "class_difficulty(attack, backbone, res.pred, targets, clean, indices, names)",
+        "class_difficulty(attack, backbone, res.pred, targets, clean, indices)",
+        ["tests/test_report_models.py::test_a_compare_cell_names_the_images_classes"],
+    ),
+    (
+        "studies' clean confusion matrix over VOC's 21 classes",
+        "segattack/study/studies.py",
+        "confusion_matrix(clean, truth, len(names))",
+        "confusion_matrix(clean, truth)",
+        ["tests/test_report_models.py::test_a_compare_cell_names_the_images_classes"],
+    ),
+    (
+        "studies' cell key without the model's weights",
+        "segattack/study/study_config.py",
+        '{self.weights_for(model)}".encode()',
+        '".encode()',
+        ["tests/test_report_models.py::test_cells_key_on_the_model_and_its_weights"],
+    ),
+    (
+        "report studies ignoring --models",
+        "segattack/study/profiles.py",
+        "    if tuple(backbones) != BACKBONE_ORDER:\n",
+        "    if False:\n",
+        ["tests/test_report_models.py::test_named_models_and_images_are_the_studies"],
+    ),
 ]
 
 

@@ -137,3 +137,27 @@ def test_named_studies_resume_without_recomputing(two_classes, tmp_path, monkeyp
     monkeypatch.setattr(studies_module, "run_cell", lambda *a: pytest.fail("a finished cell was computed again"))
     again = studies_module.run_studies(study, tmp_path / "s", progress=False)
     assert again.comparison == done.comparison and again.difficulty == done.difficulty
+
+
+@pytest.mark.slow
+def test_report_runs_its_studies_on_the_named_model_and_images(two_classes, tmp_path):
+    """``segattack report --models M --images S``: the report's studies name M, and its per-class table
+    S's classes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    images, model = two_classes
+    command = [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(tmp_path / "r")]
+    command += ["--models", model, "--images", images, "--attacks", "pgd", "-p", "studies_budget_images=0"]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ["PYTHONPATH"]])}  # workers, kernels
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    studies = json.loads((tmp_path / "r" / "studies" / "studies.json").read_text())
+    assert {r["backbone"] for r in studies["comparison"]} == {model}
+    assert {r["class"] for r in studies["difficulty"]} == {"sky", "sea"}
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert ">sky<" in html and ">sea<" in html and "aeroplane" not in html
