@@ -1,6 +1,16 @@
-"""Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes."""
+"""Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes, and what the slow
+end-to-end tests share (one tiny report built once per test run)."""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +114,67 @@ def write_voc(root, count: int = 5, size: int = 48):
 @pytest.fixture(scope="session")
 def voc_folder(tmp_path_factory):
     return write_voc(tmp_path_factory.mktemp("voc"))
+
+
+def chromium_path() -> str | None:
+    """Headless Chromium for tests/test_browser.py: ``$SEGATTACK_CHROMIUM`` or Debian's ``chromium``."""
+    return os.environ.get("SEGATTACK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM_MISSING = (
+    "headless Chromium is needed by tests/test_browser.py and is missing: `make test` installs it "
+    "(apt-get install chromium, as root or through sudo), or set SEGATTACK_CHROMIUM to a Chromium executable"
+)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop before any test runs when a selected test needs a program that is missing (a skipped
+    browser check would pass without looking; a failure after 20 minutes of tests wastes them)."""
+    if not chromium_path() and any(item.path.name == "test_browser.py" for item in session.items):
+        pytest.exit(CHROMIUM_MISSING, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = chromium_path()
+    if not path:
+        pytest.fail(CHROMIUM_MISSING)
+    return path
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Each file under ``folder`` (relative path) and the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    """A report folder built once per test run, and the state of each task its command printed."""
+
+    out: Path
+    states: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltReport]:
+    """The tiny profile's whole report (4 runs, the studies, index.html), built once per test run by
+    the report command as a user runs it (on the in-process cluster), and read by every test that
+    reads a report. Read-only: a test that changes a file under it fails at the end of the run; a
+    test that writes works on a copy (``shutil.copytree``), never on a rebuild."""
+    from segattack.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-report")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["report", "--profile", "tiny", "--out", str(out), "--cluster", "inprocess"])
+    assert code == 0, printed.getvalue()
+    (line,) = [text for text in printed.getvalue().splitlines() if text.startswith("runs: ")]
+    states = dict(item.rsplit(" ", 1) for item in line.removeprefix("runs: ").split(", "))
+    before = fingerprint(out)
+    yield BuiltReport(out, states)
+    changed = sorted(set(before.items()) ^ set(fingerprint(out).items()))
+    assert not changed, f"a test changed the shared tiny report (copy it before writing): {changed[:5]}"
