@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes, and what the slow
-end-to-end tests share (one tiny report built once per test run)."""
+end-to-end tests share: the tiny report and a local-cluster report, each built once per test run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import hashlib
 import io
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from segattack.classes import voc_palette
 from segattack.models import build_network, wrap_model
 from segattack.scenes import render_scene, scene_batch
 from segattack.store import atomic_save
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class TinySegNet(nn.Module):
@@ -151,6 +155,15 @@ def fingerprint(folder: Path) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def read_only(folder: Path, name: str) -> Iterator[None]:
+    """Fail when a file under ``folder`` changed by the end of the block (the test run)."""
+    before = fingerprint(folder)
+    yield
+    changed = sorted(set(before.items()) ^ set(fingerprint(folder).items()))
+    assert not changed, f"a test changed the shared {name} (copy it before writing): {changed[:5]}"
+
+
 @dataclass(frozen=True)
 class BuiltReport:
     """A report folder built once per test run, and the state of each task its command printed."""
@@ -174,7 +187,30 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltRepor
     assert code == 0, printed.getvalue()
     (line,) = [text for text in printed.getvalue().splitlines() if text.startswith("runs: ")]
     states = dict(item.rsplit(" ", 1) for item in line.removeprefix("runs: ").split(", "))
-    before = fingerprint(out)
-    yield BuiltReport(out, states)
-    changed = sorted(set(before.items()) ^ set(fingerprint(out).items()))
-    assert not changed, f"a test changed the shared tiny report (copy it before writing): {changed[:5]}"
+    with read_only(out, "tiny report"):
+        yield BuiltReport(out, states)
+
+
+@dataclass(frozen=True)
+class ReportCommand:
+    """What one ``segattack report`` command, run in a process of its own, left: its folder, exit
+    status and standard error."""
+
+    out: Path
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def local_cluster_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportCommand]:
+    """One report command on the default (local) Dask cluster, as a user types it: MobileNetV3, the
+    worst case of PGD and SegPGD (``ensemble:pgd,segpgd``), no studies. Read by the ensemble test and
+    by the test of what the command prints; read-only like ``tiny_report``."""
+    out = tmp_path_factory.mktemp("local-report")
+    command = ["report", "--profile", "tiny", "--out", str(out), "--backbones", "mobilenet_v3_large"]
+    command += ["--attacks", "ensemble:pgd,segpgd", "--studies", "none"]  # --cluster local: the default
+    run = subprocess.run(
+        [sys.executable, "-m", "segattack", *command], cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
+    with read_only(out, "local-cluster report"):
+        yield ReportCommand(out, run.returncode, run.stderr)

@@ -311,33 +311,13 @@ def test_a_stopped_report_leaves_no_kernel_running(tmp_path, signals):
     assert not alive, f"kernels still running: {[k.pid for k in alive]}"
 
 
-def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segattack",
-            "report",
-            "--profile",
-            "tiny",
-            "--out",
-            str(tmp_path),
-            "--studies",
-            "none",
-            "--backbones",
-            "mobilenet_v3_large",
-            "--attacks",
-            "pgd",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Dask dashboard: http" in run.stderr and "grid: 100%" in run.stderr
-    noise = [line for line in run.stderr.splitlines() if "WARNING" in line or "Warning" in line]
-    assert not noise and "without encryption" not in run.stderr, noise
+def test_the_report_command_prints_nothing_that_asks_nothing(local_cluster_report):
+    """conftest's ``local_cluster_report``: one report command on the default local Dask cluster."""
+    err = local_cluster_report.stderr
+    assert local_cluster_report.returncode == 0, err[-2000:]
+    assert "Dask dashboard: http" in err and "grid: 100%" in err
+    noise = [line for line in err.splitlines() if "WARNING" in line or "Warning" in line]
+    assert not noise and "without encryption" not in err, noise
 
 
 def test_a_bad_report_parameter_leaves_every_earlier_result_intact(tiny_report, tmp_path, capsys):
