@@ -1,13 +1,20 @@
 """Mutation check: each wrong version of the protocol below, applied to a copy of the package, must
 make the tests named beside it fail. A mutation whose text no longer occurs fails here too, so the
-list follows the code."""
+list follows the code.
+
+Each mutant's tests run in a fresh process forked from a warm one that has imported torch, pytest
+and hypothesis but nothing of segattack or the tests: the mutant's modules are imported anew, and
+the 35 runs do not pay those imports each (most of a one-test pytest process's time)."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -440,9 +447,65 @@ MUTATIONS = [
 ]
 
 
+# The warm process: reads one JSON request a line (pytest's arguments, a log file), forks a child that
+# runs them with its output in the log, and answers the child's exit status.
+FORK_SERVER = """
+import json, os, sys
+import filelock, hypothesis, numpy, PIL.Image, pytest, scipy, torch, torchvision, tqdm
+assert not [m for m in sys.modules if m.split(".")[0] in ("segattack", "conftest")]
+for line in sys.stdin:
+    args, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        code = pytest.main(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code))
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+TIMEOUT = 600
+
+
+class Sandbox:
+    """A copy of the package and its tests, importable ahead of the installed one, and a warm
+    process that runs pytest on it."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def pytest(self, *args: str) -> tuple[int, str]:
+        """pytest's exit status and output for ``args``, run on the copy in a fresh process."""
+        log = self.root / "run.log"
+        assert self.server.stdin and self.server.stdout
+        self.server.stdin.write(json.dumps([list(args), str(log)]) + "\n")
+        self.server.stdin.flush()
+        ready, _, _ = select.select([self.server.stdout], [], [], TIMEOUT)
+        if not ready:
+            self.server.kill()
+            pytest.fail(f"pytest {' '.join(args)} ran over {TIMEOUT} s")
+        answer = self.server.stdout.readline()
+        assert answer, f"the warm process ended (exit {self.server.wait()})"
+        return int(answer), log.read_text()
+
+    def close(self) -> None:
+        assert self.server.stdin
+        self.server.stdin.close()
+        self.server.wait(60)
+
+
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    """A copy of the package and its tests, importable ahead of the installed one."""
+def sandbox(tmp_path_factory) -> Iterator[Sandbox]:
     root = tmp_path_factory.mktemp("mutant")
     for name in ("segattack", "tests"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -457,25 +520,43 @@ def sandbox(tmp_path_factory):
         check=True,
     ).stdout.strip()
     assert Path(found).is_relative_to(root), found  # the copy, not the installed package, is imported
-    return root, env
+    box = Sandbox(root, env)
+    yield box
+    box.close()
+
+
+def write_source(path: Path, text: str) -> None:
+    """Write a module's source and drop its cached bytecode, which a change of the same size within
+    the same second as the last write would not invalidate."""
+    path.write_text(text)
+    for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+        cached.unlink()
+
+
+def test_the_sandbox_runs_the_copy_and_tells_a_pass_from_a_failure(sandbox):
+    """The warm process imports the copy, and its answers are pytest's: 0 on a pass, 1 on a failure."""
+    check = sandbox.root / "tests" / "test_sandbox_check.py"
+    check.write_text(
+        "import segattack, pathlib\n"
+        f"def test_copy():\n    assert pathlib.Path(segattack.__file__).is_relative_to({str(sandbox.root)!r})\n"
+        "def test_fails():\n    assert False\n"
+    )
+    try:
+        passed, out = sandbox.pytest("-q", "-p", "no:cacheprovider", f"{check}::test_copy")
+        failed, _ = sandbox.pytest("-q", "-p", "no:cacheprovider", f"{check}::test_fails")
+    finally:
+        check.unlink()
+    assert (passed, failed) == (0, 1), out
 
 
 @pytest.mark.parametrize("case, path, correct, wrong, tests", MUTATIONS, ids=[m[0] for m in MUTATIONS])
 def test_the_suite_catches_the_mutation(sandbox, case, path, correct, wrong, tests):
-    root, env = sandbox
-    target = root / path
+    target = sandbox.root / path
     original = target.read_text()
     assert original.count(correct) == 1, f"{case}: the text to mutate is not in {path} exactly once"
-    target.write_text(original.replace(correct, wrong))
+    write_source(target, original.replace(correct, wrong))
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        code, out = sandbox.pytest("-q", "-x", "-p", "no:cacheprovider", *tests)
     finally:
-        target.write_text(original)
-    assert run.returncode == 1 and " failed" in run.stdout, f"{case} survived:\n{run.stdout[-2000:]}"
+        write_source(target, original)
+    assert code == 1 and " failed" in out, f"{case} survived:\n{out[-2000:]}"
