@@ -20,6 +20,7 @@ from .jobs import Job, TaskState
 from .models import BACKBONES
 from .params import ParameterError, coerce
 from .runner import RepeatJob, RunJob
+from .store import output_folder
 from .studies import LEVELS, StudiesJob, StudyConfig
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
@@ -227,5 +228,6 @@ def run_profile(
     progress: bool = True,
 ) -> dict[str, TaskState]:
     """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.grid.run_grid`)."""
+    output_folder(out_dir, "report folder", "report")  # a run's folder is refused before anything else
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

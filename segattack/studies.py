@@ -521,6 +521,7 @@ class StudiesJob(Job):
     notebook = "studies.ipynb"
     document = "studies.json"
     unit_folder = "cells"
+    kind = "studies"
 
     def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:
         super().__init__("studies", path, study.digest())

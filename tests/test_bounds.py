@@ -214,7 +214,7 @@ def test_a_service_that_is_not_a_scheduler_is_one_line(small_checkpoint, tmp_pat
         ("pgd",),
         "none",
     )  # the report's own run
-    store.claim(out)
+    store.claim(out, "report")
     job.write("00000", job.compute("00000"))  # finished before: kept
     try:
         assert bounded(main, report(out, small_checkpoint, "-p", "batch=1", "--cluster", address)) == 2

@@ -53,7 +53,7 @@ def report_args(out: Path, ckpt: Path) -> list[str]:
 def test_a_users_own_folder_in_runs_is_refused_whole(small_checkpoint, tmp_path, capsys):
     run = tmp_path / "R" / "runs" / "mobilenet_v3_large-pgd"
     run.mkdir(parents=True)
-    store.claim(tmp_path / "R")  # an earlier report's folder
+    store.claim(tmp_path / "R", "report")  # an earlier report's folder
     (run / "notes.txt").write_text("my own notes")
     before = digest(run)
     assert main(report_args(tmp_path / "R", small_checkpoint)) == 2
@@ -67,13 +67,13 @@ def test_a_symlinked_job_folder_is_refused_before_any_work(small_checkpoint, tmp
     """A link at R/runs/<run> (or R/runs) would have the grid replace the folder it points to, outside R."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    store.claim(elsewhere)  # even one segattack wrote: a link out of the report is never followed
+    store.claim(elsewhere, "run")  # even one segattack wrote: a link out of the report is never followed
     (elsewhere / "keep.txt").write_text("precious")
     before = digest(elsewhere)
     out = tmp_path / "R"
     link = out / "runs" / "mobilenet_v3_large-pgd" if linked == "run" else out / "runs"
     link.parent.mkdir(parents=True)
-    store.claim(out)
+    store.claim(out, "report")
     link.symlink_to(elsewhere, target_is_directory=True)
     assert main(report_args(out, small_checkpoint)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -212,7 +212,7 @@ def test_a_folder_with_a_read_only_parent_is_locked_and_replaced_in_place(read_o
         with pytest.raises(store.FolderError, match=f"another segattack process is writing {scratch}"):
             with store.locked(scratch):
                 pass
-        store.claim(scratch)
+        store.claim(scratch, "run")
         (scratch / "stale.png").write_bytes(b"old")
         store.replace_folder(scratch, lambda staging: (staging / "results.json").write_text("{}"))
         assert sorted(p.name for p in scratch.iterdir()) == [".segattack", store.INNER_LOCK, "results.json"]
@@ -241,3 +241,76 @@ def test_an_attack_into_a_folder_with_a_read_only_parent(read_only_parent, small
     assert len(json.loads((scratch / "results.json").read_text())["names"]) == 3
     assert len(list(scratch.glob("shards/*"))) == 1 and not list(scratch.glob(".*staging*"))
     assert [p.name for p in scratch.parent.iterdir()] == ["scratch"]
+
+
+def attack_args(out: Path, ckpt: Path) -> list[str]:
+    return [
+        "attack",
+        "--backbone",
+        "mobilenet_v3_large",
+        "--attack",
+        "pgd",
+        "--weights",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--num-images",
+        "2",
+        "--size",
+        "48",
+    ]
+
+
+@pytest.mark.parametrize("marker", ["report", ""], ids=["marked", "marked-before-kinds"])
+def test_an_attack_never_replaces_a_report_folder(small_checkpoint, tmp_path, capsys, marker):
+    """`attack --out REPORT` once swapped the report (index.html, report.ipynb, runs/) for one run's files."""
+    report = tmp_path / "R"
+    (report / "runs" / "mobilenet_v3_large-pgd").mkdir(parents=True)
+    (report / store.MARKER).write_text(marker)
+    (report / "index.html").write_text("<html>the report</html>")
+    (report / "report.ipynb").write_text("{}")
+    (report / "runs" / "mobilenet_v3_large-pgd" / "results.json").write_text("{}")
+    before = digest(report)
+    assert main(attack_args(report, small_checkpoint)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"segattack attack: error: output folder {report} is a report folder (segattack report wrote it), not a run "
+        f"folder; nothing was changed: choose a new or empty folder"
+    ]
+    assert digest(report) == before and sorted(p.name for p in tmp_path.iterdir()) == ["R"]
+
+
+def test_a_report_never_writes_into_a_run_folder(small_checkpoint, tmp_path, capsys):
+    """`report --out RUN` once wrote a report (runs/, index.html) beside the run's results.json."""
+    run = tmp_path / "run"
+    assert main(attack_args(run, small_checkpoint)) == 0
+    assert (run / store.MARKER).read_text().strip() == "run"
+    capsys.readouterr()
+    before = digest(run)
+    assert main(report_args(run, small_checkpoint)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"segattack report: error: report folder {run} is a run folder (segattack attack wrote it), not a report "
+        f"folder; nothing was changed: choose a new or empty folder"
+    ]
+    assert digest(run) == before and not (run / "runs").exists()
+
+
+def test_markers_name_their_owner_and_a_re_run_keeps_the_kind(small_checkpoint, tmp_path):
+    out = tmp_path / "R"
+    jobs = plan(
+        "tiny",
+        out,
+        {"weights": str(small_checkpoint), "size": 48, "num_images": 2},
+        ("mobilenet_v3_large",),
+        ("pgd",),
+        "none",
+    )
+    grid.run_grid(jobs, out, "inprocess", progress=False)
+    assert (out / store.MARKER).read_text().strip() == "report"
+    assert (jobs[0].path / store.MARKER).read_text().strip() == "run"
+    assert store.folder_kind(out) == "report" and store.folder_kind(jobs[0].path) == "run"
+    with pytest.raises(store.FolderError, match="is a run folder"):
+        store.output_folder(jobs[0].path, "report folder", "report")
