@@ -278,7 +278,7 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         local_files_only=local or not download,
         _raise_exceptions_for_missing_entries=False,
     )
-    mean, std, how = _hf_normalisation(_read_json(Path(processor), spec) if processor else None, spec)
+    mean, std, how = _hf_normalisation(_read_json(Path(processor), spec) if processor else None, spec, processor)
     id2label = {int(k): v for k, v in config.id2label.items()}
     num_classes = len(id2label)
     info = WeightsInfo(
@@ -337,19 +337,22 @@ def _check_loading(spec: str, loading: dict[str, Any]) -> None:
         )
 
 
-def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+def _hf_normalisation(
+    processor: dict[str, Any] | None, spec: str, file: str | None = "preprocessor_config.json"
+) -> tuple[tuple[float, ...], tuple[float, ...], str]:
     """Mean and std in [0,1] pixel space from an image processor config: the processor maps 8-bit
     values ``v`` to ``(v * r - mean) / std`` (``r`` its rescale factor, 1 without rescaling), and our
     images are ``v / 255``, so the same map is ``(x - mean / (255 r)) / (std / (255 r))``."""
     if processor is None:
         warnings.warn(f"{spec} has no preprocessor_config.json: normalised with ImageNet's mean and std", stacklevel=4)
         return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (no image processor config)"
-    rescale = _numbers(processor, "rescale_factor", [1 / 255], spec, positive=True)[0]
+    where = f"{spec}: {file}"
+    rescale = _numbers(processor, "rescale_factor", [1 / 255], where, positive=True)[0]
     scale = 255.0 * (rescale if processor.get("do_rescale", True) else 1.0)
     if not processor.get("do_normalize", True):
         return (0.0, 0.0, 0.0), (1 / scale,) * 3, "none (do_normalize false)"
-    mean = _numbers(processor, "image_mean", list(IMAGENET_MEAN), spec, count=3)
-    std = _numbers(processor, "image_std", list(IMAGENET_STD), spec, count=3, positive=True)
+    mean = _numbers(processor, "image_mean", list(IMAGENET_MEAN), where, count=3)
+    std = _numbers(processor, "image_std", list(IMAGENET_STD), where, count=3, positive=True)
     return (
         tuple(m / scale for m in mean),
         tuple(s / scale for s in std),
@@ -358,7 +361,7 @@ def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tupl
 
 
 def _numbers(
-    processor: dict[str, Any], key: str, default: list[float], spec: str, count: int = 1, positive: bool = False
+    processor: dict[str, Any], key: str, default: list[float], where: str, count: int = 1, positive: bool = False
 ) -> list[float]:
     """``processor[key]`` as ``count`` finite numbers (positive ones where ``positive``: a std or a rescale
     factor of 0 would divide by zero); one message naming the file's key otherwise."""
@@ -371,7 +374,7 @@ def _numbers(
     if not ok:
         need = f"{count} finite {'positive ' if positive else ''}numbers" if count > 1 else "a finite positive number"
         raise SpecError(
-            f"{spec}: preprocessor_config.json's {key} must be {need}, got {value!r}; fix it or save the image "
+            f"{where}'s {key} must be {need}, got {value!r}; fix it or save the image "
             f"processor again with save_pretrained"
         )
     return [float(v) for v in values] * (count // len(values))

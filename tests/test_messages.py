@@ -179,3 +179,51 @@ def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(
     )
     assert job.pending() == [] and not (job.path / "results.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left
+
+
+@pytest.fixture(scope="module")
+def segformer_dir(tmp_path_factory):
+    """A tiny random SegFormer saved with save_pretrained, beside its image processor config."""
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    from tests.test_zoo import TINY_HF
+
+    where = tmp_path_factory.mktemp("segformer")
+    torch.manual_seed(0)
+    TINY_HF["segformer"]().save_pretrained(where)
+    transformers.SegformerImageProcessor().save_pretrained(where)
+    return where
+
+
+@pytest.mark.parametrize(
+    "file, text, message",
+    [
+        ("config.json", '{"model_type": "segformer",', r"config.json is not valid JSON \(Expecting"),
+        ("config.json", "[1, 2]", r"config.json holds a JSON list, not an object"),
+        ("preprocessor_config.json", "{'image_std': 1}", r"preprocessor_config.json is not valid JSON"),
+        (
+            "preprocessor_config.json",
+            '{"image_std": [0, 0, 0]}',
+            r"preprocessor_config.json's image_std must be 3 finite positive numbers, got \[0, 0, 0\]",
+        ),
+        (
+            "preprocessor_config.json",
+            '{"image_mean": "half"}',
+            r"preprocessor_config.json's image_mean must be 3 finite numbers, got 'half'",
+        ),
+    ],
+    ids=["config-truncated", "config-list", "processor-python", "std-zeros", "mean-text"],
+)
+def test_a_broken_hf_json_file_is_named(segformer_dir, tmp_path, file, text, message):
+    """A bare JSON decoder error, an AttributeError, or an image_std of zeros blamed on the step size."""
+    import shutil
+
+    from segattack.models import load_model
+    from segattack.zoo import SpecError
+
+    folder = tmp_path / "model"
+    shutil.copytree(segformer_dir, folder)
+    (folder / file).write_text(text)
+    with pytest.raises(SpecError, match=f"^hf:{folder}: {folder}/{message}"):
+        load_model(f"hf:{folder}")
