@@ -123,6 +123,26 @@ def cityscapes_lut() -> np.ndarray:
     return lut
 
 
+@dataclass(frozen=True)
+class FileIds:
+    """How a dataset's mask files store classes: values ``0..count-1`` are its own ids (anything else in a
+    file is a damaged or foreign mask, refused before the lookup), ``lut[value]`` the class id."""
+
+    name: str  # what the values are, for messages
+    count: int
+    lut: np.ndarray  # (256,) uint8
+
+
+def cityscapes_ids() -> FileIds:
+    """Cityscapes' ``*_gtFine_labelIds.png``: label ids 0..33 (cityscapesscripts draws no other)."""
+    return FileIds("Cityscapes label ids", 34, cityscapes_lut())
+
+
+def ade20k_ids() -> FileIds:
+    """ADEChallengeData2016 annotations: 0 ("other") and the 150 classes."""
+    return FileIds("ADE20K annotation values", len(ADE20K_CLASSES) + 1, ade20k_lut())
+
+
 def ade20k_lut() -> np.ndarray:
     """(256,) uint8: an ADEChallengeData2016 annotation value -> class id (0 "other" ignored, the rest - 1)."""
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
