@@ -20,6 +20,7 @@ import torch
 from .attacks import ATTACKS, DEFAULT_ATTACK, AttackSpec
 from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
+from .inputs import InputFile, data_files, data_root, fingerprint, weights_files
 from .labels import LabelMap, LabelSpace, read_label_map
 from .models import parse_window, resolve_weights, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
@@ -51,11 +52,17 @@ class ModelKey(NamedTuple):
     channels_last: bool
     fold_bn: bool
     window: str = ""  # sliding-window inference ("H" or "HxW"); "": the whole image
+    content: str = ""  # the weights files' digests: a replaced checkpoint is another model
 
 
-def digest(settings: Any) -> str:
-    """A stable 16-hex-digit hash of a config dataclass (how finished results are recognised)."""
-    blob = json.dumps(asdict(settings), sort_keys=True, default=str)
+def digest(settings: Any, inputs: list[InputFile] | None = None) -> str:
+    """A stable 16-hex-digit hash of a config dataclass and the content of its input files (how
+    finished results are recognised: a replaced checkpoint or label map is another run)."""
+    blob = json.dumps(
+        {**asdict(settings), **({"input_files": [asdict(f) for f in inputs]} if inputs else {})},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -198,7 +205,10 @@ class RunConfig:
 
     @property
     def model_key(self) -> ModelKey:
-        return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn, self.window)
+        content = ",".join(f.sha256 for f in self.input_files() if f.role not in ("classes.txt", "label map"))
+        return ModelKey(
+            self.backbone, self.weights, self.device, self.channels_last, self.fold_bn, self.window, content
+        )
 
     @property
     def numerics(self) -> Numerics:
@@ -208,8 +218,19 @@ class RunConfig:
         """The attack's keywords: its paper values for this backbone, then the run's own."""
         return {**self.spec.paper_params(self.backbone), **self.attack_params}
 
+    def input_files(self) -> list[InputFile]:
+        """The files that change this run's numbers, by content (:mod:`segattack.inputs`); read once
+        per config object, so the parent and its workers hash one state of them."""
+        key = (self.backbone, self.weights, self.images, self.label_map)
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] != key:
+            files = weights_files(self.backbone, self.weights) + data_files(self.images, self.label_map)
+            cached = (key, fingerprint(files, data_root(self.images)))
+            self.__dict__["_inputs"] = cached
+        return list(cached[1])
+
     def digest(self) -> str:
-        return digest(self)
+        return digest(self, self.input_files())
 
 
 def _probe(cfg: RunConfig) -> None:

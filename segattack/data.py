@@ -231,8 +231,8 @@ def _load_mask(
     if remap is not None:
         full = remap[full]
     mapped = img if ids is None and remap is None else Image.fromarray(full)
-    ids = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
-    return torch.from_numpy(ids.astype(np.int64))
+    classes = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
+    return torch.from_numpy(classes.astype(np.int64))
 
 
 @dataclass

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import checkpoints
+from . import checkpoints, models
 from .classes import NUM_CLASSES
 from .labels import VOC, LabelSpace, from_id2label
 from .metrics import IMAGENET_MEAN, IMAGENET_STD
@@ -60,6 +60,7 @@ from .models import (
     is_checkpoint_path,
     ready,
 )
+from .paths import shown_path
 
 KINDS = ("torchvision", "hf", "smp", "module")
 FORMS = "torchvision:NAME, hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE"
@@ -163,7 +164,12 @@ def _torchvision(spec: str, name: str, weights: str, download: bool) -> tuple[nn
         path = Path(weights).expanduser().resolve()
         net = build_torchvision(name)
         _load_state(net, checkpoints.read(path)["state"], path, name)
-        info = WeightsInfo("checkpoint", name, f"checkpoint {path.name}", extra={"file": str(path)})
+        info = WeightsInfo(
+            "checkpoint",
+            name,
+            f"checkpoint {path.name}",
+            extra={"file": shown_path(path), "sha256": models.file_sha256(path)},
+        )
     transform = published.transforms()
     info.backbone = spec
     info.extra.update(
@@ -284,9 +290,9 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
     info = WeightsInfo(
         "hf",
         spec,
-        f"transformers {type(model).__name__} from {where}",
+        f"transformers {type(model).__name__} from {shown_path(where) if local else where}",
         extra={
-            "where": where,
+            "where": shown_path(where) if local else where,
             "model_type": config.model_type,
             "num_classes": num_classes,
             "id2label": id2label,
@@ -436,7 +442,7 @@ def _smp(spec: str, rest: str) -> tuple[nn.Module, WeightsInfo, Normalisation]:
         extra={
             "num_classes": classes,
             "normalization": "ImageNet (smp's pretrained encoders)",
-            **({"file": str(path)} if path else {}),
+            **({"file": shown_path(path), "sha256": models.file_sha256(path)} if path else {}),
         },
     )
     return net, info, (IMAGENET_MEAN, IMAGENET_STD)

@@ -314,3 +314,85 @@ def test_markers_name_their_owner_and_a_re_run_keeps_the_kind(small_checkpoint, 
     assert store.folder_kind(out) == "report" and store.folder_kind(jobs[0].path) == "run"
     with pytest.raises(store.FolderError, match="is a run folder"):
         store.output_folder(jobs[0].path, "report folder", "report")
+
+
+def _other_checkpoint(path: Path, seed: int) -> None:
+    """An untrained MobileNetV3 checkpoint at ``path`` with its own random weights (``seed``)."""
+    import torch
+
+    from segattack import checkpoints
+    from segattack.models import build_network
+
+    torch.manual_seed(seed)
+    state = build_network("mobilenet_v3_large").state_dict()
+    meta = {"image_size": 48, "description": f"seed {seed}"}
+    store.atomic_save(checkpoints.pack(state, "mobilenet_v3_large", meta, int8=True), path)
+
+
+def test_a_replaced_checkpoint_is_another_run(tmp_path):
+    """A replaced --weights file was matched by its path: the re-run exited 0 with the old numbers."""
+    ckpt = tmp_path / "w.pt"
+    _other_checkpoint(ckpt, 1)
+    out = tmp_path / "run"
+    args = attack_args(out, ckpt)
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+    _other_checkpoint(ckpt, 2)
+    assert main(args) == 0
+    second = json.loads((out / "results.json").read_text())
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert first["config"] == second["config"] and first["config_hash"] != second["config_hash"]
+    assert second["input_files"] == [{"role": "weights", "path": ".../w.pt", "sha256": sha}]
+    assert (first["weights"]["description"], second["weights"]["description"]) == ("seed 1", "seed 2")
+    assert second["weights"]["extra"]["sha256"] == sha
+
+
+def test_a_resume_after_a_replaced_checkpoint_never_mixes_shards(tmp_path):
+    """Ctrl-C, replace the checkpoint, resume: one run was assembled from shards of two models."""
+    ckpt = tmp_path / "w.pt"
+    _other_checkpoint(ckpt, 1)
+    settings = {"weights": str(ckpt), "size": 48, "num_images": 2, "batch": 1, "steps": 1}
+    job = RunJob(RunConfig(**settings), tmp_path / "run")
+    job.write("00000", job.compute("00000"))  # one shard finished, then stopped
+    _other_checkpoint(ckpt, 2)
+    resumed = RunJob(RunConfig(**settings), tmp_path / "run")
+    assert resumed.digest != job.digest and resumed.pending() == ["00000", "00001"]
+    resumed.run_here(progress=False)
+    fresh = RunJob(RunConfig(**settings), tmp_path / "fresh")
+    fresh.run_here(progress=False)
+    ours, theirs = (json.loads((j.path / "results.json").read_text()) for j in (resumed, fresh))
+    assert ours["per_image"] == theirs["per_image"] and ours["config_hash"] == theirs["config_hash"]
+    assert [p.name for p in (resumed.path / "shards").iterdir()] == [resumed.digest]  # the old shard is gone
+
+
+def test_label_files_enter_the_config_hash_and_provenance_holds_no_absolute_path(tmp_path):
+    """A replaced --label-map or classes.txt reused the old results; provenance named the machine's paths."""
+    from PIL import Image
+
+    root = tmp_path / "pairs"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (48, 48), (40 * i, 90, 10)).save(root / "images" / f"{i}.png")
+        Image.new("L", (48, 48), i).save(root / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("sky\nsea\n")
+    (tmp_path / "map.txt").write_text("sky -> background\nsea -> boat\n")
+    cfg = dict(images=f"pairs:{root}", label_map=str(tmp_path / "map.txt"), weights="embedded", size=48)
+    before = RunConfig(**cfg)
+    assert [(f.role, f.path) for f in before.input_files()] == [
+        ("embedded weights", "data/weights/mobilenet_v3_large.pt"),
+        ("classes.txt", "<images>/classes.txt"),
+        ("label map", ".../map.txt"),
+    ]
+    (tmp_path / "map.txt").write_text("sky -> background\nsea -> bird\n")
+    mapped = RunConfig(**cfg)
+    assert mapped.digest() != before.digest()
+    (root / "classes.txt").write_text("SKY\nsea\n")
+    assert RunConfig(**cfg).digest() != mapped.digest()
+    results, _ = __import__("segattack.runner", fromlist=["run"]).run(
+        RunConfig(**cfg, num_images=2, steps=1), tmp_path / "run", progress=False
+    )
+    doc = json.loads(results.to_json())
+    for section in ("weights", "input_files"):
+        assert str(tmp_path) not in json.dumps(doc[section]) and "/root" not in json.dumps(doc[section])
+    assert doc["weights"]["extra"]["file"] == "data/weights/mobilenet_v3_large.pt"
