@@ -70,6 +70,25 @@ def test_a_configs_id2label_and_a_classes_file(tmp_path):
         from_classes_file(tmp_path / "classes.txt")
 
 
+def test_class_names_follow_one_rule_case_insensitive(tmp_path):
+    """classes.txt with road and Road was accepted, and fixed:Road resolved to class 0."""
+    (tmp_path / "classes.txt").write_text("road\nsky\nRoad\n")
+    with pytest.raises(ValueError) as info:
+        from_classes_file(tmp_path / "classes.txt")
+    assert str(info.value) == (
+        f"{tmp_path / 'classes.txt'}: label space 'classes.txt' names one class twice: 'road' (class 0) and "
+        f"'Road' (class 2); names are case-insensitive, give each class its own"
+    ).replace("'classes.txt'", f"'{tmp_path.name}/classes.txt'")
+    with pytest.raises(ValueError, match="names one class twice: 'Wall' \\(class 0\\) and 'wall' \\(class 1\\)"):
+        from_id2label({0: "Wall", 1: "wall"})
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(ParameterError, match="names one class twice"):  # before any work
+        RunConfig(backbone="module:torch.nn:Identity", images=f"pairs:{tmp_path}", target_scheme="fixed:Road")
+
+
 def test_fixed_and_remove_targets_by_hand():
     mask = torch.tensor([[0, 15, 15, 3], [0, 15, 15, 3], [255, 15, 3, 3]])
     removed = torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3], [255, 3, 3, 3]])  # each person pixel takes its nearest

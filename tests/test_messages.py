@@ -227,3 +227,53 @@ def test_a_broken_hf_json_file_is_named(segformer_dir, tmp_path, file, text, mes
     (folder / file).write_text(text)
     with pytest.raises(SpecError, match=f"^hf:{folder}: {folder}/{message}"):
         load_model(f"hf:{folder}")
+
+
+def _pairs(root, mask_value: int = 0, classes: bytes | None = None):
+    """A pairs: folder of two 48 px images whose masks all hold ``mask_value``."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((48, 48, 3), 60 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.full((48, 48), mask_value, np.uint8)).save(root / "masks" / f"{i}.png")
+    if classes is not None:
+        (root / "classes.txt").write_bytes(classes)
+    return root
+
+
+def test_a_reading_no_image_defines_is_printed_as_n_a(tmp_path, capsys):
+    """results.json held null for IoU to target (ignore-only truth targets) and the command printed 0.00%."""
+    import json
+
+    root = _pairs(tmp_path / "pairs", 255)
+    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", "embedded"]
+    args += ["--images", f"pairs:{root}", "--target-source", "truth", "--target-scheme", "roll", "--size", "48"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--steps", "1", "--num-images", "2"]) == 0
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert doc["summary"]["iou_target"]["mean"] is None
+    out = capsys.readouterr().out
+    assert ", to target n/a," in out and "0.00%" not in out.split("to target")[1].split(",")[0]
+
+
+@pytest.mark.parametrize("what", ["classes", "label map"])
+@pytest.mark.parametrize("data", [b"\xff\xfe\x00r\x00o", b"road\x00\x01\x02"], ids=["latin", "nul"])
+def test_a_binary_label_file_is_named_with_its_form(tmp_path, what, data):
+    """A binary label map or classes.txt gave a bare codec error."""
+    if what == "classes":
+        root = _pairs(tmp_path / "pairs", 0, data)
+        with pytest.raises(ParameterError) as info:
+            RunConfig(backbone="module:torch.nn:Identity", images=f"pairs:{root}")
+        file, form = root / "classes.txt", "one class name per line"
+    else:
+        file, form = tmp_path / "map.txt", "'DATASET_CLASS -> MODEL_CLASS' per line"
+        file.write_bytes(data)
+        with pytest.raises(ParameterError) as info:
+            RunConfig(images="scenes", label_map=str(file))
+    kind = "classes file" if what == "classes" else "label map"
+    why = (
+        "is not UTF-8 text (byte 0xff at offset 0)" if data[0] == 0xFF else "holds binary data (a NUL byte at offset 4)"
+    )
+    assert str(info.value) == f"{kind} {file} {why}; write it as text: {form}"
