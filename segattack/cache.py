@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .attacks import AttackSpec
-from .config import ModelKey
+from .config import PROBE_STEPS, ModelKey
 from .data import Resize, image_set
 from .metrics import predict_classes
 from .models import SegmentationModel, load_model
@@ -62,11 +62,11 @@ _WARM: set[tuple[int, tuple[int, ...], bool]] = set()  # (model, input shape, au
 def warm_up(
     model: SegmentationModel, attack: AttackSpec, images: torch.Tensor, targets: torch.Tensor, params: dict[str, Any]
 ) -> None:
-    """One untimed iteration the first time this process runs ``model`` on this input shape: the
+    """Untimed iterations (:data:`~segattack.config.PROBE_STEPS`, the fewest every attack takes) the first time this process runs ``model`` on this input shape: the
     first calls on a shape pay one-off kernel set-up (seconds on a CPU) that would otherwise be
     timed as attack iterations. It draws from a generator of its own, never the run's."""
     key = (id(model), tuple(images.shape), torch.is_autocast_enabled(images.device.type))
     if key not in _WARM:
         own = {**params, "generator": torch.Generator()} if "generator" in params else params
-        attack(model, images, targets, **{**own, "steps": 1})
+        attack(model, images, targets, **{**own, "steps": PROBE_STEPS})
         _WARM.add(key)

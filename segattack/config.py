@@ -33,6 +33,7 @@ MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already
 MAX_LONG_SIDE = MAX_SIDE  # resize=shorter's longer output side (the aspect ratio scales it up)
 MAX_SCENES = 100_000  # images of the endless synthetic scenes in one run or study
 DEFAULT_SIZE = 520  # torchvision's evaluation size: what size=0 means for weights without their own
+PROBE_STEPS = 2  # the steps of a parameter probe and a warm-up: the fewest every attack takes (pdpgd, alma_prox)
 
 
 def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
@@ -234,8 +235,9 @@ class RunConfig:
 
 
 def _probe(cfg: RunConfig) -> None:
-    """One step of the attack on a tiny dummy batch: the attack's own checks (eps > 0, known modes,
-    ...) refuse a bad value here, before any model or image is loaded."""
+    """The attack on a tiny dummy batch for ``min(steps, PROBE_STEPS)`` steps: the attack's own checks
+    (eps > 0, known modes, the fewest steps it takes, ...) refuse a bad value here, before any model or
+    image is loaded; an attack that needs two steps is probed with two, never refused for the probe's."""
     probe = wrap_model(torch.nn.Conv2d(3, NUM_CLASSES, 1), "probe")
     try:
         with torch.no_grad(), torch.enable_grad():
@@ -243,7 +245,7 @@ def _probe(cfg: RunConfig) -> None:
                 probe,
                 torch.full((1, 3, MIN_SIDE, MIN_SIDE), 0.5),
                 torch.zeros(1, MIN_SIDE, MIN_SIDE, dtype=torch.long),
-                steps=1,
+                steps=min(cfg.steps, PROBE_STEPS),
                 **cfg.attack_kwargs(),
             )
     except (ValueError, TypeError) as exc:
