@@ -119,6 +119,7 @@ def _attack(args: argparse.Namespace) -> int:
         threads=args.threads,
         deterministic=args.deterministic,
         attack_params=params,
+        force=args.force,
     )
     out = output_folder(args.out)
     results, _ = run(cfg, out)
@@ -149,6 +150,8 @@ def _report(args: argparse.Namespace) -> int:
         overrides["images"] = args.images
     if args.label_map:
         overrides["label_map"] = args.label_map
+    if args.force:
+        overrides["force"] = True
     states = run_profile(
         args.profile,
         args.out,
@@ -169,8 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error too")
+    bounded = argparse.ArgumentParser(add_help=False)
+    bounded.add_argument(
+        "--force",
+        action="store_true",
+        help="accept more than 10,000 steps or 64 sliding windows per pass (refused by default: usually a typo)",
+    )
 
-    at = sub.add_parser("attack", parents=[common], help="attack a set of images and write metrics, images and history")
+    at = sub.add_parser(
+        "attack", parents=[common, bounded], help="attack a set of images and write metrics, images and history"
+    )
     at.add_argument(
         "--backbone",
         "--model",
@@ -309,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     at.set_defaults(func=_attack)
 
     rp = sub.add_parser(
-        "report", parents=[common], help="run the grid on Dask, its notebooks with papermill, and render the report"
+        "report",
+        parents=[common, bounded],
+        help="run the grid on Dask, its notebooks with papermill, and render the report",
     )
     rp.add_argument("--profile", default="default", help="default (embedded, CPU), paper (torchvision, 520 px), tiny")
     rp.add_argument("--out", default="reports", help="output folder (default reports/)")

@@ -22,7 +22,7 @@ from .classes import NUM_CLASSES
 from .data import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_source, source_labels
 from .inputs import InputFile, data_files, data_root, fingerprint, weights_files
 from .labels import LabelMap, LabelSpace, read_label_map
-from .models import parse_window, resolve_weights, wrap_model
+from .models import parse_window, resolve_weights, window_boxes, wrap_model
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from .params import ParameterError, check_attack_params, coerce, parse_literal
 from .targets import TARGET_SOURCES, check_scheme
@@ -32,6 +32,9 @@ from .zoo import check_weights, known_labels, resolve_spec
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
 MAX_LONG_SIDE = MAX_SIDE  # resize=shorter's longer output side (the aspect ratio scales it up)
 MAX_SCENES = 100_000  # images of the endless synthetic scenes in one run or study
+MAX_STEPS = 10_000  # a run's attack iterations: 10x the largest paper value (ASMA's 1,000); force=True passes
+MAX_WINDOWS = 64  # sliding windows per image pass (Cityscapes' reference: 9 at 1024x2048); force=True passes
+UNHASHED = ("force",)  # fields that never change a number: left out of the config hash
 DEFAULT_SIZE = 520  # torchvision's evaluation size: what size=0 means for weights without their own
 PROBE_STEPS = 2  # the steps of a parameter probe and a warm-up: the fewest every attack takes (pdpgd, alma_prox)
 
@@ -42,6 +45,26 @@ def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
         raise ParameterError(f"{prefix}size must be <= {MAX_SIZE} px, got {size}")
     if images == "scenes" and num_images > MAX_SCENES:
         raise ParameterError(f"{prefix}num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got {num_images}")
+
+
+def check_work(steps: int, window: str, side: int, height: int | None = None) -> None:
+    """Refuse more than :data:`MAX_STEPS` steps and more than :data:`MAX_WINDOWS` sliding windows per
+    pass over a ``side`` px square (or a ``height`` x ``side`` image), naming ``force``: work that runs
+    for days without a word is far more often a typo than a plan."""
+    if steps > MAX_STEPS:
+        raise ParameterError(
+            f"steps must be <= {MAX_STEPS:,} (the largest paper value is 1,000), got {steps:,}; pass --force "
+            f"(-p force=true, force=True) if you mean it"
+        )
+    sliding = parse_window(window)
+    if sliding is not None:
+        count = len(window_boxes(height or side, side, sliding))
+        if count > MAX_WINDOWS:
+            raise ParameterError(
+                f"window {window} gives {count:,} windows per pass over a {height or side}x{side} px image, over "
+                f"{MAX_WINDOWS}; use a larger window or a smaller size, or pass --force (-p force=true) if you "
+                f"mean it"
+            )
 
 
 class ModelKey(NamedTuple):
@@ -59,8 +82,9 @@ class ModelKey(NamedTuple):
 def digest(settings: Any, inputs: list[InputFile] | None = None) -> str:
     """A stable 16-hex-digit hash of a config dataclass and the content of its input files (how
     finished results are recognised: a replaced checkpoint or label map is another run)."""
+    hashed = {k: v for k, v in asdict(settings).items() if k not in UNHASHED}
     blob = json.dumps(
-        {**asdict(settings), **({"input_files": [asdict(f) for f in inputs]} if inputs else {})},
+        {**hashed, **({"input_files": [asdict(f) for f in inputs]} if inputs else {})},
         sort_keys=True,
         default=str,
     )
@@ -118,6 +142,7 @@ class RunConfig:
     deterministic: bool = DEFAULT_DETERMINISTIC  # torch's deterministic algorithms where it has them
     input_jitter: int = 0  # k > 0: every input value moved by 1 ulp, seeded by k (a stability repeat)
     attack_params: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # accept steps over MAX_STEPS and windows over MAX_WINDOWS (not hashed: no number changes)
 
     def __post_init__(self) -> None:
         self.attack_params = dict_from_text("attack_params", self.attack_params)
@@ -163,6 +188,8 @@ class RunConfig:
             raise ParameterError(str(exc)) from None
         except RuntimeError:
             raise ParameterError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
+        if not self.force:  # resize=shorter's own sides are checked once the files are listed (runner)
+            check_work(self.steps, self.window, self.size or DEFAULT_SIZE)
         try:  # the model's classes and the images' (known from the specs where they say)
             if self.label_map:
                 self.label_map = str(Path(self.label_map).expanduser().resolve())
