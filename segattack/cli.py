@@ -162,6 +162,17 @@ def _report(args: argparse.Namespace) -> int:
         args.cluster,
     )
     print("runs: " + ", ".join(f"{name} {state}" for name, state in states.items()))
+    runs = Path(args.out).expanduser() / "runs"
+    earlier = (
+        sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in states)
+        if runs.is_dir()
+        else []
+    )
+    if earlier:
+        print(
+            f"the report also shows {len(earlier)} earlier run(s) in {runs}: {', '.join(earlier)} (every folder in "
+            f"runs/ joins Table 1; delete one to leave it out)"
+        )
     path = build_report(args.out, args.profile)
     print(f"report: {path}")
     return 1 if TaskState.FAILED in states.values() else 0

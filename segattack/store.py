@@ -61,11 +61,27 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:  # a Python file: a full disk is OSError(ENOSPC), not torch's text
                 os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would make shared results unreadable
-                torch.save(obj, handle)
+                _torch_save(obj, handle, path)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _torch_save(obj: Any, handle: Any, path: Path) -> None:
+    """``torch.save``; its zip writer's own failure (``[enforce fail at inline_container.cc]``, what a
+    disk filling up mid-write can give) becomes an OSError: ENOSPC where the disk is full (named by
+    :func:`no_space_named`), else one naming the file."""
+    try:
+        torch.save(obj, handle)
+    except RuntimeError as exc:
+        if "inline_container" not in str(exc):
+            raise
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise OSError(
+            errno.EIO, f"cannot write {path}: torch.save failed ({str(exc).strip().splitlines()[0]})"
+        ) from None
 
 
 @contextmanager

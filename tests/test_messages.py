@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -277,3 +278,90 @@ def test_a_binary_label_file_is_named_with_its_form(tmp_path, what, data):
         "is not UTF-8 text (byte 0xff at offset 0)" if data[0] == 0xFF else "holds binary data (a NUL byte at offset 4)"
     )
     assert str(info.value) == f"{kind} {file} {why}; write it as text: {form}"
+
+
+def test_a_pickled_object_in_a_checkpoint_is_named(tmp_path):
+    """torch 2.14 says 'unsupported GLOBAL'; the check looked for 'Unsupported global' and passed on torch's
+    'Check the documentation of torch.load...'."""
+    import torch
+
+    from segattack.checkpoints import CheckpointError, read
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state": Payload()}, path)
+    with pytest.raises(CheckpointError) as info:
+        read(path)
+    assert str(info.value) == (
+        f"refused to load {path}: it holds a pickled object (posix.getcwd), not only tensors and plain containers, "
+        f"and weights_only=True never runs such code; save the weights alone (torch.save(model.state_dict(), PATH)) "
+        f"or use a file from a source you trust to do so"
+    )
+
+
+def test_torchs_own_write_failure_on_a_full_disk_is_named(small_checkpoint, tmp_path, monkeypatch):
+    """A full disk during assembly gave '[enforce fail at inline_container.cc:672]'."""
+    import shutil
+
+    import torch
+
+    from segattack.runner import RunJob
+
+    cfg = RunConfig(weights=str(small_checkpoint), num_images=2, steps=1, size=48)
+    job = RunJob(cfg, tmp_path / "run")
+    for unit in job.units():
+        job.write(unit, job.compute(unit))
+
+    def enforce(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", enforce)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(store.FolderError) as info:
+        job.finish()
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'run'}: no space left on its device (No space left on device); free some space "
+        f"and run the same command again (finished work is kept)"
+    )
+    assert job.pending() == [] and not (job.path / "results.json").exists()
+
+
+def test_a_cluster_address_without_a_port_is_named(small_checkpoint, tmp_path, capsys):
+    """--cluster tcp://127.0.0.1 said 'is not a Dask scheduler'."""
+    args = ["report", "--profile", "tiny", "--out", str(tmp_path / "R"), "--studies", "none"]
+    assert main([*args, "-p", f"weights={small_checkpoint}", "--cluster", "tcp://127.0.0.1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "segattack report: error: cluster address 'tcp://127.0.0.1' names no port; use tcp://127.0.0.1:PORT (a Dask "
+        "scheduler listens on 8786 unless told otherwise)"
+    )
+    assert not (tmp_path / "R").exists()
+
+
+def test_a_number_given_as_a_text_parameter_is_its_text(small_checkpoint):
+    """-p window=32 was refused as 'must be text'."""
+    from segattack.params import parse_override
+
+    key, value = parse_override("window=32")
+    cfg = RunConfig(weights=str(small_checkpoint), size=48, **{key: value})
+    assert cfg.window == "32"
+    with pytest.raises(ParameterError, match="window must be text, got 1.5"):
+        RunConfig(weights=str(small_checkpoint), window=1.5)
+
+
+def test_a_report_rerun_with_other_models_says_the_earlier_runs_stay(small_checkpoint, tmp_path, capsys, monkeypatch):
+    """A re-run with other --models kept the earlier run in Table 1 while the command printed only the new one."""
+    from segattack import render
+
+    monkeypatch.setattr(render, "build_report", lambda out, profile: Path(out) / "index.html")
+    monkeypatch.setattr("segattack.grid.render", lambda job: __import__("segattack.jobs").jobs.TaskState.DONE)
+    out = tmp_path / "R"
+    base = ["report", "--profile", "tiny", "--out", str(out), "--studies", "none", "--cluster", "inprocess"]
+    base += ["-p", f"weights={small_checkpoint}", "-p", "size=48", "-p", "num_images=2", "-p", "steps=1"]
+    assert main([*base, "--backbones", "mobilenet_v3_large", "--attacks", "pgd"]) == 0
+    assert "earlier run" not in capsys.readouterr().out
+    assert main([*base, "--backbones", "mobilenet_v3_large", "--attacks", "segpgd"]) == 0
+    printed = capsys.readouterr().out
+    assert f"the report also shows 1 earlier run(s) in {out / 'runs'}: mobilenet_v3_large-pgd (every folder" in printed
