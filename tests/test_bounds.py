@@ -16,13 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack import cluster, store
 from segattack.cli import main
-from segattack.config import MAX_LONG_SIDE, MAX_SCENES, MAX_SIZE, RunConfig
-from segattack.params import ParameterError
-from segattack.profiles import plan
-from segattack.runner import RunJob
-from segattack.studies import StudyConfig
+from segattack.engine import cluster, store
+from segattack.study.config import MAX_LONG_SIDE, MAX_SCENES, MAX_SIZE, RunConfig
+from segattack.study.profiles import plan
+from segattack.study.runner import RunJob
+from segattack.study.studies import StudyConfig
+from segattack.util.params import ParameterError
 
 
 def report(out: Path, ckpt: Path, *extra: str) -> list[str]:
@@ -168,7 +168,7 @@ def test_a_window_is_padded_only_to_its_own_size():
     """Each window's logits were padded to the whole image: 10,404 full-size tensors a pass."""
     from torch import nn
 
-    from segattack.models import _Tiled, window_boxes, wrap_model
+    from segattack.models.wrapper import _Tiled, window_boxes, wrap_model
 
     torch.manual_seed(0)
     model = wrap_model(nn.Conv2d(3, 5, 3, padding=1), normalize=False)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from segattack import grid, store
 from segattack.cli import main
-from segattack.config import RunConfig
-from segattack.jobs import TaskState
-from segattack.profiles import plan
-from segattack.report import load_runs
-from segattack.runner import RunJob
+from segattack.engine import grid, store
+from segattack.engine.jobs import TaskState
+from segattack.study.config import RunConfig
+from segattack.study.profiles import plan
+from segattack.study.report import load_runs
+from segattack.study.runner import RunJob
 
 
 def digest(folder: Path) -> str:
@@ -320,8 +320,8 @@ def _other_checkpoint(path: Path, seed: int) -> None:
     """An untrained MobileNetV3 checkpoint at ``path`` with its own random weights (``seed``)."""
     import torch
 
-    from segattack import checkpoints
-    from segattack.models import build_network
+    from segattack.models import checkpoints
+    from segattack.models.backbones import build_network
 
     torch.manual_seed(seed)
     state = build_network("mobilenet_v3_large").state_dict()
@@ -389,7 +389,7 @@ def test_label_files_enter_the_config_hash_and_provenance_holds_no_absolute_path
     assert mapped.digest() != before.digest()
     (root / "classes.txt").write_text("SKY\nsea\n")
     assert RunConfig(**cfg).digest() != mapped.digest()
-    results, _ = __import__("segattack.runner", fromlist=["run"]).run(
+    results, _ = __import__("segattack.study.runner", fromlist=["run"]).run(
         RunConfig(**cfg, num_images=2, steps=1), tmp_path / "run", progress=False
     )
     doc = json.loads(results.to_json())

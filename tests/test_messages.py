@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from segattack import store
 from segattack.cli import main
-from segattack.cluster import local_cluster
-from segattack.config import RunConfig
-from segattack.params import ParameterError
+from segattack.engine import store
+from segattack.engine.cluster import local_cluster
+from segattack.engine.jobs import TaskState
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 
 @pytest.mark.parametrize(
@@ -153,7 +154,7 @@ def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(
 ):
     from PIL import Image
 
-    from segattack.runner import RunJob
+    from segattack.study.runner import RunJob
 
     cfg = RunConfig(weights=str(small_checkpoint), num_images=2, steps=1, size=48)
     job = RunJob(cfg, tmp_path / "run")
@@ -221,7 +222,7 @@ def test_a_broken_hf_json_file_is_named(segformer_dir, tmp_path, file, text, mes
     import shutil
 
     from segattack.models import load_model
-    from segattack.zoo import SpecError
+    from segattack.models.specs import SpecError
 
     folder = tmp_path / "model"
     shutil.copytree(segformer_dir, folder)
@@ -285,7 +286,7 @@ def test_a_pickled_object_in_a_checkpoint_is_named(tmp_path):
     'Check the documentation of torch.load...'."""
     import torch
 
-    from segattack.checkpoints import CheckpointError, read
+    from segattack.models.checkpoints import CheckpointError, read
 
     class Payload:
         def __reduce__(self):
@@ -308,7 +309,7 @@ def test_torchs_own_write_failure_on_a_full_disk_is_named(small_checkpoint, tmp_
 
     import torch
 
-    from segattack.runner import RunJob
+    from segattack.study.runner import RunJob
 
     cfg = RunConfig(weights=str(small_checkpoint), num_images=2, steps=1, size=48)
     job = RunJob(cfg, tmp_path / "run")
@@ -353,10 +354,10 @@ def test_a_number_given_as_a_text_parameter_is_its_text(small_checkpoint):
 
 def test_a_report_rerun_with_other_models_says_the_earlier_runs_stay(small_checkpoint, tmp_path, capsys, monkeypatch):
     """A re-run with other --models kept the earlier run in Table 1 while the command printed only the new one."""
-    from segattack import render
+    from segattack.engine import render
 
     monkeypatch.setattr(render, "build_report", lambda out, profile: Path(out) / "index.html")
-    monkeypatch.setattr("segattack.grid.render", lambda job: __import__("segattack.jobs").jobs.TaskState.DONE)
+    monkeypatch.setattr("segattack.engine.grid.render", lambda job: TaskState.DONE)
     out = tmp_path / "R"
     base = ["report", "--profile", "tiny", "--out", str(out), "--studies", "none", "--cluster", "inprocess"]
     base += ["-p", f"weights={small_checkpoint}", "-p", "size=48", "-p", "num_images=2", "-p", "steps=1"]
