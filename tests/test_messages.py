@@ -343,7 +343,7 @@ def test_a_cluster_address_without_a_port_is_named(small_checkpoint, tmp_path, c
 
 def test_a_number_given_as_a_text_parameter_is_its_text(small_checkpoint):
     """-p window=32 was refused as 'must be text'."""
-    from segattack.params import parse_override
+    from segattack.util.params import parse_override
 
     key, value = parse_override("window=32")
     cfg = RunConfig(weights=str(small_checkpoint), size=48, **{key: value})

@@ -160,7 +160,7 @@ def claim(folder: Path, kind: str) -> Path:
     """Create ``folder`` if needed and mark it as segattack's folder of ``kind``."""
     folder.mkdir(parents=True, exist_ok=True)
     if _marker_text(folder) != kind:
-        atomic_write_text(folder / MARKER, kind + "\n")
+        (folder / MARKER).write_text(kind + "\n", encoding="utf-8")  # a torn one is read from the content
     return folder
 
 
