@@ -39,6 +39,8 @@ def test_the_registry_resolves_ensemble_names_and_refuses_bad_ones():
         ("ensemble:", "names its members"),
         ("ensemble:pgd,,segpgd", "names its members"),
         ("ensemble:pgd,pgd", "twice"),
+        ("ensemble:pgd,ensemble:pgd", "'ensemble:pgd' is not a registered attack; members are single attacks"),
+        ("ensemble:ensemble:pgd,segpgd", "no ensemble inside an ensemble"),
         ("ensemble:pgd,fmn", "minimal-norm"),
         ("ensemble:pgd,nope", "unknown attack 'nope'"),
         ("nope:pgd", "unknown attack 'nope:pgd'"),

@@ -444,6 +444,41 @@ MUTATIONS = [
         "25, 26, 27, 28, 30, 32, 33)",
         ["tests/test_labels.py::test_the_whole_cityscapes_label_id_to_train_id_table"],
     ),
+    (
+        "an output folder of the other kind accepted",
+        "segattack/engine/store.py",
+        "if owner is not None and owner != kind:",
+        "if owner is not None and owner == 'none':",
+        ["tests/test_folders.py::test_an_attack_never_replaces_a_report_folder"],
+    ),
+    (
+        "input files left out of the config hash",
+        "segattack/study/config.py",
+        "return digest(self, self.input_files())",
+        "return digest(self)",
+        ["tests/test_folders.py::test_a_resume_after_a_replaced_checkpoint_never_mixes_shards"],
+    ),
+    (
+        "Cityscapes mask values checked after the lookup only",
+        "segattack/data/sets.py",
+        "raw[: ids.count] = 0",
+        "raw[:] = 0",
+        ["tests/test_labels.py::test_cityscapes_and_ade20k_masks_outside_their_ids_are_refused"],
+    ),
+    (
+        "Cityscapes cities in directory order",
+        "segattack/data/sets.py",
+        "for city in sorted(p for p in images.iterdir() if p.is_dir()):",
+        "for city in (p for p in images.iterdir() if p.is_dir()):",
+        ["tests/test_labels.py::test_cityscapes_images_come_in_name_order_whatever_the_file_system_says"],
+    ),
+    (
+        "a window's gradient taken from the wrong box",
+        "segattack/models/wrapper.py",
+        "return (None, None, *(grad[..., top:bottom, left:right] for top, left, bottom, right in ctx.boxes))",
+        "return (None, None, *(grad[..., top:bottom, left:right] for left, top, right, bottom in ctx.boxes))",
+        ["tests/test_bounds.py::test_a_window_is_padded_only_to_its_own_size"],
+    ),
 ]
 
 

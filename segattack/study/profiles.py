@@ -16,6 +16,7 @@ from typing import Any, Literal
 from segattack.attacks import ATTACKS
 from segattack.engine.grid import run_grid
 from segattack.engine.jobs import Job, TaskState
+from segattack.engine.store import output_folder
 from segattack.models.backbones import BACKBONES
 from segattack.study.config import RunConfig
 from segattack.study.runner import RepeatJob, RunJob
@@ -231,5 +232,6 @@ def run_profile(
     progress: bool = True,
 ) -> dict[str, TaskState]:
     """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.engine.grid.run_grid`)."""
+    output_folder(out_dir, "report folder", "report")  # a run's folder is refused before anything else
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

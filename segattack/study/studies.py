@@ -52,6 +52,7 @@ from segattack.models.backbones import BACKBONES, resolve_weights
 from segattack.models.wrapper import SegmentationModel, WeightsInfo
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
+from segattack.study.inputs import InputFile, fingerprint, weights_files
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
 from segattack.study.runner import shard_ranges
@@ -164,8 +165,19 @@ class StudyConfig:
         """The budget axis's images: the first ``budget_images`` other than the paper's target image."""
         return attacked_images(self.total, "single", PAPER_TARGET)[: self.budget_images] if self.budget_images else []
 
+    def input_files(self, backbone: str | None = None) -> list[InputFile]:
+        """The weights files of the studies' backbones (or of ``backbone``), by content: a replaced
+        checkpoint is another study (:mod:`segattack.inputs`); read once per config object."""
+        key = (tuple(self.backbones), self.weights)
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] != key:
+            cached = (key, {b: fingerprint(weights_files(b, self.weights)) for b in self.backbones})
+            self.__dict__["_inputs"] = cached
+        files = cached[1]
+        return list(files[backbone]) if backbone is not None else [f for b in self.backbones for f in files[b]]
+
     def digest(self) -> str:
-        return digest(self)
+        return digest(self, self.input_files())
 
     @property
     def numerics(self) -> Numerics:
@@ -173,7 +185,8 @@ class StudyConfig:
 
     def model_key(self, backbone: str) -> ModelKey:
         """The cache key of ``backbone``'s model (NHWC, folded BN)."""
-        return ModelKey(backbone, self.weights, self.device, True, True)
+        content = ",".join(f.sha256 for f in self.input_files(backbone)) if backbone in self.backbones else ""
+        return ModelKey(backbone, self.weights, self.device, True, True, content=content)
 
 
 def _rows(
@@ -536,6 +549,7 @@ class StudiesJob(Job):
     notebook = "studies.ipynb"
     document = "studies.json"
     unit_folder = "cells"
+    kind = "studies"
     results_version = RESULTS_VERSION
 
     def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:
