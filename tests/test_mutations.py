@@ -278,8 +278,8 @@ MUTATIONS = [
     (
         "sliding windows' overlaps summed, not averaged",
         "segattack/models/wrapper.py",
-        "        return total / count\n",
-        "        return total / count.clamp(max=1)\n",
+        "*windows) / count\n",
+        "*windows) / count.clamp(max=1)\n",
         ["tests/test_window.py::test_overlaps_are_averaged_as_by_hand"],
     ),
     (
