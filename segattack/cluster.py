@@ -206,3 +206,19 @@ def dask_client(cluster: str) -> Iterator[Any]:
             raise RuntimeError(f"cannot connect to the Dask scheduler at {cluster}: {exc}") from None
         with client:
             yield client
+
+
+def import_backends_plugin(specs: tuple[str, ...]) -> Any:
+    """A Dask worker plugin that imports the backends ``specs`` load with
+    (:func:`segattack.zoo.import_backends`) as a worker starts, before its task threads run."""
+    from distributed import WorkerPlugin
+
+    class ImportBackends(WorkerPlugin):
+        name = "segattack-import-backends"
+
+        def setup(self, worker: Any) -> None:
+            from .zoo import import_backends
+
+            import_backends(specs)
+
+    return ImportBackends()

@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .cluster import as_completed, check_cluster, dask_client, worker_wait
+from .cluster import as_completed, check_cluster, dask_client, import_backends_plugin, worker_wait
 from .jobs import Job, TaskState
 from .render import record_failure, render
 from .store import FolderError, claim, locked, output_folder
@@ -46,6 +46,7 @@ def execute(
     errors: dict[str, str] = {}
     if not tasks:
         return errors
+    specs = tuple(dict.fromkeys(spec for task in tasks for spec in task.job.model_specs()))
     bar = tqdm(total=len(tasks), desc="grid", unit="task", disable=not progress)
 
     def finished(task: Task, result: Any = None, exc: BaseException | None = None) -> None:
@@ -67,6 +68,7 @@ def execute(
             return errors
         with dask_client(cluster) as client:
             bar.write(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            client.register_plugin(import_backends_plugin(specs))  # before any task thread runs
             futures = {client.submit(t.job.compute, t.unit, key=t.key, pure=False): t for t in tasks}
             for future in as_completed(client, futures):
                 try:

@@ -89,6 +89,11 @@ class Job(ABC):
         """Load what every unit needs (a model) before any unit runs, so that a bad input fails
         before any progress is shown. Nothing by default."""
 
+    def model_specs(self) -> tuple[str, ...]:
+        """The model specs (or study backbones) the units load: a worker imports their backends before
+        its task threads start. None by default."""
+        return ()
+
     @property
     def unit_dir(self) -> Path:
         return self.path / self.unit_folder / self.digest

@@ -251,6 +251,9 @@ class RunJob(Job):
     def list_units(self) -> list[str]:
         return [f"{k:05d}" for k in range(len(shard_ranges(count_images(self.cfg), self.cfg.batch)))]
 
+    def model_specs(self) -> tuple[str, ...]:
+        return (self.cfg.backbone,)
+
     def prepare(self) -> None:
         cached_model(self.cfg.model_key)
 

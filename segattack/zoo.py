@@ -28,12 +28,14 @@ Every model comes back in eval mode with frozen weights, its logits upsampled to
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import inspect
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,21 @@ def resolve_spec(spec: str) -> str:
         arch, encoder, checkpoint = _smp_parts(spec, rest)
         return f"smp:{arch}:{encoder}" + (f":{Path(checkpoint).expanduser().resolve()}" if checkpoint else "")
     return spec
+
+
+def import_backends(specs: Iterable[str]) -> None:
+    """Import the optional backends ``specs`` load with (transformers and the classes its loaders read,
+    smp) in the calling thread. transformers resolves its names by importing modules lazily, which is
+    not thread-safe: a Dask worker calls this before its task threads start. A backend that is not
+    installed is left for the loader to name."""
+    kinds = {split_spec(s)[0] for s in specs if s not in BACKBONES and s.partition(":")[0] in KINDS}
+    if "hf" in kinds:
+        with contextlib.suppress(ImportError):
+            from transformers import AutoConfig, AutoModelForSemanticSegmentation  # noqa: F401
+            from transformers.utils import cached_file  # noqa: F401
+    if "smp" in kinds:
+        with contextlib.suppress(ImportError):
+            import segmentation_models_pytorch  # noqa: F401
 
 
 def load_spec(
