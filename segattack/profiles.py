@@ -19,7 +19,7 @@ from .grid import run_grid
 from .jobs import Job, TaskState
 from .models import BACKBONES
 from .params import ParameterError, coerce
-from .runner import RepeatJob, RunJob
+from .runner import RepeatJob, RunJob, check_model
 from .studies import LEVELS, StudiesJob, StudyConfig
 
 BACKBONE_ORDER = ("mobilenet_v3_large", "resnet50")
@@ -211,6 +211,8 @@ def plan(
     ]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
+    for cfg in {(c.backbone, c.size, c.window, c.labels.names): c for c in configs}.values():
+        check_model(cfg)  # every spec resolved, its classes read and checked, before any cluster starts
     for job in jobs:
         job.units()  # lists every image set and checks its files' headers
     return jobs

@@ -25,12 +25,12 @@ from .config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
 from .data import MIN_SIDE, ImageError, ImageSet, Loaded, image_set
 from .jobs import Job
 from .metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
+from .modelcheck import check_classes, model_classes, spec_classes
 from .models import SegmentationModel
 from .numerics import jittered, numerics
 from .records import Results, SavedImages, ShardRecord
 from .results import assemble, read_run, write_run
 from .targets import scheme_target, target_sources
-from .zoo import check_labels
 
 
 def image_size(cfg: RunConfig, model: SegmentationModel) -> int:
@@ -57,6 +57,13 @@ def count_images(cfg: RunConfig) -> int:
     if cfg.target_source == "truth" and not images.has_truth:
         raise ImageError(f"target_source='truth' needs ground truth, and {cfg.images} has none")
     return count
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Refuse, before any work, a model whose classes are not the run's labels: the spec resolved and
+    its classes read in this process (:func:`segattack.modelcheck.spec_classes`, a ``module:`` model
+    run once at the run's size), with the message a loaded model's check gives."""
+    check_classes(spec_classes(cfg.backbone, cfg.size or DEFAULT_SIZE, cfg.window), cfg.labels, cfg.backbone)
 
 
 def check_long_sides(files: list[Path], size: int) -> None:
@@ -111,7 +118,7 @@ def run_shard(
 def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: bool) -> ShardRecord:
     size = image_size(cfg, model)
     images_set = run_images(cfg, size)
-    check_labels(model, images_set.labels, cfg.backbone)
+    check_classes(model_classes(model, size, cfg.backbone), images_set.labels, cfg.backbone)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
     sources = target_sources(indices, total, cfg.target_scheme, cfg.target_index)
@@ -255,6 +262,7 @@ class RunJob(Job):
         return (self.cfg.backbone,)
 
     def prepare(self) -> None:
+        check_model(self.cfg)
         cached_model(self.cfg.model_key)
 
     def compute(self, unit: str) -> ShardRecord:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# No test reaches a real host: the Hugging Face hub is a closed loopback port (read when huggingface_hub is imported).
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.pop("HF_HUB_OFFLINE", None)
+
 import pytest
 import torch
 from PIL import Image

@@ -82,3 +82,146 @@ def test_the_backends_a_spec_needs_are_imported_before_any_task_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["False", "False", "True", "True"], out.stderr[-2000:]
+
+
+def write_city_pairs(root: Path, count: int = 4, size: int = 48) -> Path:
+    """A pairs: folder labelled in Cityscapes' 19 classes (its classes.txt), person on road."""
+    import numpy as np
+    from PIL import Image
+
+    from segattack.labels import CITYSCAPES
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CITYSCAPES.names) + "\n")
+    for i in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        mask[size // 3 :, size // 4 : size // 2] = 11
+        pixels = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def city_pairs(tmp_path_factory) -> Path:
+    return write_city_pairs(tmp_path_factory.mktemp("city") / "pairs")
+
+
+@pytest.fixture
+def user_nets(tmp_path, monkeypatch):
+    """An importable module of model-building functions a user might write."""
+    (tmp_path / "any_model_nets.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class NeedsSize(nn.Module):  # refuses inputs under 96 px, as a model with a fixed-size stage does\n"
+        "    def __init__(self, classes):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, classes, 1)\n"
+        "    def forward(self, x):\n"
+        "        if x.shape[-1] < 96:\n"
+        "            raise RuntimeError('input smaller than the 96 px stage')\n"
+        "        return self.conv(x)\n\n"
+        "class MapOnly(nn.Module):  # returns a (B,H,W) class map, not class scores\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 19, 1)\n"
+        "    def forward(self, x):\n"
+        "        return self.conv(x).argmax(1).float()\n\n"
+        "def needs_96_city():\n    return NeedsSize(19)\n\n"
+        "def needs_96_voc():\n    return NeedsSize(21)\n\n"
+        "def map_only():\n    return MapOnly()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("any_model_nets", None)
+    yield "any_model_nets"
+    sys.modules.pop("any_model_nets", None)
+
+
+def test_a_module_model_is_probed_at_the_runs_own_size(user_nets, city_pairs):
+    """A model that refuses 64 px has its class count read at the run's 96 px and is checked (it was
+    scored as VOC-21 with num_classes null); at a size it refuses, it is refused with the reason."""
+    from segattack.config import RunConfig
+    from segattack.modelcheck import spec_classes
+    from segattack.runner import check_model
+
+    assert spec_classes(f"module:{user_nets}:needs_96_city", 96) == 19
+    check_model(RunConfig(backbone=f"module:{user_nets}:needs_96_city", images=f"pairs:{city_pairs}", size=96))
+    with pytest.raises(ValueError, match=r"predicts 21 classes but the images are labelled in Cityscapes-19"):
+        check_model(RunConfig(backbone=f"module:{user_nets}:needs_96_voc", images=f"pairs:{city_pairs}", size=96))
+    with pytest.raises(ValueError, match=r"class count cannot be read: one forward pass of a 64 px image .*96 px"):
+        check_model(RunConfig(backbone=f"module:{user_nets}:needs_96_voc", size=64))
+
+
+def test_a_class_map_output_is_refused_not_read_as_classes(user_nets):
+    """A (B,H,W) output at 64 px was read as 64 classes; it is refused as no class scores."""
+    from segattack.config import RunConfig
+    from segattack.models import load_model
+    from segattack.runner import check_model
+
+    with pytest.raises(ValueError, match=r"shaped \(1, 64, 64\) .* must return class scores \(logits\) shaped \(B, C"):
+        check_model(RunConfig(backbone=f"module:{user_nets}:map_only", size=64))
+    model = load_model(f"module:{user_nets}:map_only")
+    assert model.info.extra["num_classes"] is None  # not 64
+    with pytest.raises(ValueError, match=r"must return class scores \(logits\) shaped \(B, C, H, W\)"):
+        model(torch.rand(2, 3, 32, 32))
+
+
+def test_an_smp_checkpoints_head_gives_its_class_count_before_loading(tmp_path):
+    from segattack.modelcheck import spec_classes
+
+    head = {"segmentation_head.0.weight": torch.zeros(19, 16, 3, 3), "segmentation_head.0.bias": torch.zeros(19)}
+    torch.save(head, tmp_path / "unet.pt")  # the head alone: its shape is read, the rest not loaded
+    assert spec_classes(f"smp:Unet:resnet18:{tmp_path / 'unet.pt'}", 64) == 19
+    assert spec_classes("smp:Unet:resnet18", 64) == 21  # untrained: smp's default head
+
+
+def _cli(*argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from segattack.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("model", ["smp:Unet:resnet18", "module:any_model_nets:needs_96_voc"])
+def test_report_refuses_a_mismatched_model_as_attack_does_before_the_cluster(tmp_path, city_pairs, user_nets, model):
+    """A 21-class smp:/module: model on a Cityscapes-labelled folder: report refused it only inside a
+    Dask worker and wrote a report of 0 runs; now both commands print the same one line, nothing written."""
+    small = ("--num-images", "4", "--size", "96", "--steps", "2")
+    code, err = _cli("attack", "--model", model, "--attack", "pgd", "--images", f"pairs:{city_pairs}",
+                     "--out", str(tmp_path / "a"), *small)  # fmt: skip
+    assert code == 2 and "predicts 21 classes but the images are labelled in Cityscapes-19" in err
+    line = err.strip().splitlines()[-1].removeprefix("segattack attack: ")
+    code, err = _cli("report", "--models", model, "--attacks", "pgd", "--studies", "none", "--images",
+                     f"pairs:{city_pairs}", "--out", str(tmp_path / "r"), "-p", "size=96", "-p", "steps=2",
+                     "-p", "num_images=4")  # fmt: skip
+    assert code == 2 and err.strip().splitlines() == [f"segattack report: {line}"]  # no Dask output before it
+    assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
+
+
+def test_an_hf_hub_id_in_no_cache_is_refused_at_once_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    """hf:ORG/NAME in neither a folder nor the cache, the hub a closed port: one line naming HF_HOME and
+    HF_HUB_OFFLINE=1 from attack and from report (resolved in the parent), not a minute of retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    assert constants.ENDPOINT.startswith("http://127.0.0.1:")  # conftest: never a real host
+    started = time.monotonic()
+    code, err = _cli("attack", "--model", "hf:no-org/no-model", "--attack", "pgd", "--out", str(tmp_path / "a"),
+                     "--num-images", "2", "--size", "64", "--steps", "2")  # fmt: skip
+    attack_seconds = time.monotonic() - started
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "HF_HOME=" in err and "HF_HUB_OFFLINE=1" in err and "hub cannot be reached" in err
+    started = time.monotonic()
+    code, err = _cli("report", "--models", "hf:no-org/no-model", "--attacks", "pgd", "--studies", "none",
+                     "--out", str(tmp_path / "r"), "-p", "size=64", "-p", "steps=2", "-p", "num_images=2")  # fmt: skip
+    report_seconds = time.monotonic() - started
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "HF_HUB_OFFLINE=1" in err, err
+    assert attack_seconds < 10 and report_seconds < 10  # was 38 s and 71 s of the hub client's retries
+    assert not (tmp_path / "r").exists()
