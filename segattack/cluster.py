@@ -220,5 +220,21 @@ def import_backends_plugin(specs: tuple[str, ...]) -> Any:
             from .zoo import import_backends
 
             import_backends(specs)
+            quiet_task_failures()
 
     return ImportBackends()
+
+
+class _NoComputeFailed(logging.Filter):
+    """Drops the worker's multi-line "Compute Failed" record: the grid prints one line per failed task
+    and writes its traceback into the job's folder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """Keep a worker from printing a failed task's traceback (once per process)."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NoComputeFailed) for f in log.filters):
+        log.addFilter(_NoComputeFailed())

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .cluster import as_completed, check_cluster, dask_client, import_backends_plugin, worker_wait
 from .jobs import Job, TaskState
-from .render import record_failure, render
+from .render import record_failure, record_traceback, render
 from .store import FolderError, claim, locked, output_folder
 
 
@@ -52,8 +52,11 @@ def execute(
     def finished(task: Task, result: Any = None, exc: BaseException | None = None) -> None:
         if exc is None:
             done(task, result)
-        else:
-            errors.setdefault(task.job.name, f"{type(exc).__name__}: {exc}"[:2000])
+        else:  # one line naming the run and the cause; the traceback in the run's folder
+            cause = f"{type(exc).__name__}: {(str(exc).strip() or '-').splitlines()[0]}"
+            errors.setdefault(task.job.name, cause[:2000])
+            log = record_traceback(task.job.path, f"task {task.unit}", exc)
+            bar.write(f"failed: {task.job.name} task {task.unit}: {cause} (traceback: {log})", file=sys.stderr)
         bar.update(1)
 
     try:

@@ -225,3 +225,45 @@ def test_an_hf_hub_id_in_no_cache_is_refused_at_once_when_the_hub_cannot_be_reac
     assert code == 2 and len(err.strip().splitlines()) == 1 and "HF_HUB_OFFLINE=1" in err, err
     assert attack_seconds < 10 and report_seconds < 10  # was 38 s and 71 s of the hub client's retries
     assert not (tmp_path / "r").exists()
+
+
+def test_a_failed_task_is_one_line_naming_the_run_and_its_cause_the_traceback_kept(tmp_path, user_nets):
+    """report with a model that fails on the attack's batch (its one-image probe passes): one line per
+    failed task, the traceback in the run's failed.log, and the report lists no notebook that is not there."""
+    (tmp_path / "failing_nets.py").write_text(  # importable: user_nets puts tmp_path on sys.path
+        "from torch import nn\n\nclass OneAtATime(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 21, 1)\n    def forward(self, x):\n        if x.shape[0] > 1:\n"
+        "            raise RuntimeError('this model takes one image at a time')\n        return self.conv(x)\n\n"
+        "def make():\n    return OneAtATime()\n"
+    )
+    code, err = _cli("report", "--models", "module:failing_nets:make", "--attacks", "pgd", "dag", "--studies", "none",
+                     "--cluster", "inprocess", "--out", str(tmp_path / "r"), "-p", "size=64", "-p", "steps=2",
+                     "-p", "num_images=8", "-p", "stability=off")  # fmt: skip
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert code == 1 and "Traceback" not in err, err
+    runs = tmp_path / "r" / "runs"
+    assert sorted(failed) == [
+        f"failed: module_failing_nets_make-{attack} task {shard}: RuntimeError: this model takes one image at a time "
+        f"(traceback: {runs / f'module_failing_nets_make-{attack}' / 'failed.log'})"
+        for attack in ("dag", "pgd")
+        for shard in ("00000", "00001")
+    ]
+    log = (runs / "module_failing_nets_make-pgd" / "failed.log").read_text()
+    assert log.count("Traceback (most recent call last)") == 2 and "failing_nets.py" in log
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "this model takes one image at a time" in html and "attack.ipynb" not in html
+
+
+def test_a_workers_compute_failed_record_is_dropped_other_errors_kept(caplog):
+    import logging
+
+    from segattack.cluster import quiet_task_failures
+
+    quiet_task_failures()
+    quiet_task_failures()  # once per process
+    log = logging.getLogger("distributed.worker")
+    assert sum(type(f).__name__ == "_NoComputeFailed" for f in log.filters) == 1
+    with caplog.at_level(logging.ERROR, logger="distributed.worker"):
+        log.error("Compute Failed\nKey:       %s\nTraceback: %r\n", "k", "  File ...")
+        log.error("Worker stream died")
+    assert [r.getMessage() for r in caplog.records] == ["Worker stream died"]
