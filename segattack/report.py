@@ -25,6 +25,7 @@ from .metrics import IMAGENET_STD
 from .models import UNVERIFIED_SOURCE
 from .paths import data_dir
 from .records import BudgetRow, Pooled, RecordError, Results, SavedImages, Score, Stat, StudiesResults
+from .setting import in_paper_setting, other_setting_lines
 from .studies import PAPER_TARGET
 
 BACKBONE_LABEL = {"mobilenet_v3_large": "MobileNet", "resnet50": "ResNet"}
@@ -157,7 +158,8 @@ def table1(runs: list[Run]) -> pd.DataFrame:
     rows = {}
     for run in runs:
         s, pooled = run.results.summary, run.results.pooled["attacked"]
-        p = paper.loc[(run.backbone, run.attack)] if (run.backbone, run.attack) in paper.index else None
+        key = (run.backbone, run.attack)
+        p = paper.loc[key] if key in paper.index and in_paper_setting(run.results.config) else None
         rows[run.label] = {
             ("IoU (%)", "paper"): f"{p['iou_percent']:.2f}" if p is not None else "–",
             ("IoU (%)", "vs original, per image"): _fmt(s["iou_original"], 100),
@@ -466,7 +468,8 @@ def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> 
     """Markdown: how stable the readings are, which of the paper's conclusions hold here (and which
     rest on unstable readings), and where and why the numbers differ."""
     lines, unstable = _stability_lines(runs, repeats or {})
-    lines += _paper_claims(runs, unstable)
+    lines += _paper_claims([r for r in runs if in_paper_setting(r.results.config)], unstable)
+    lines += other_setting_lines(r.results for r in runs)
     if runs:
         lines += _l2_space(runs)
     for attack in dict.fromkeys(r.attack for r in runs):

@@ -267,3 +267,81 @@ def test_a_workers_compute_failed_record_is_dropped_other_errors_kept(caplog):
         log.error("Compute Failed\nKey:       %s\nTraceback: %r\n", "k", "  File ...")
         log.error("Worker stream died")
     assert [r.getMessage() for r in caplog.records] == ["Worker stream died"]
+
+
+CITY_TO_VOC = "person -> person\nrider -> person\ncar -> car\nbicycle -> bicycle\n"
+
+
+@pytest.fixture(scope="module")
+def paper_and_mapped_runs(tmp_path_factory, city_pairs) -> Path:
+    """A runs/ folder of a run in the paper's setting (a study backbone on VOC-labelled scenes) and one
+    outside it only by its label map (the same backbone on Cityscapes-labelled images read in VOC)."""
+    from segattack.config import RunConfig
+    from segattack.runner import run
+    from segattack.store import claim
+
+    base = tmp_path_factory.mktemp("report")
+    runs = base / "report" / "runs"
+    claim(runs.parent)  # a report folder the notebook may render into
+    label_map = base / "city_to_voc.txt"
+    label_map.write_text(CITY_TO_VOC)
+    small = {"num_images": 4, "size": 48, "steps": 2, "save_images": 4}
+    paper = RunConfig(backbone="mobilenet_v3_large", attack="pgd", weights="embedded", **small)
+    mapped = RunConfig(backbone="mobilenet_v3_large", attack="asma", weights="embedded", images=f"pairs:{city_pairs}",
+                       label_map=str(label_map), **small)  # fmt: skip
+    for cfg in (paper, mapped):
+        run(cfg, runs / cfg.name, progress=False)
+    return runs
+
+
+def test_the_papers_claims_are_judged_on_runs_in_its_setting_only(paper_and_mapped_runs):
+    """A study backbone with a label map on Cityscapes-labelled images is not the paper's setting: no
+    paper numbers beside it, no claim judged on it (it was compared with the paper run as ASMA vs PGD),
+    and it is named, label map included, in a section of its own."""
+    from segattack.report import discussion, load_runs, table1
+    from segattack.setting import departures, setting_note, title
+
+    runs, failed = load_runs(paper_and_mapped_runs)
+    assert not failed and sorted(r.attack for r in runs) == ["asma", "pgd"]
+    paper = next(r for r in runs if r.attack == "pgd")
+    mapped = next(r for r in runs if r.attack == "asma")
+    assert departures(paper.results.config) == []
+    assert departures(mapped.results.config) == ["masks read through the label map city_to_voc.txt"]
+    table = table1(runs)
+    assert table.loc[mapped.label, ("IoU (%)", "paper")] == "–" and table.loc[paper.label, ("IoU (%)", "paper")] != "–"
+    text = discussion(runs)
+    assert "lowers IoU to the original prediction more than" not in text  # one run in the setting: no ordering
+    accuracy = f"{100 * paper.mean('acc_original'):.1f}"
+    assert f"here it spans {accuracy}-{accuracy}% (0.0 points)" in text  # the paper run's alone
+    outside = text[text.index("**Outside the paper's setting**") :]
+    assert "mobilenet_v3_large on pairs:" in outside and "label map city_to_voc.txt" in outside
+    assert f"pixel accuracy {100 * mapped.mean('acc_original'):.1f}%" in outside
+    configs = [r.results.config for r in runs]
+    assert "label map city_to_voc.txt" in (setting_note(configs) or "")
+    assert title(configs) == "Multiclass ASMA vs targeted PGD on DeepLabV3 (VOC-21) — segattack"
+
+
+def test_title_and_headers_name_the_models_and_label_spaces_run(segformer, city_pairs, tmp_path):
+    from segattack.config import RunConfig
+    from segattack.setting import classes_note, title
+
+    hf = RunConfig(backbone=f"hf:{segformer}", images=f"pairs:{city_pairs}")
+    assert title([hf]) == f"Multiclass ASMA vs targeted PGD on hf:{segformer.name} (Cityscapes-19) — segattack"
+    assert classes_note([hf]) == "all 19 classes of Cityscapes-19"
+    voc = RunConfig(backbone="mobilenet_v3_large", attack="pgd")
+    assert title([voc]) == "Multiclass ASMA vs targeted PGD on DeepLabV3 — segattack reproduction"
+    assert classes_note([voc, hf]) == "all classes of each run's label space (VOC-21: 21, Cityscapes-19: 19)"
+    smp = RunConfig(backbone=f"smp:Unet:resnet18:{tmp_path / 'w.pt'}", attack="dag")
+    assert title([smp]) == "Attacks on smp:Unet:resnet18 (VOC-21) — segattack"
+
+
+def test_the_papers_figures_are_not_drawn_from_a_run_outside_its_setting(paper_and_mapped_runs):
+    """The report notebook: figure 3 (MobileNet after ASMA) is not drawn from the label-mapped ASMA run,
+    which is shown with the other runs; the setting line names the label map."""
+    from segattack.render import build_report
+
+    html = build_report(paper_and_mapped_runs.parent, "default").read_text().replace("&#x27;", "'")
+    assert "Figure 3 (MobileNet output after ASMA): run missing" in html
+    assert "Figure 1:</strong> MobileNet output under PGD" in html  # the run in the setting is drawn
+    assert "Not the paper's setting:</b> mobilenet_v3_large on pairs:" in html and "label map city_to_voc.txt" in html
+    assert "all 21 classes of VOC-21" in html
