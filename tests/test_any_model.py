@@ -4,6 +4,7 @@ SegFormer is a tiny config saved with save_pretrained and read back by hf:DIR.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -345,3 +346,20 @@ def test_the_papers_figures_are_not_drawn_from_a_run_outside_its_setting(paper_a
     assert "Figure 1:</strong> MobileNet output under PGD" in html  # the run in the setting is drawn
     assert "Not the paper's setting:</b> mobilenet_v3_large on pairs:" in html and "label map city_to_voc.txt" in html
     assert "all 21 classes of VOC-21" in html
+
+
+@pytest.mark.slow
+def test_a_report_of_one_hf_model_and_two_attacks_on_a_fresh_folder(segformer, city_pairs, tmp_path):
+    """The issue's command on a fresh --out: two tasks of one HF model on one Dask worker at once (it
+    failed 2 of 2 times with AttributeError: transformers has no AutoConfig); the report then speaks
+    of the SegFormer and Cityscapes-19, not of DeepLabV3 and 21 classes."""
+    command = [sys.executable, "-m", "segattack", "report", "--models", f"hf:{segformer}", "--images",
+               f"pairs:{city_pairs}", "--attacks", "pgd", "dag", "--studies", "none", "--out", str(tmp_path / "r"),
+               "-p", "steps=2", "-p", "num_images=4", "-p", "size=64", "-p", "stability=off"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0 and "failed" not in run.stdout, run.stderr[-3000:]
+    html = (tmp_path / "r" / "index.html").read_text().replace("&#x27;", "'")
+    assert f"Multiclass ASMA vs targeted PGD on hf:{segformer.name} (Cityscapes-19)" in html
+    assert "on DeepLabV3" not in html and "all 19 classes of Cityscapes-19" in html
+    assert "No run in the paper's setting: its figures are not drawn" in html
