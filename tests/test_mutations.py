@@ -272,6 +272,41 @@ MUTATIONS = [
         "return logits.permute(0, 2, 3, 1).softmax(2).permute(0, 3, 1, 2)",
         ["tests/test_apgd.py::test_channels_last_logits_give_the_same_losses_and_gradients"],
     ),
+    (
+        "a model loaded without the lock (two task threads load it twice)",
+        "segattack/cache.py",
+        "    with _MODELS_LOCK:\n        if key in _MODELS:",
+        "    if True:\n        if key in _MODELS:",
+        ["tests/test_any_model.py::test_two_tasks_of_one_hf_model_load_it_once"],
+    ),
+    (
+        "a (B,H,W) class map read as class scores",
+        "segattack/models.py",
+        "if out.dim() != 4 or out.shape[0] != x.shape[0]:",
+        "if out.shape[0] != x.shape[0]:",
+        ["tests/test_any_model.py::test_a_class_map_output_is_refused_not_read_as_classes"],
+    ),
+    (
+        "an smp checkpoint's head not read (every smp model taken as 21 classes)",
+        "segattack/modelcheck.py",
+        "return int(head.shape[0]) if head is not None else NUM_CLASSES",
+        "return NUM_CLASSES",
+        ["tests/test_any_model.py::test_an_smp_checkpoints_head_gives_its_class_count_before_loading"],
+    ),
+    (
+        "a label map left out of the paper's setting check",
+        "segattack/setting.py",
+        "    if config.label_map:\n",
+        "    if False:\n",
+        ["tests/test_any_model.py::test_the_papers_claims_are_judged_on_runs_in_its_setting_only"],
+    ),
+    (
+        "the paper's claims judged on every run",
+        "segattack/report.py",
+        "_paper_claims([r for r in runs if in_paper_setting(r.results.config)], unstable)",
+        "_paper_claims(runs, unstable)",
+        ["tests/test_any_model.py::test_the_papers_claims_are_judged_on_runs_in_its_setting_only"],
+    ),
 ]
 
 
