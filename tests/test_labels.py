@@ -8,10 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack.classes import VOC_CLASSES, voc_palette
-from segattack.config import RunConfig
-from segattack.data import ImageError, image_set
-from segattack.labels import (
+from segattack.data.classes import VOC_CLASSES, voc_palette
+from segattack.data.labels import (
     ADE20K,
     CITYSCAPES,
     VOC,
@@ -21,8 +19,10 @@ from segattack.labels import (
     from_classes_file,
     from_id2label,
 )
-from segattack.params import ParameterError
-from segattack.targets import check_scheme, scheme_target, target_sources
+from segattack.data.sets import ImageError, image_set
+from segattack.data.targets import check_scheme, scheme_target, target_sources
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 
 def test_the_shipped_spaces():
@@ -96,7 +96,7 @@ def test_schemes_are_checked_and_canonical():
 
 
 def test_a_run_with_a_fixed_class_target(tmp_path):
-    from segattack.runner import run
+    from segattack.study.runner import run
 
     cfg = RunConfig(
         num_images=2, size=48, steps=3, target_scheme="fixed:cat", attack_params={"mode": "linf"}, weights="embedded"
@@ -170,7 +170,7 @@ def test_a_model_dataset_class_mismatch_is_refused_before_any_work(tmp_path, mon
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    from segattack.runner import run
+    from segattack.study.runner import run
 
     cfg = RunConfig(
         backbone="module:city_model:make", images=f"cityscapes:{root}", num_images=2, steps=2,
@@ -226,3 +226,15 @@ def test_a_report_of_an_hf_model_on_a_cityscapes_labelled_pairs_folder_speaks_it
         cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert refused.returncode == 2 and "labelled in Cityscapes-19" in refused.stderr
+
+
+def test_the_whole_cityscapes_label_id_to_train_id_table():
+    # cityscapesscripts' labels.py: (label id, train id) of every label; 255 = ignored in evaluation
+    official = {
+        0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2, 12: 3,
+        13: 4, 14: 255, 15: 255, 16: 255, 17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+        26: 13, 27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
+    }  # fmt: skip
+    lut = cityscapes_lut()
+    assert {i: int(lut[i]) for i in official} == official
+    assert (lut[34:] == 255).all()  # license plate (-1) and every other value
