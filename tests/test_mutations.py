@@ -306,6 +306,8 @@ MUTATIONS = [
         "_paper_claims([r for r in runs if in_paper_setting(r.results.config)], unstable)",
         "_paper_claims(runs, unstable)",
         ["tests/test_any_model_end_to_end.py::test_the_papers_claims_are_judged_on_runs_in_its_setting_only"],
+    ),
+    (
         "APGD's least checkpoint spacing 1 instead of 0.06 N",
         "segattack/attacks/apgd.py",
         "since_check, spacing = 0, max(spacing - shrink, least)",
