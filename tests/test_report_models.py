@@ -115,6 +115,8 @@ def test_bad_combinations_are_refused_before_any_work(two_classes, tmp_path):
         StudyConfig(backbones=[])
     with pytest.raises(ImageError, match="holds 3 images; asked for 5"):
         plan("tiny", tmp_path / "r", {"images": images, "studies_num_images": 5}, (model,), ("pgd",))
+    with pytest.raises(ValueError, match="predicts 2 classes but the images are labelled in VOC-21"):
+        plan("tiny", tmp_path / "r", {"images": images, "studies_images": "scenes"}, (model,), ("pgd",))
     # the module's classes are known once loaded: the job refuses them before its first cell
     job = StudiesJob(StudyConfig(backbones=[model], num_images=2, size=32), tmp_path / "s")
     with pytest.raises(ValueError, match="predicts 2 classes"):

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
 from segattack.engine.jobs import Job, TaskState
 from segattack.engine.store import atomic_write_text, claim, locked, output_folder
+
+FAILED_LOG = "failed.log"  # the tracebacks of a job's failed tasks, beside its failed.json
 
 
 class RenderError(RuntimeError):
@@ -26,12 +29,20 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
-    """``failed.json`` in ``folder``: the error, and the executed notebook that shows it (if any)."""
-    claim(folder)
+def record_failure(job: Job, message: str, notebook: Path | None = None) -> None:
+    """``failed.json`` in ``job``'s folder: the error, and the executed notebook that shows it (if any)."""
+    folder = claim(job.path, job.kind)
     atomic_write_text(
         folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")}, allow_nan=False)
     )
+
+
+def record_traceback(job: Job, what: str, exc: BaseException) -> Path:
+    """Append ``exc``'s traceback (a worker's, as Dask carries it back) to ``failed.log`` in ``job``'s folder."""
+    log = claim(job.path, job.kind) / FAILED_LOG
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"--- {what}\n{''.join(traceback.format_exception(exc))}\n")
+    return log
 
 
 def render(job: Job) -> TaskState:
@@ -45,9 +56,10 @@ def render(job: Job) -> TaskState:
     try:
         execute(job.notebook, executed, job.notebook_parameters())
     except Exception as exc:
-        record_failure(job.path, _message(exc), executed)
+        record_failure(job, _message(exc), executed)
         return TaskState.FAILED
     (job.path / "failed.json").unlink(missing_ok=True)
+    (job.path / FAILED_LOG).unlink(missing_ok=True)
     return TaskState.DONE
 
 
@@ -89,9 +101,9 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    out = output_folder(out_dir, "report folder")
+    out = output_folder(out_dir, "report folder", "report")
     with locked(out):
-        claim(out)
+        claim(out, "report")
         executed = out / "report.ipynb"
         execute(
             "report.ipynb",

@@ -17,9 +17,11 @@ from segattack.attacks import ATTACKS
 from segattack.data.sets import MIN_SIDE, image_set
 from segattack.engine.grid import run_grid
 from segattack.engine.jobs import Job, TaskState
+from segattack.engine.store import output_folder
 from segattack.models.backbones import BACKBONES
+from segattack.models.classcheck import check_classes, spec_classes
 from segattack.study.config import RunConfig
-from segattack.study.runner import RepeatJob, RunJob
+from segattack.study.runner import RepeatJob, RunJob, check_model
 from segattack.study.studies import LEVELS, StudiesJob, StudyConfig
 from segattack.util.params import ParameterError, coerce
 
@@ -230,6 +232,11 @@ def plan(
     ]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
+    for cfg in {(c.backbone, c.size, c.window, c.labels.names): c for c in configs}.values():
+        check_model(cfg)  # every spec resolved, its classes read and checked, before any cluster starts
+    if study is not None:  # the studies' models on the studies' images
+        for b in study.backbones:
+            check_classes(spec_classes(b, study.size), study.labels, b)
     for job in jobs:
         job.units()  # lists every image set and checks its files' headers
     return jobs
@@ -246,5 +253,6 @@ def run_profile(
     progress: bool = True,
 ) -> dict[str, TaskState]:
     """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.engine.grid.run_grid`)."""
+    output_folder(out_dir, "report folder", "report")  # a run's folder is refused before anything else
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

@@ -13,7 +13,9 @@ A **run folder** (``R/runs/BACKBONE-ATTACK/``) holds:
   images), ``pooled`` (``attacked`` / ``all`` -> reference -> [5]'s pooled IoU and accuracy with
   bootstrap intervals), ``clean_truth`` (clean mIoU against ground truth from one confusion matrix,
   or null), ``per_image`` (per metric, one value per image), ``history`` (per quantity, the per
-  iteration mean and half-width over the attacked images) and ``environment`` (versions, device);
+  iteration mean and half-width over the attacked images), ``environment`` (versions, device) and
+  ``input_files`` (each file that changes the numbers: role, path relative to the project or the
+  data root, SHA-256; :mod:`segattack.inputs`);
 - ``tensors.pt``: :class:`SavedImages` of the first ``save_images`` images;
 - ``NN_adv.png``, ``NN_pred_clean.png``, ``NN_pred_adv.png`` per saved image (clamped for display);
 - ``shards/<config hash>/NNNNN.pt``: the :class:`ShardRecord` each shard produced.
@@ -38,6 +40,7 @@ import torch
 
 from segattack.models.wrapper import WeightsInfo
 from segattack.study.config import RunConfig
+from segattack.study.inputs import InputFile
 
 RESULTS_VERSION = 5  # bumped when a results document gains or changes fields the report reads
 Row = dict[str, Any]  # one row of a studies table (plain numbers and names, for pandas)
@@ -185,6 +188,7 @@ class Results:
     per_image: dict[str, list[float | None]]
     history: dict[str, Curve]
     environment: dict[str, str]
+    input_files: list[InputFile] = field(default_factory=list)
 
     def mean(self, metric: str) -> float | None:
         return self.summary[metric].mean

@@ -48,7 +48,7 @@ from segattack.metrics import (
     pixel_accuracy,
     predict_classes,
 )
-from segattack.models.specs import check_labels
+from segattack.models.classcheck import check_classes, model_classes
 from segattack.models.wrapper import SegmentationModel, WeightsInfo
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.numerics import numerics
@@ -224,7 +224,7 @@ def _shard_inputs(study: StudyConfig, backbone: str, indices: list[int], total: 
     loaded = study.image_set().load(indices)
     model_key = study.model_key(backbone)
     model = cached_model(model_key)
-    check_labels(model, study.labels, backbone)  # a module: or smp: model says its classes only once loaded
+    check_classes(model_classes(model, study.size, backbone), study.labels, backbone)
     set_key = ImageSetKey(study.images, study.size, "crop", study.seed)
     clean = {i: clean_prediction(model_key, set_key, i, study.numerics).long() for i in {*indices, *sources}}
     device = torch.device(study.device)
@@ -436,6 +436,7 @@ class StudiesJob(Job):
     notebook = "studies.ipynb"
     document = "studies.json"
     unit_folder = "cells"
+    kind = "studies"
     results_version = RESULTS_VERSION
 
     def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:
@@ -448,7 +449,9 @@ class StudiesJob(Job):
     def prepare(self) -> None:
         """Load every model and check its classes against the images' before any cell runs."""
         for b in self.study.backbones:
-            check_labels(cached_model(self.study.model_key(b)), self.study.labels, b)
+            check_classes(
+                model_classes(cached_model(self.study.model_key(b)), self.study.size, b), self.study.labels, b
+            )
 
     def compute(self, unit: str) -> CellRecord:
         return run_cell(self.study, unit)

@@ -17,6 +17,7 @@ from segattack.evaluation.budget import ROUNDS
 from segattack.models.backbones import BACKBONES, WEIGHT_SOURCES, resolve_weights
 from segattack.models.specs import check_weights, known_labels, resolve_spec
 from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
+from segattack.study.inputs import InputFile, data_files, data_root, fingerprint, weights_files
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from segattack.util.params import ParameterError
 
@@ -173,8 +174,24 @@ class StudyConfig:
         """The budget axis's images: the first ``budget_images`` other than the paper's target image."""
         return attacked_images(self.total, "single", PAPER_TARGET)[: self.budget_images] if self.budget_images else []
 
+    def input_files(self, backbone: str | None = None) -> list[InputFile]:
+        """The weights files of the studies' models (or of ``backbone``), then the images' label files
+        (``classes.txt``, the label map), by content: a replaced checkpoint or class list is another
+        study (:mod:`segattack.study.inputs`); read once per config object."""
+        key = (tuple(self.backbones), self.weights, self.images, self.label_map)
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] != key:
+            files = {b: fingerprint(weights_files(b, self.weights_for(b))) for b in self.backbones}
+            labels = fingerprint(data_files(self.images, self.label_map), data_root(self.images))
+            cached = (key, files, labels)
+            self.__dict__["_inputs"] = cached
+        files = cached[1]
+        return (
+            list(files[backbone]) if backbone is not None else [f for b in self.backbones for f in files[b]] + cached[2]
+        )
+
     def digest(self) -> str:
-        return digest(self)
+        return digest(self, self.input_files())
 
     @property
     def numerics(self) -> Numerics:
@@ -182,4 +199,5 @@ class StudyConfig:
 
     def model_key(self, backbone: str) -> ModelKey:
         """The cache key of ``backbone``'s model (NHWC, folded BN)."""
-        return ModelKey(backbone, self.weights_for(backbone), self.device, True, True)
+        content = ",".join(f.sha256 for f in self.input_files(backbone)) if backbone in self.backbones else ""
+        return ModelKey(backbone, self.weights_for(backbone), self.device, True, True, content=content)
