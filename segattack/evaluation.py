@@ -105,7 +105,7 @@ def robust_share(smallest: torch.Tensor, eps: Sequence[float]) -> list[float]:
     """The share of images not broken at each radius of ``eps``: robust accuracy against eps."""
     if not len(smallest):
         raise ValueError("no images to read a robust share from")
-    return [1.0 - float(v) for v in robustness_curve(smallest.double(), torch.as_tensor(list(eps)).double())]
+    return [1.0 - float(v) for v in robustness_curve(smallest.double(), torch.tensor(list(eps), dtype=torch.float64))]
 
 
 def objective_change(loss: torch.Tensor, window: float = CONVERGED_WINDOW) -> float:
