@@ -1,4 +1,4 @@
-"""Command line: ``python -m segattack {attack,report,train} ...``.
+"""Command line: ``python -m segattack {attack,report,train,evaluate,leaderboard} ...``.
 
 Every parameter is checked before any work (and before any folder is touched); a failure prints
 one line and exits with 2 (bad input), 1 (an attack diverged, a run failed) or 130 / 128+signal
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .attacks import ATTACKS, AttackDiverged
+from .cli_evaluate import add_parsers as add_evaluate_parsers
 from .cluster import CLUSTERS
 from .config import RunConfig
 from .data import RESIZES
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--float32", action="store_true", help="store float32 instead of int8 weights")
     tr.add_argument("--stop-at", type=int, help="end a (resumed) run early at this step and finalize it")
     tr.set_defaults(func=_train)
+    add_evaluate_parsers(sub, common)
     return parser
 
 
