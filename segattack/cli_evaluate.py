@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import fields
-from fractions import Fraction
 from typing import Any
 
 from .cluster import CLUSTERS
@@ -21,7 +20,8 @@ def parse_eps(text: str) -> list[float]:
     for part in text.split(","):
         part = part.strip()
         try:
-            value = float(Fraction(part)) if "/" in part else float(part)
+            top, slash, bottom = part.partition("/")
+            value = float(top) / float(bottom) if slash else float(part)
         except (ValueError, ZeroDivisionError):
             raise argparse.ArgumentTypeError(f"--eps takes numbers or fractions such as 4/255, got {part!r}") from None
         if not math.isfinite(value) or value <= 0:

@@ -26,6 +26,7 @@ from .evaluation import (
     robust_share,
     smallest_breaking,
     targeted_scores,
+    untargeted_success,
     worst_case,
 )
 from .store import atomic_save
@@ -151,6 +152,10 @@ def assemble(cfg: EvalConfig, digest: str, units: Units) -> Evaluation:
                 )
             )
     smallest: list[Smallest] = []
+    if cfg.targeted == "none":
+        broken_clean = untargeted_success(clean_conf) >= cfg.break_share
+    else:  # the clean image is at none of the pixels that had to change
+        broken_clean = torch.zeros(len(clean_conf), dtype=torch.bool)
     per_attack: list[torch.Tensor] = []
     for attack in cfg.attacks:
         if ATTACKS[attack].kind == "minimal_norm":
@@ -159,6 +164,7 @@ def assemble(cfg: EvalConfig, digest: str, units: Units) -> Evaluation:
             found = _cat(units, f"{attack}/min", "smallest").double()
         else:
             found = smallest_breaking(torch.stack(success[attack]), cfg.eps, cfg.break_share)
+            found = torch.where(broken_clean, 0.0, found)  # already broken without an attack
         per_attack.append(found)
         smallest.append(Smallest(attack, _floats(found), robust_share(found, cfg.eps)))
     overall = torch.stack(per_attack).amin(0)

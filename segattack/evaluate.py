@@ -26,7 +26,7 @@ from .attacks import ATTACKS
 from .budget import smallest_budget
 from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .config import RunConfig, coerce_fields, digest
-from .data import Resize
+from .data import MIN_SIDE, ImageError, Resize
 from .evaluation import BREAK_SHARE, untargeted_success
 from .jobs import Job
 from .metrics import changed_pixels, confusion_matrix
@@ -330,7 +330,10 @@ class EvalJob(Job):
         self.cfg = cfg
 
     def list_units(self) -> list[str]:
-        shards = len(shard_ranges(count_images(self.cfg.run_config(self.cfg.attacks[0])), self.cfg.batch))
+        run = self.cfg.run_config(self.cfg.attacks[0])
+        if not run_images(run, max(run.size, MIN_SIDE)).has_truth:
+            raise ImageError(f"{run.images} has no ground truth: the evaluation scores predictions against masks")
+        shards = len(shard_ranges(count_images(run), self.cfg.batch))
         units = [f"clean/{k:05d}" for k in range(shards)]
         for attack in self.cfg.attacks:
             if ATTACKS[attack].kind == "minimal_norm":
