@@ -64,6 +64,10 @@ def test_scores_are_pooled_over_the_dataset_whatever_the_shards(tmp_path):
     assert abs(per_image - one.cell("pgd", 8 / 255).scores.miou) > 1e-6  # pooled is not the per-image mean
     assert one.worst[1].scores.aacc <= one.clean.aacc
     assert one.cells[0].passes_per_image == 2 and one.cells[0].seconds_per_image > 0
+    clean = torch.load(job.path / "units" / job.digest / "clean-00000.pt", weights_only=True)["images"][0]
+    for e, eps in enumerate((1, 8)):  # the radii act in [0,1] pixels: at most eps/255 (+1 for rounding) in uint8
+        adv = torch.load(job.path / "units" / job.digest / f"pgd-0{e}-00000.pt", weights_only=True)["adv"][0]
+        assert 1 <= (adv.int() - clean.int()).abs().max() <= eps + 1
 
 
 @pytest.fixture(scope="module")

@@ -272,6 +272,49 @@ MUTATIONS = [
         "return logits.permute(0, 2, 3, 1).softmax(2).permute(0, 3, 1, 2)",
         ["tests/test_apgd.py::test_channels_last_logits_give_the_same_losses_and_gradients"],
     ),
+    (
+        "evaluation: robust mIoU averaged over batches, not pooled",
+        "segattack/evalassemble.py",
+        "scores=None if eps is None else pooled_scores(conf),",
+        "scores=None if eps is None else __import__('dataclasses').replace(pooled_scores(conf), "
+        "miou=sum(pooled_scores(c).miou or 0 for c in conf.split(cfg.batch)) / len(conf.split(cfg.batch))),",
+        ["tests/test_evaluate.py::test_scores_are_pooled_over_the_dataset_whatever_the_shards"],
+    ),
+    (
+        "evaluation: the worst case taken by the highest pixel accuracy",
+        "segattack/evaluation.py",
+        "choice = acc.argmin(0)",
+        "choice = image_accuracy(conf).nan_to_num(-1).argmax(0)",
+        ["tests/test_evaluation.py::test_the_worst_case_picks_the_lowest_accuracy_not_the_highest"],
+    ),
+    (
+        "evaluation: the worst case by max also fails the property",
+        "segattack/evaluation.py",
+        "choice = acc.argmin(0)",
+        "choice = image_accuracy(conf).nan_to_num(-1).argmax(0)",
+        ["tests/test_evaluation.py::test_the_worst_case_is_at_most_every_member_per_image_and_pooled"],
+    ),
+    (
+        "evaluation: eps handed to the attacks in /255 units",
+        "segattack/evaluate.py",
+        "kwargs.update(spec.budget_params(eps, self.steps, self.model))",
+        "kwargs.update(spec.budget_params(eps * 255, self.steps, self.model))",
+        ["tests/test_evaluate.py::test_scores_are_pooled_over_the_dataset_whatever_the_shards"],
+    ),
+    (
+        "evaluation: --eps 4/255 read as 4",
+        "segattack/cli_evaluate.py",
+        "value = float(top) / float(bottom) if slash else float(part)",
+        "value = float(top) if slash else float(part)",
+        ["tests/test_evaluate.py::test_cli_eps_reads_fractions"],
+    ),
+    (
+        "evaluation: an image broken only past the share, not at it",
+        "segattack/evaluation.py",
+        "broken = success.double() >= break_share",
+        "broken = success.double() > break_share",
+        ["tests/test_evaluation.py::test_a_linear_models_smallest_breaking_eps_is_its_closed_form"],
+    ),
 ]
 
 
