@@ -39,8 +39,14 @@ def _evaluate(tmp_path, name="run", **settings):
     return read_evaluation(job.path / "evaluation.json"), job
 
 
-def test_a_model_that_ignores_its_input_is_as_robust_as_clean(tmp_path, plugin_path):
-    record, _ = _evaluate(tmp_path, model="module:eval_models:blind", attacks=["pgd", "apgd", "fmn"])
+@pytest.mark.parametrize("norm, eps", [("linf", [1 / 255, 8 / 255]), ("l2", [0.25, 1.0])])
+def test_a_model_that_ignores_its_input_is_as_robust_as_clean(tmp_path, plugin_path, norm, eps):
+    attacks = ["pgd", "apgd", "fmn"]
+    record, _ = _evaluate(tmp_path, model="module:eval_models:blind", attacks=attacks, norm=norm, eps=eps)
+    assert record.protocol.norm == norm and record.protocol.eps == eps
+    assert {a.name: a.params.get("norm", a.params.get("mode")) for a in record.protocol.attacks} == dict.fromkeys(
+        attacks, norm
+    )
     assert record.clean.miou is not None
     for cell in record.cells:
         if cell.eps is not None:
@@ -50,6 +56,20 @@ def test_a_model_that_ignores_its_input_is_as_robust_as_clean(tmp_path, plugin_p
     for small in record.smallest:
         assert [e == 0 if b else e is None for e, b in zip(small.eps, clean_broken)] == [True] * 3
         assert small.robust_share == [1 - sum(clean_broken) / 3] * 2
+
+
+def test_targeted_reads_success_over_the_pixels_that_had_to_change(tmp_path, plugin_path):
+    blind, _ = _evaluate(tmp_path, "blind", model="module:eval_models:blind", attacks=["pgd"], targeted="fixed:15")
+    assert blind.protocol.targeted == "fixed:person"
+    assert all(c.targeted is not None and c.targeted.success_changed == 0 for c in blind.cells)  # nothing moves
+    settings = {"model": "mobilenet_v3_large", "weights": "embedded", "attacks": ["pgd"], "targeted": "roll"}
+    record, job = _evaluate(tmp_path, "net", **settings)
+    stored = torch.load(job.path / "units" / job.digest / "pgd-01-00000.pt", weights_only=True)
+    cell = record.cell("pgd", 8 / 255)
+    assert cell.targeted.success_changed == pytest.approx(float(stored["hits"].sum() / stored["todo"].sum()))
+    assert cell.targeted.target_miou == pooled_scores(stored["conf_target"]).miou
+    assert cell.success == pytest.approx((stored["hits"] / stored["todo"].clamp_min(1)).tolist())
+    assert record.worst[1].targeted.success_changed == cell.targeted.success_changed  # one attack: its own
 
 
 def test_scores_are_pooled_over_the_dataset_whatever_the_shards(tmp_path):
