@@ -227,3 +227,14 @@ def test_cli_eps_reads_fractions():
 
     assert parse_eps("0.5/255, 4/255,0.01") == [0.5 / 255, 4 / 255, 0.01]
     assert math.isclose(EvalConfig(eps=parse_eps("8/255,4/255")).eps[0], 4 / 255)
+
+
+def test_the_report_notebook_is_parameterised_stored_without_outputs_and_only_calls_segattack():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "evaluate.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c for c in code if "parameters" in c.metadata.get("tags", [])][0].source.count("out_dir =") == 1
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    imports = [line for c in code for line in c.source.splitlines() if line.startswith(("import ", "from "))]
+    assert imports and all(line.split()[1].split(".")[0] in ("segattack", "IPython") for line in imports), imports
