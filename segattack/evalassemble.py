@@ -8,6 +8,7 @@ the radius grid (budget attacks) or from the minimal-norm attacks' own search.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .evaluation import (
     untargeted_success,
     worst_case,
 )
+from .params import RUN_OWNED
 from .store import atomic_save
 
 Units = dict[str, dict[str, Any]]
@@ -56,13 +58,25 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _defaults(fn: Any) -> dict[str, Any]:
+    """An attack function's keyword defaults (its losses, schedules, ...), the run's own keywords left out."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and name not in RUN_OWNED
+        and p.default is not inspect.Parameter.empty
+    }
+
+
 def protocol(cfg: EvalConfig) -> Protocol:
     """The protocol card of ``cfg``: each attack with its keywords and radius schedule, and the settings."""
     cards = []
     for name in cfg.attacks:
         spec = ATTACKS[name]
         minimal = spec.kind == "minimal_norm"
-        params = {k: v for k, v in cfg.attack_kwargs(name, None if minimal else cfg.eps[0]).items() if k != "eps"}
+        given = cfg.attack_kwargs(name, None if minimal else cfg.eps[0])
+        params = {k: v for k, v in {**_defaults(spec.fn), **given}.items() if k != "eps"}
         radius = (
             f"its own search for the smallest {cfg.norm} radius breaking {cfg.break_share:.0%} of the pixels"
             if minimal
