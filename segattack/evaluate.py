@@ -34,6 +34,7 @@ from .models import BACKBONES, SegmentationModel
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, numerics
 from .params import ParameterError
 from .runner import count_images, image_size, run_images, shard_ranges
+from .store import json_matches
 from .targets import scheme_target, target_sources
 from .zoo import check_labels
 
@@ -341,6 +342,12 @@ class EvalJob(Job):
             else:
                 units += [f"{attack}/{e:02d}/{k:05d}" for e in range(len(self.cfg.eps)) for k in range(shards)]
         return units
+
+    def complete(self) -> bool:
+        """True when the folder holds this configuration's record in the current record format."""
+        from .evalrecord import EVALUATION_VERSION
+
+        return json_matches(self.path / self.document, config_hash=self.digest, results_version=EVALUATION_VERSION)
 
     def prepare(self) -> None:
         run = self.cfg.run_config(self.cfg.attacks[0])

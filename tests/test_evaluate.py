@@ -84,6 +84,9 @@ def test_scores_are_pooled_over_the_dataset_whatever_the_shards(tmp_path):
     assert abs(per_image - one.cell("pgd", 8 / 255).scores.miou) > 1e-6  # pooled is not the per-image mean
     assert one.worst[1].scores.aacc <= one.clean.aacc
     assert one.cells[0].passes_per_image == 2 and one.cells[0].seconds_per_image > 0
+    written = (job.path / "evaluation.json").stat().st_mtime_ns
+    assert job.complete() and (job.run_here(progress=False) or True)  # a finished evaluation is not redone
+    assert (job.path / "evaluation.json").stat().st_mtime_ns == written
     clean = torch.load(job.path / "units" / job.digest / "clean-00000.pt", weights_only=True)["images"][0]
     for e, eps in enumerate((1, 8)):  # the radii act in [0,1] pixels: at most eps/255 (+1 for rounding) in uint8
         adv = torch.load(job.path / "units" / job.digest / f"pgd-0{e}-00000.pt", weights_only=True)["adv"][0]
@@ -234,7 +237,7 @@ def test_the_report_notebook_is_parameterised_stored_without_outputs_and_only_ca
 
     nb = nbformat.read(ROOT / "notebooks" / "evaluate.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c for c in code if "parameters" in c.metadata.get("tags", [])][0].source.count("out_dir =") == 1
+    assert next(c for c in code if "parameters" in c.metadata.get("tags", [])).source.count("out_dir =") == 1
     assert all(not c.outputs and c.execution_count is None for c in code)
     imports = [line for c in code for line in c.source.splitlines() if line.startswith(("import ", "from "))]
     assert imports and all(line.split()[1].split(".")[0] in ("segattack", "IPython") for line in imports), imports
