@@ -1,16 +1,70 @@
-"""Running ``segattack evaluate``: every model's :class:`~segattack.evaluate.EvalJob` on the grid, then
-the report ``DIR/index.html`` from ``notebooks/evaluate.ipynb`` over their records."""
+"""Running ``segattack evaluate``: every model's :class:`EvalJob` (its units those of
+:func:`segattack.evaluate.unit_names`) on the grid, then the report ``DIR/index.html`` from
+``notebooks/evaluate.ipynb`` over their records."""
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-from .evaluate import EvalConfig, EvalJob
+from .evalassemble import assemble, write_worst
+from .evalrecord import EVALUATION_VERSION, write_evaluation
+from .evaluate import EVAL_DOCUMENT, EvalConfig, compute_unit, load_checked, unit_names
 from .grid import run_grid
-from .jobs import TaskState
+from .jobs import Job, TaskState
 from .render import execute
-from .store import atomic_write_text, claim, locked, output_folder
+from .store import atomic_write_text, claim, json_matches, locked, output_folder
+
+
+class EvalJob(Job):
+    """One model's evaluation: its units are clean, attack x eps and minimal-norm shards; its document
+    ``evaluation.json``."""
+
+    notebook: ClassVar[str | None] = None  # the report (evaluate.ipynb) reads every model's record at once
+    document = EVAL_DOCUMENT
+    unit_folder = "units"
+
+    def __init__(self, cfg: EvalConfig, path: str | os.PathLike) -> None:
+        super().__init__(cfg.name, path, cfg.digest())
+        self.cfg = cfg
+
+    def list_units(self) -> list[str]:
+        return unit_names(self.cfg)
+
+    def complete(self) -> bool:
+        """True when the folder holds this configuration's record in the current record format."""
+        return json_matches(self.path / self.document, config_hash=self.digest, results_version=EVALUATION_VERSION)
+
+    def prepare(self) -> None:
+        load_checked(self.cfg)
+
+    def compute(self, unit: str) -> _Stored:
+        return _Stored(compute_unit(self.cfg, unit))
+
+    def decode(self, stored: dict[str, Any]) -> _Stored:
+        return _Stored(stored)
+
+    def write_outputs(self, records: list[_Stored], staging: Path) -> None:
+        units = {u: r.value for u, r in zip(self.units(), records)}
+        record = assemble(self.cfg, self.digest, units)
+        write_evaluation(record, staging / EVAL_DOCUMENT)
+        write_worst(self.cfg, record, units, staging / "worst.pt")
+
+    def notebook_parameters(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class _Stored:
+    """A unit's record as stored: plain tensors, lists and numbers."""
+
+    value: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.value
 
 
 def evaluation_jobs(configs: list[EvalConfig], out: str | Path) -> list[EvalJob]:

@@ -1,24 +1,23 @@
-"""``segattack evaluate``: a model's clean and robust scores under the strongest attacks, as a job.
+"""``segattack evaluate``: a model's clean and robust scores under the strongest attacks, in units.
 
-:class:`EvalConfig` holds everything that determines one model's numbers; :class:`EvalJob` is that
-evaluation as a :class:`~segattack.jobs.Job` whose units are ``clean/SHARD``, ``ATTACK/EPS/SHARD``
-(a budget attack at the radius ``eps[EPS]``) and ``ATTACK/min/SHARD`` (a minimal-norm attack's
-own search), so the grid (:func:`segattack.grid.run_grid`) runs every model x attack x eps x shard
-as one Dask task, resumably, under one progress bar. Once a model's units are in, the readings of
-:mod:`segattack.evaluation` are assembled into ``evaluation.json`` (:mod:`segattack.evalrecord`).
+:class:`EvalConfig` holds everything that determines one model's numbers; its units
+(:func:`unit_names`) are ``clean/SHARD``, ``ATTACK/EPS/SHARD`` (a budget attack at the radius
+``eps[EPS]``) and ``ATTACK/min/SHARD`` (a minimal-norm attack's own search), each a pure function
+of the config (:func:`compute_unit`), so the grid runs every model x attack x eps x shard as one
+Dask task (:class:`segattack.evalrun.EvalJob`), resumably, under one progress bar. Once a model's
+units are in, the readings of :mod:`segattack.evaluation` are assembled into ``evaluation.json``
+(:mod:`segattack.evalassemble`, :mod:`segattack.evalrecord`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import re
 import time
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -28,13 +27,11 @@ from .cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from .config import RunConfig, coerce_fields, digest
 from .data import MIN_SIDE, ImageError, Resize
 from .evaluation import BREAK_SHARE, untargeted_success
-from .jobs import Job
 from .metrics import changed_pixels, confusion_matrix
 from .models import BACKBONES, SegmentationModel
 from .numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, numerics
 from .params import ParameterError
 from .runner import count_images, image_size, run_images, shard_ranges
-from .store import json_matches
 from .targets import scheme_target, target_sources
 from .zoo import check_labels
 
@@ -318,70 +315,27 @@ def _attack(
     return preds, extra
 
 
-class EvalJob(Job):
-    """One model's evaluation: its units are clean, attack x eps and minimal-norm shards; its document
-    ``evaluation.json``."""
-
-    notebook: ClassVar[str | None] = None  # the report (evaluate.ipynb) reads every model's record at once
-    document = EVAL_DOCUMENT
-    unit_folder = "units"
-
-    def __init__(self, cfg: EvalConfig, path: str | os.PathLike) -> None:
-        super().__init__(cfg.name, path, cfg.digest())
-        self.cfg = cfg
-
-    def list_units(self) -> list[str]:
-        run = self.cfg.run_config(self.cfg.attacks[0])
-        if not run_images(run, max(run.size, MIN_SIDE)).has_truth:
-            raise ImageError(f"{run.images} has no ground truth: the evaluation scores predictions against masks")
-        shards = len(shard_ranges(count_images(run), self.cfg.batch))
-        units = [f"clean/{k:05d}" for k in range(shards)]
-        for attack in self.cfg.attacks:
-            if ATTACKS[attack].kind == "minimal_norm":
-                units += [f"{attack}/min/{k:05d}" for k in range(shards)]
-            else:
-                units += [f"{attack}/{e:02d}/{k:05d}" for e in range(len(self.cfg.eps)) for k in range(shards)]
-        return units
-
-    def complete(self) -> bool:
-        """True when the folder holds this configuration's record in the current record format."""
-        from .evalrecord import EVALUATION_VERSION
-
-        return json_matches(self.path / self.document, config_hash=self.digest, results_version=EVALUATION_VERSION)
-
-    def prepare(self) -> None:
-        run = self.cfg.run_config(self.cfg.attacks[0])
-        model = cached_model(run.model_key)
-        check_labels(model, run.labels, self.cfg.model)
-
-    def compute(self, unit: str) -> _Stored:
-        return _Stored(compute_unit(self.cfg, unit))
-
-    def decode(self, stored: dict[str, Any]) -> _Stored:
-        return _Stored(stored)
-
-    def write_outputs(self, records: list[_Stored], staging: Path) -> None:
-        from .evalassemble import assemble, write_worst
-
-        units = {u: r.value for u, r in zip(self.units(), records)}
-        record = assemble(self.cfg, self.digest, units)
-        from .evalrecord import write_evaluation
-
-        write_evaluation(record, staging / EVAL_DOCUMENT)
-        write_worst(self.cfg, record, units, staging / "worst.pt")
-
-    def notebook_parameters(self) -> dict[str, Any]:
-        return {}
+def unit_names(cfg: EvalConfig) -> list[str]:
+    """Every unit of ``cfg``'s evaluation, in order; the images counted, their headers read and their
+    ground truth required, so bad input is refused before any work."""
+    run = cfg.run_config(cfg.attacks[0])
+    if not run_images(run, max(run.size, MIN_SIDE)).has_truth:
+        raise ImageError(f"{run.images} has no ground truth: the evaluation scores predictions against masks")
+    shards = len(shard_ranges(count_images(run), cfg.batch))
+    units = [f"clean/{k:05d}" for k in range(shards)]
+    for attack in cfg.attacks:
+        if ATTACKS[attack].kind == "minimal_norm":
+            units += [f"{attack}/min/{k:05d}" for k in range(shards)]
+        else:
+            units += [f"{attack}/{e:02d}/{k:05d}" for e in range(len(cfg.eps)) for k in range(shards)]
+    return units
 
 
-@dataclass
-class _Stored:
-    """A unit's record as stored: plain tensors, lists and numbers."""
-
-    value: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.value
+def load_checked(cfg: EvalConfig) -> None:
+    """Load the model once (in this process's cache) and check its classes against the images'."""
+    run = cfg.run_config(cfg.attacks[0])
+    model = cached_model(run.model_key)
+    check_labels(model, run.labels, cfg.model)
 
 
 def eval_configs(models: list[str], **settings: Any) -> list[EvalConfig]:

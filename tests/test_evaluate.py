@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from segattack.evalrecord import read_evaluation, to_json, write_evaluation
-from segattack.evalrun import evaluation_jobs
-from segattack.evaluate import EvalConfig, EvalJob, eval_configs
+from segattack.evalrun import EvalJob, evaluation_jobs
+from segattack.evaluate import EvalConfig, eval_configs
 from segattack.evaluation import pooled_scores
 from segattack.leaderboard import leaderboard
 from segattack.params import ParameterError
