@@ -241,3 +241,18 @@ def test_the_report_notebook_is_parameterised_stored_without_outputs_and_only_ca
     assert all(not c.outputs and c.execution_count is None for c in code)
     imports = [line for c in code for line in c.source.splitlines() if line.startswith(("import ", "from "))]
     assert imports and all(line.split()[1].split(".")[0] in ("segattack", "IPython") for line in imports), imports
+
+
+def test_the_leaderboard_command_writes_the_table_and_refuses_mixed_protocols(record, tmp_path):
+    _variant(record, tmp_path, "a", 0.2)
+    _variant(record, tmp_path, "b", 0.3, seed=1)
+
+    def board(*extra):
+        command = [sys.executable, "-m", "segattack", "leaderboard", str(tmp_path), *extra]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    refused = board("--out", str(tmp_path / "board.md"))
+    assert refused.returncode == 2 and "differ in seed" in refused.stderr and not (tmp_path / "board.md").exists()
+    done = board("--out", str(tmp_path / "board.md"), "--mixed", "--eps", "8/255")
+    assert done.returncode == 0, done.stderr
+    assert "| 1 | b |" in (tmp_path / "board.md").read_text() and "MIXED" in (tmp_path / "board.md").read_text()
