@@ -37,10 +37,10 @@ CONFIGS = {"loop": None, "2x1": (2, 1, 1), "1x2": (1, 2, 1), "1x1t2": (1, 1, 2),
 
 def tasks_of(profile: str, out: str) -> tuple[list, int]:
     """The grid's tasks for ``profile`` (jobs planned into ``out``; records discarded) and the images they attack."""
-    from segattack.grid import Task
-    from segattack.profiles import plan
-    from segattack.runner import RunJob, count_images, shard_ranges
-    from segattack.studies import StudiesJob
+    from segattack.engine.grid import Task
+    from segattack.study.profiles import plan
+    from segattack.study.runner import RunJob, count_images, shard_ranges
+    from segattack.study.studies import StudiesJob
 
     tasks, images = [], 0
     for job in plan(profile, out):
@@ -57,7 +57,7 @@ def tasks_of(profile: str, out: str) -> tuple[list, int]:
 
 def timed(config: str, profile: str) -> float:
     """Seconds to run every task of ``profile`` under ``config``, from a fresh start."""
-    from segattack.grid import execute
+    from segattack.engine.grid import execute
 
     with tempfile.TemporaryDirectory() as out:
         tasks, _ = tasks_of(profile, out)
@@ -67,7 +67,7 @@ def timed(config: str, profile: str) -> float:
         else:
             from distributed import as_completed
 
-            from segattack.cluster import local_cluster
+            from segattack.engine.cluster import local_cluster
 
             with local_cluster(*CONFIGS[config]) as client:
                 futures = [client.submit(t.job.compute, t.unit, key=t.key, pure=False) for t in tasks]

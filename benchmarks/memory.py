@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/memory.py [--device cpu|cuda] [--steps 2]
 
-Each (backbone, attack, model configuration) is one study run (``segattack.runner.run`` with the
+Each (backbone, attack, model configuration) is one study run (``segattack.study.runner.run`` with the
 paper profile's settings) in a fresh process, so one peak does not hide another: peak RSS
 (``ru_maxrss``) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA, beside the footprint after
 the imports; the difference is the run's own (weights, images, activations). Memory peaks in the
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from segattack.config import RunConfig
-from segattack.profiles import PROFILES
-from segattack.runner import run
+from segattack.study.config import RunConfig
+from segattack.study.profiles import PROFILES
+from segattack.study.runner import run
 
 CONFIGS = {"plain": {"channels_last": False, "fold_bn": False}, "fast": {}}
 
@@ -37,7 +37,7 @@ def _peak_mib(cuda: bool) -> float:
 
 
 def child(backbone: str, attack: str, config: str, device: str, steps: int) -> dict:
-    """One study run of the paper profile in this process (``segattack.runner.run``: model, photos,
+    """One study run of the paper profile in this process (``segattack.study.runner.run``: model, photos,
     clean prediction, targets, attack, metrics); its memory figures in MiB."""
     cuda = device.startswith("cuda")
     if cuda:

@@ -64,7 +64,7 @@ def build(name: str, workdir: Path) -> tuple[SegmentationModel, Callable[[torch.
     if name == "unet":
         model = load_model("smp:Unet:resnet34")
         return model, model.net
-    from segattack.models import build_torchvision
+    from segattack.models.backbones import build_torchvision
 
     net = build_torchvision("fcn_resnet50")
     torch.save(net.state_dict(), workdir / "fcn.pt")

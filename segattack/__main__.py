@@ -1,5 +1,5 @@
 """``python -m segattack``: see :mod:`segattack.cli`."""
 
-from .cli import main
+from segattack.cli import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ from typing import Literal, TypedDict
 
 import torch
 
-from .classes import IGNORE_INDEX, NUM_CLASSES
+from segattack.data.classes import IGNORE_INDEX, NUM_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segattack import checkpoints
-from segattack.classes import voc_palette
-from segattack.models import build_network, wrap_model
-from segattack.scenes import render_scene, scene_batch
-from segattack.store import atomic_save
+from segattack.data.classes import voc_palette
+from segattack.data.scenes import render_scene, scene_batch
+from segattack.engine.store import atomic_save
+from segattack.models import checkpoints
+from segattack.models.backbones import build_network
+from segattack.models.wrapper import wrap_model
 
 
 class TinySegNet(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 from segattack.attacks.alma_prox import alma_prox
 from segattack.attacks.fmn import fmn
 from segattack.attacks.pdpgd import pdpgd
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 segmentation = pytest.importorskip("adv_lib.attacks.segmentation")
 fast_minimum_norm = pytest.importorskip("adv_lib.attacks.fast_minimum_norm")

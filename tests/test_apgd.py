@@ -23,7 +23,7 @@ from segattack.attacks.losses import (
 )
 from segattack.attacks.sea import sea, stage_steps, worst_case
 from segattack.metrics import pixel_accuracy
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 # A 1x2 image for the 1x1-conv model (class c in {0,1,2} scores channel c, the others -10).
 X = torch.tensor([[0.7, 0.2], [0.2, 0.3], [0.1, 0.6]]).view(1, 3, 1, 2)  # predicted 0 and 2

@@ -9,7 +9,7 @@ from segattack.attacks._projected import project
 from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import logit_margin
 from segattack.attacks.segpgd import segpgd_loss
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 BUDGETED = {  # attack -> (kwargs, L-inf bound in [0,1] pixels or None, L2 bound or None)
     "segpgd": ({"eps": 8 / 255, "steps": 12}, 8 / 255, None),

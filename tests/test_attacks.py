@@ -5,7 +5,7 @@ from torch import nn
 from segattack.attacks import AttackDiverged, asma, targeted_pgd
 from segattack.attacks.asma import step_multiplier
 from segattack.metrics import IMAGENET_STD, pixel_accuracy
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 
 def targets_for(model, images):

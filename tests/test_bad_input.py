@@ -16,12 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack import checkpoints
 from segattack.attacks import AttackDiverged, asma, targeted_pgd
 from segattack.cli import main
-from segattack.data import ImageError, image_set, load_image
-from segattack.models import build_network, wrap_model
-from segattack.store import atomic_save, json_matches
+from segattack.data.sets import ImageError, image_set, load_image
+from segattack.engine.store import atomic_save, json_matches
+from segattack.models import checkpoints
+from segattack.models.backbones import build_network
+from segattack.models.wrapper import wrap_model
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +313,7 @@ def test_a_rerun_replaces_the_run_folder_whole(workspace, tmp_path):
 
 
 def test_a_second_writer_of_a_folder_gets_a_message_naming_it(workspace, tmp_path, capsys):
-    from segattack.store import locked
+    from segattack.engine.store import locked
 
     out = tmp_path / "run"
     with locked(out):  # as another segattack process holding it
@@ -322,7 +323,7 @@ def test_a_second_writer_of_a_folder_gets_a_message_naming_it(workspace, tmp_pat
 
 
 def test_a_stop_mid_run_keeps_earlier_results_and_finished_shards(workspace, tmp_path, monkeypatch, capsys):
-    import segattack.runner as runner
+    import segattack.study.runner as runner
 
     out = tmp_path / "run"
     shutil.copytree(workspace["earlier"], out)
@@ -352,7 +353,7 @@ def test_a_stop_mid_run_keeps_earlier_results_and_finished_shards(workspace, tmp
 
 
 def test_staging_stays_on_the_destinations_file_system(workspace, tmp_path, monkeypatch):
-    from segattack import store
+    from segattack.engine import store
 
     real = tmp_path / "elsewhere" / "run"
     real.parent.mkdir()
@@ -470,7 +471,7 @@ def test_report_parameters_are_checked_before_any_folder_is_touched(tmp_path, ca
 
 
 def test_duplicate_backbones_and_attacks_run_once():
-    from segattack.profiles import grid_configs
+    from segattack.study.profiles import grid_configs
 
     configs = grid_configs("tiny", backbones=("resnet50", "resnet50"), attacks=("pgd", "asma", "pgd"))
     assert [(c.backbone, c.attack) for c in configs] == [("resnet50", "pgd"), ("resnet50", "asma")]
@@ -565,7 +566,9 @@ def test_malformed_checkpoints_get_one_message_naming_the_file(workspace, tmp_pa
 
 
 def test_a_tampered_torchvision_download_is_refused(tmp_path, monkeypatch):
-    from segattack.models import WeightsUnavailable, load_model, torchvision_weights_path
+    from segattack.models.backbones import torchvision_weights_path
+    from segattack.models.loader import load_model
+    from segattack.models.wrapper import WeightsUnavailable
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     tampered = tmp_path / "tampered.pth"

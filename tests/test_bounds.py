@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack import cluster, store
 from segattack.cli import main
-from segattack.config import MAX_LONG_SIDE, MAX_SCENES, MAX_SIZE, RunConfig
-from segattack.params import ParameterError
-from segattack.profiles import plan
-from segattack.runner import RunJob
-from segattack.studies import StudyConfig
+from segattack.engine import cluster, store
+from segattack.study.config import MAX_LONG_SIDE, MAX_SCENES, MAX_SIZE, RunConfig
+from segattack.study.profiles import plan
+from segattack.study.runner import RunJob
+from segattack.study.studies import StudyConfig
+from segattack.util.params import ParameterError
 
 
 def report(out: Path, ckpt: Path, *extra: str) -> list[str]:

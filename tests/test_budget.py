@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from segattack.attacks import pgd
-from segattack.budget import median_budget, robustness_curve, smallest_budget
-from segattack.models import WeightsInfo
-from segattack.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
+from segattack.evaluation.budget import median_budget, robustness_curve, smallest_budget
+from segattack.models.wrapper import WeightsInfo
+from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, StudiesResults
 
 # tests/test_minimal_norm.py's four pixels: untargeted, every pixel leaves its class at L-inf 0.25
 X = torch.tensor([[0.7, 0.2, 0.5, 0.3], [0.2, 0.6, 0.3, 0.35], [0.1, 0.3, 0.45, 0.3]]).view(1, 3, 2, 2)
@@ -98,7 +98,7 @@ def test_bad_input_gets_one_clear_error(linear_model):
 
 
 def test_a_budget_cell_gives_a_row_per_image_and_mode():
-    from segattack.studies import StudyConfig, run_cell, study_cells
+    from segattack.study.studies import StudyConfig, run_cell, study_cells
 
     study = StudyConfig(
         num_images=3,
@@ -128,7 +128,7 @@ def test_a_budget_cell_gives_a_row_per_image_and_mode():
 
 
 def test_a_targeted_image_with_nothing_to_change_has_no_row(linear_model):
-    from segattack.studies import StudyConfig, _Inputs, budget_rows
+    from segattack.study.studies import StudyConfig, _Inputs, budget_rows
 
     with torch.no_grad():
         clean = linear_model(X).argmax(1)
@@ -142,8 +142,8 @@ def test_a_targeted_image_with_nothing_to_change_has_no_row(linear_model):
 
 
 def test_the_tiny_profile_runs_its_budget_cells():
-    from segattack.profiles import study_config
-    from segattack.studies import assemble_studies, run_cell, study_cells
+    from segattack.study.profiles import study_config
+    from segattack.study.studies import assemble_studies, run_cell, study_cells
 
     study = study_config("tiny")
     cells = [c for c in study_cells(study) if c.startswith("budget/")]
@@ -161,7 +161,7 @@ def _studies(rows: list[BudgetRow]) -> StudiesResults:
 
 
 def test_the_report_reads_the_budget_rows_as_by_hand():
-    from segattack.report import budget_answer, budget_curves, budget_table
+    from segattack.study.report import budget_answer, budget_curves, budget_table
 
     def row(attack, mode, image, linf, l2, how="search"):
         return BudgetRow("resnet50", attack, mode, image, linf, l2, 30, 1.5, how)

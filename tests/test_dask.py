@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.cluster import local_cluster
-from segattack.profiles import run_profile as run_grid
+from segattack.engine.cluster import local_cluster
+from segattack.study.profiles import run_profile as run_grid
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

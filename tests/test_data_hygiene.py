@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack.data import ImageError, image_set, resolve_source
-from segattack.scenes import render_scene
+from segattack.data.scenes import render_scene
+from segattack.data.sets import ImageError, image_set, resolve_source
 
 
 def test_resolve_source_makes_every_path_absolute(tmp_path, monkeypatch):

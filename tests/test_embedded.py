@@ -2,9 +2,10 @@
 
 import pytest
 
-from segattack.models import embedded_weights_path, load_model
-from segattack.paths import weights_dir
-from segattack.train import evaluate
+from segattack.models.backbones import embedded_weights_path
+from segattack.models.loader import load_model
+from segattack.study.train import evaluate
+from segattack.util.paths import weights_dir
 
 
 @pytest.mark.slow

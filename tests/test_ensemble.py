@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from segattack.attacks import ATTACKS, ensemble, pgd, segpgd
-from segattack.config import RunConfig
-from segattack.params import ParameterError
-from segattack.profiles import grid_configs
+from segattack.study.config import RunConfig
+from segattack.study.profiles import grid_configs
+from segattack.util.params import ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.evalrecord import read_evaluation, to_json, write_evaluation
-from segattack.evalrun import EvalJob, evaluation_jobs
-from segattack.evaluate import EvalConfig, eval_configs
-from segattack.evaluation import pooled_scores
-from segattack.leaderboard import leaderboard
-from segattack.params import ParameterError
-from segattack.records import RecordError
+from segattack.evaluation.robustness import pooled_scores
+from segattack.study.evalrecord import read_evaluation, to_json, write_evaluation
+from segattack.study.evalrun import EvalJob, evaluation_jobs
+from segattack.study.evaluate import EvalConfig, eval_configs
+from segattack.study.leaderboard import leaderboard
+from segattack.study.records import RecordError
+from segattack.util.params import ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "plugin"
@@ -226,7 +226,7 @@ def test_the_cli_refuses_bad_input_before_touching_the_folder(tmp_path, args, me
 
 
 def test_cli_eps_reads_fractions():
-    from segattack.cli_evaluate import parse_eps
+    from segattack.cli.evaluate import parse_eps
 
     assert parse_eps("0.5/255, 4/255,0.01") == [0.5 / 255, 4 / 255, 0.01]
     assert math.isclose(EvalConfig(eps=parse_eps("8/255,4/255")).eps[0], 4 / 255)

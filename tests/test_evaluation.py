@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segattack.attacks import pgd
-from segattack.evaluation import (
+from segattack.evaluation.robustness import (
     converged,
     image_accuracy,
     objective_change,

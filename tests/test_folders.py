@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from segattack import grid, store
 from segattack.cli import main
-from segattack.config import RunConfig
-from segattack.jobs import TaskState
-from segattack.profiles import plan
-from segattack.report import load_runs
-from segattack.runner import RunJob
+from segattack.engine import grid, store
+from segattack.engine.jobs import TaskState
+from segattack.study.config import RunConfig
+from segattack.study.profiles import plan
+from segattack.study.report import load_runs
+from segattack.study.runner import RunJob
 
 
 def digest(folder: Path) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.config import RunConfig
-from segattack.runner import run
-from segattack.studies import StudyConfig, run_cell
+from segattack.study.config import RunConfig
+from segattack.study.runner import run
+from segattack.study.studies import StudyConfig, run_cell
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "before_registry.json").read_text())
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segattack.classes import IGNORE_INDEX
 from segattack.cli import main
-from segattack.report import load_runs, readings_table
-from segattack.studies import StudyConfig, run_studies
+from segattack.data.classes import IGNORE_INDEX
+from segattack.study.report import load_runs, readings_table
+from segattack.study.studies import StudyConfig, run_studies
 
 
 def strict(path: Path) -> dict:

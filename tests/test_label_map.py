@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack.config import RunConfig
-from segattack.data import ImageError, image_set
-from segattack.labels import ADE20K, CITYSCAPES, VOC, read_label_map
-from segattack.params import ParameterError
+from segattack.data.labels import ADE20K, CITYSCAPES, VOC, read_label_map
+from segattack.data.sets import ImageError, image_set
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 CITY_TO_VOC = "# Cityscapes -> VOC\nperson -> person\nrider -> 15\ncar -> car  # by name\nbicycle -> bicycle\n"
 
@@ -101,7 +101,7 @@ def test_a_run_config_takes_a_map_or_refuses_it_before_any_work(tmp_path):
 
 
 def test_a_voc_model_attacks_cityscapes_labelled_images_through_a_map(tmp_path):
-    from segattack.runner import run
+    from segattack.study.runner import run
 
     root = cityscapes_pairs(tmp_path / "city")
     (tmp_path / "map.txt").write_text(CITY_TO_VOC)

@@ -8,10 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack.classes import VOC_CLASSES, voc_palette
-from segattack.config import RunConfig
-from segattack.data import ImageError, image_set
-from segattack.labels import (
+from segattack.data.classes import VOC_CLASSES, voc_palette
+from segattack.data.labels import (
     ADE20K,
     CITYSCAPES,
     VOC,
@@ -21,8 +19,10 @@ from segattack.labels import (
     from_classes_file,
     from_id2label,
 )
-from segattack.params import ParameterError
-from segattack.targets import check_scheme, scheme_target, target_sources
+from segattack.data.sets import ImageError, image_set
+from segattack.data.targets import check_scheme, scheme_target, target_sources
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 
 def test_the_shipped_spaces():
@@ -96,7 +96,7 @@ def test_schemes_are_checked_and_canonical():
 
 
 def test_a_run_with_a_fixed_class_target(tmp_path):
-    from segattack.runner import run
+    from segattack.study.runner import run
 
     cfg = RunConfig(
         num_images=2, size=48, steps=3, target_scheme="fixed:cat", attack_params={"mode": "linf"}, weights="embedded"
@@ -170,7 +170,7 @@ def test_a_model_dataset_class_mismatch_is_refused_before_any_work(tmp_path, mon
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    from segattack.runner import run
+    from segattack.study.runner import run
 
     cfg = RunConfig(
         backbone="module:city_model:make", images=f"cityscapes:{root}", num_images=2, steps=2,

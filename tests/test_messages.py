@@ -9,11 +9,11 @@ import signal
 
 import pytest
 
-from segattack import store
 from segattack.cli import main
-from segattack.cluster import local_cluster
-from segattack.config import RunConfig
-from segattack.params import ParameterError
+from segattack.engine import store
+from segattack.engine.cluster import local_cluster
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 
 @pytest.mark.parametrize(
@@ -152,7 +152,7 @@ def test_a_full_disk_while_assembling_names_the_run_folder_and_keeps_the_shards(
 ):
     from PIL import Image
 
-    from segattack.runner import RunJob
+    from segattack.study.runner import RunJob
 
     cfg = RunConfig(weights=str(small_checkpoint), num_images=2, steps=1, size=48)
     job = RunJob(cfg, tmp_path / "run")

@@ -116,7 +116,7 @@ def test_success_over_changed_pixels_counts_only_the_work_the_attack_had():
 
 
 def test_summaries_leave_undefined_images_out_and_count_the_rest():
-    from segattack.results import summarize
+    from segattack.study.results import summarize
 
     stat = summarize({"x": torch.tensor([0.2, float("nan"), 0.4])})["x"]
     assert stat.mean == pytest.approx(0.3) and stat.images == 2

@@ -11,7 +11,7 @@ from torch import nn
 
 from segattack.attacks import ATTACKS, targeted_pgd
 from segattack.attacks._common import attack_mode
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 ALL = {**ATTACKS, "targeted_pgd": targeted_pgd}
 KWARGS = {"asma": {"beta": 1e-3}}

@@ -8,21 +8,18 @@ import torch
 from torch import nn
 from torchvision.models import segmentation as tvseg
 
-from segattack import checkpoints
-from segattack.checkpoints import CheckpointError
-from segattack.models import (
+from segattack.engine.store import atomic_save
+from segattack.models import checkpoints
+from segattack.models.backbones import (
     UNVERIFIED_SOURCE,
-    SegmentationModel,
-    WeightsUnavailable,
     build_network,
     file_sha256,
-    fold_batchnorm,
-    load_model,
     resolve_weights,
     torchvision_weights_path,
-    wrap_model,
 )
-from segattack.store import atomic_save
+from segattack.models.checkpoints import CheckpointError
+from segattack.models.loader import load_model
+from segattack.models.wrapper import SegmentationModel, WeightsUnavailable, fold_batchnorm, wrap_model
 
 
 @pytest.fixture
@@ -73,14 +70,14 @@ def test_a_torchvision_file_whose_hash_matches_its_name_is_the_published_weights
     named = torch_home / "hub" / "checkpoints" / f"deeplabv3_mobilenet_v3_large-{digest[:8]}.pth"
     named.parent.mkdir(parents=True)
     scratch.rename(named)
-    monkeypatch.setattr("segattack.models.torchvision_weights_path", lambda backbone: named)
+    monkeypatch.setattr("segattack.models.backbones.torchvision_weights_path", lambda backbone: named)
     model = load_model("mobilenet_v3_large", "torchvision")
     assert model.info.source == "torchvision" and model.info.clean_miou == pytest.approx(0.603)
     assert model.info.extra["sha256"] == digest and model.info.extra["file"] == str(named)
 
 
 def test_a_file_is_hashed_once_per_version(tmp_path):
-    from segattack.models import _sha256
+    from segattack.models.backbones import _sha256
 
     path = tmp_path / "w.pth"
     path.write_bytes(b"a" * 1000)
@@ -291,8 +288,8 @@ def test_a_model_loaded_under_inference_mode_can_still_be_attacked():
 
 
 def test_the_cached_clean_prediction_leaves_a_differentiable_model():
-    from segattack import cache
-    from segattack.config import ModelKey
+    from segattack.study import cache
+    from segattack.study.config import ModelKey
 
     cache.cached_model.cache_clear(), cache.clean_prediction.cache_clear()
     key = ModelKey("mobilenet_v3_large", "embedded", "cpu", True, True)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from segattack.config import RunConfig
-from segattack.render import RenderError, execute
-from segattack.runner import run
-from segattack.studies import StudyConfig
+from segattack.engine.render import RenderError, execute
+from segattack.study.config import RunConfig
+from segattack.study.runner import run
+from segattack.study.studies import StudyConfig
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from segattack.config import RunConfig
-from segattack.numerics import Numerics, numerics
-from segattack.params import ParameterError
-from segattack.profiles import grid_configs, run_profile
-from segattack.render import execute
-from segattack.runner import run
+from segattack.engine.render import execute
+from segattack.study.config import RunConfig
+from segattack.study.numerics import Numerics, numerics
+from segattack.study.profiles import grid_configs, run_profile
+from segattack.study.runner import run
+from segattack.util.params import ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def test_grid_cli_notebook_and_api_give_identical_tensors(tmp_path):
 
 
 def test_jitter_moves_every_value_by_at_most_one_ulp_the_same_way_in_every_shard():
-    from segattack.numerics import jittered
+    from segattack.study.numerics import jittered
 
     x = torch.rand(3, 8, 8)
     x[0, 0, 0], x[0, 0, 1] = 0.0, 1.0
@@ -118,7 +118,7 @@ def test_jitter_moves_every_value_by_at_most_one_ulp_the_same_way_in_every_shard
 
 
 def test_stability_repeats_keep_the_first_batches_and_change_only_the_numerics():
-    from segattack.profiles import repeats, stability_repeats
+    from segattack.study.profiles import repeats, stability_repeats
 
     (cfg,) = grid_configs("default", {"num_images": 8}, backbones=("resnet50",), attacks=("pgd",))
     variants = repeats(cfg, 2)
@@ -139,7 +139,7 @@ def test_stability_repeats_keep_the_first_batches_and_change_only_the_numerics()
 def test_spreads_by_hand(tmp_path):
     from dataclasses import replace
 
-    from segattack.report import Run, spreads
+    from segattack.study.report import Run, spreads
 
     results, _ = run(
         RunConfig(weights="embedded", num_images=3, target_index=0, size=48, steps=1), tmp_path / "r", progress=False
@@ -177,7 +177,7 @@ def test_a_report_with_stability_repeats_states_the_spread(tmp_path):
     repeat = tmp_path / "stability" / "mobilenet_v3_large-pgd-threads"
     assert json.loads((repeat / "results.json").read_text())["config"]["threads"] == 2
     assert not list(repeat.glob("*.ipynb")) and not list(repeat.glob("*.png"))  # no notebook, no images
-    from segattack.render import build_report
+    from segattack.engine.render import build_report
 
     html = build_report(tmp_path, "tiny").read_text()
     assert "Numerical stability" in html and "largest image change" in html and "Numerical stability first" in html

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torchvision.models import segmentation as tvseg
 
-from segattack.models import UNVERIFIED_SOURCE, torchvision_weights_path
-from segattack.profiles import PROFILES, grid_configs
+from segattack.models.backbones import UNVERIFIED_SOURCE, torchvision_weights_path
+from segattack.study.profiles import PROFILES, grid_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from segattack.attacks import asma, targeted_pgd
 from segattack.metrics import IMAGENET_STD, mean_iou, perturbation_norm, pixel_accuracy
-from segattack.models import wrap_model
+from segattack.models.wrapper import wrap_model
 
 seeds = st.integers(0, 2**31 - 1)
 

@@ -11,6 +11,7 @@ from segattack.attacks.cospgd import cospgd_loss
 from segattack.attacks.dag import PAPER_GAMMA
 from segattack.attacks.pgd import best_of
 from segattack.attacks.segpgd import segpgd_loss
+from segattack.data.targets import attacked_images
 from segattack.metrics import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,9 +21,8 @@ from segattack.metrics import (
     reference_present_iou,
     void_prediction_counts,
 )
-from segattack.models import wrap_model
-from segattack.results import summarize
-from segattack.targets import attacked_images
+from segattack.models.wrapper import wrap_model
+from segattack.study.results import summarize
 
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -169,7 +169,7 @@ def test_asma_steps_each_image_by_its_own_iou(tiny_model, scene_inputs):
 def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
     """A studies cell crafts on its backbone and measures transfer on the other one (here a model that
     predicts background everywhere, so transferred success is the share of target pixels that are 0)."""
-    import segattack.studies as studies
+    import segattack.study.studies as studies
 
     background = nn.Conv2d(3, 21, 1)
     with torch.no_grad():
@@ -177,7 +177,7 @@ def test_transfer_evaluates_the_other_backbone(tiny_model, monkeypatch):
         background.bias.fill_(-1.0)
         background.bias[0] = 1.0  # predicts class 0 everywhere
     models = {"mobilenet_v3_large": tiny_model, "resnet50": wrap_model(background, normalize=False)}
-    import segattack.cache as cache
+    import segattack.study.cache as cache
 
     for module in (studies, cache):
         monkeypatch.setattr(module, "cached_model", lambda key: models[key.backbone])
@@ -320,9 +320,9 @@ def test_table1_means_leave_the_target_image_out():
 def test_ground_truth_targets_are_the_target_images_mask(small_checkpoint, voc_folder, tmp_path):
     """[5] attacks toward image 1's ground truth: with target_source='truth' every image's target is that
     mask (void borders kept as ignore), also for images in other shards; a set without masks is refused."""
-    from segattack.config import RunConfig
-    from segattack.data import ImageError, image_set
-    from segattack.runner import count_images, run
+    from segattack.data.sets import ImageError, image_set
+    from segattack.study.config import RunConfig
+    from segattack.study.runner import count_images, run
 
     cfg = RunConfig(
         backbone="mobilenet_v3_large",

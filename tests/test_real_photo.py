@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from segattack.attacks import pgd
-from segattack.classes import VOC_CLASSES, voc_palette
-from segattack.data import image_set
+from segattack.data.classes import VOC_CLASSES, voc_palette
+from segattack.data.sets import image_set
 from segattack.metrics import confusion_matrix, mean_iou, pixel_accuracy, predict_classes
-from segattack.models import load_model
+from segattack.models.loader import load_model
 
 SIZE = 96
 

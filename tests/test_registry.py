@@ -15,9 +15,9 @@ import torch
 from segattack import attacks
 from segattack.attacks import ATTACKS, AttackSpec, register, targeted_pgd
 from segattack.attacks.registry import Registry
-from segattack.config import RunConfig
-from segattack.params import ParameterError
-from segattack.profiles import PROFILES, grid_configs
+from segattack.study.config import RunConfig
+from segattack.study.profiles import PROFILES, grid_configs
+from segattack.util.params import ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "plugin"

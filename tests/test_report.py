@@ -15,11 +15,11 @@ from typing import Any
 import nbformat
 import pytest
 
-from segattack.params import ParameterError
-from segattack.profiles import grid_configs
-from segattack.profiles import run_profile as run_grid
-from segattack.render import build_report
-from segattack.runner import RunJob
+from segattack.engine.render import build_report
+from segattack.study.profiles import grid_configs
+from segattack.study.profiles import run_profile as run_grid
+from segattack.study.runner import RunJob
+from segattack.util.params import ParameterError
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def test_grid_runs_every_backbone_and_attack(tiny_study):
 
 
 def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, monkeypatch):
-    import segattack.runner as runner
+    import segattack.study.runner as runner
 
     out, _ = tiny_study
     work = tmp_path / "work"
@@ -89,8 +89,8 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
 
 
 def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study, tmp_path, monkeypatch):
-    import segattack.runner as runner
-    import segattack.studies as studies_module
+    import segattack.study.runner as runner
+    import segattack.study.studies as studies_module
 
     out, _ = tiny_study
     work = tmp_path / "work"
@@ -129,8 +129,8 @@ def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp
     # a failure inside the work (here: a model whose logits are NaN) is recorded beside the earlier results
     import torch
 
-    from segattack import checkpoints
-    from segattack.models import embedded_weights_path
+    from segattack.models import checkpoints
+    from segattack.models.backbones import embedded_weights_path
 
     state = checkpoints.read(embedded_weights_path("mobilenet_v3_large"))["state"]
     state["classifier.4.weight"] = torch.full_like(state["classifier.4.weight"], float("nan"))

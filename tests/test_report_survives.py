@@ -13,12 +13,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from segattack import kernels
 from segattack.cli import main
-from segattack.config import RunConfig
-from segattack.render import execute
-from segattack.report import load_runs
-from segattack.runner import run
+from segattack.engine import kernels
+from segattack.engine.render import execute
+from segattack.study.config import RunConfig
+from segattack.study.report import load_runs
+from segattack.study.runner import run
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_the_kernel_socket_folder_keeps_paths_short(tmp_path, monkeypatch):
 
 
 def test_an_unexpected_failure_is_one_line_and_v_shows_its_traceback(small_checkpoint, tmp_path, capsys, monkeypatch):
-    import segattack.runner as runner
+    import segattack.study.runner as runner
 
     def broken(*args, **kwargs):
         raise KeyError("a kernel or Dask failure of a kind the CLI does not name")

@@ -2,8 +2,8 @@
 
 import torch
 
-from segattack.config import RunConfig
-from segattack.runner import run
+from segattack.study.config import RunConfig
+from segattack.study.runner import run
 
 
 def test_runs_are_reproducible(small_checkpoint, tmp_path):

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segattack.data import ImageError, image_set, load_image, study_images
+from segattack.data.scenes import class_recipe, render_scene, scene_batch
+from segattack.data.sets import ImageError, image_set, load_image, study_images
+from segattack.data.targets import target_masks, target_sources
 from segattack.metrics import confusion_matrix, dataset_scores
-from segattack.scenes import class_recipe, render_scene, scene_batch
-from segattack.targets import target_masks, target_sources
 
 
 def test_same_seed_same_bytes():

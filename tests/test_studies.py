@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from segattack.attacks import ATTACKS, AttackSpec, targeted_pgd
-from segattack.studies import class_difficulty, compare_attack, curve_rows, transfer_matrix
+from segattack.study.studies import class_difficulty, compare_attack, curve_rows, transfer_matrix
 
 COMPARED = [spec.name for spec in ATTACKS.compared()]
 

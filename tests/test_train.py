@@ -4,9 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from segattack.models import build_network, load_model, wrap_model
-from segattack.scenes import scene_batch
-from segattack.train import TrainConfig, evaluate, train, train_step
+from segattack.data.scenes import scene_batch
+from segattack.models.backbones import build_network
+from segattack.models.loader import load_model
+from segattack.models.wrapper import wrap_model
+from segattack.study.train import TrainConfig, evaluate, train, train_step
 
 
 def test_training_steps_lower_the_loss():

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from segattack.attacks import pgd
-from segattack.config import RunConfig
-from segattack.models import parse_window, window_boxes, wrap_model
-from segattack.params import ParameterError
+from segattack.models.wrapper import parse_window, window_boxes, wrap_model
+from segattack.study.config import RunConfig
+from segattack.util.params import ParameterError
 
 
 class GlobalContext(nn.Module):
@@ -72,8 +72,8 @@ def test_a_bad_window_is_refused_before_any_work(text):
 
 
 def test_a_run_infers_by_windows(tmp_path):
-    from segattack.cache import cached_model
-    from segattack.runner import run
+    from segattack.study.cache import cached_model
+    from segattack.study.runner import run
 
     assert parse_window("512x1024") == (512, 1024) and parse_window("64") == (64, 64) and parse_window("") is None
     cfg = RunConfig(num_images=2, size=48, steps=1, window="32", weights="embedded", attack_params={"mode": "linf"})

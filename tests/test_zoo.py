@@ -1,4 +1,4 @@
-"""Model specs (segattack.zoo): every kind gives input-size logits, stays frozen in eval mode through an
+"""Model specs (segattack.models.specs): every kind gives input-size logits, stays frozen in eval mode through an
 attack with its buffers untouched, and each bad spec gets one clear error. Random weights only: the
 HF models are tiny configs saved with save_pretrained and loaded back by hf:DIR."""
 
@@ -13,8 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from segattack.attacks import targeted_pgd
-from segattack.models import TORCHVISION, UNVERIFIED_SOURCE, SegmentationModel, build_torchvision, load_model
-from segattack.zoo import HFSemantic, SpecError, _hf_normalisation, resolve_spec
+from segattack.models.backbones import TORCHVISION, UNVERIFIED_SOURCE, build_torchvision
+from segattack.models.loader import load_model
+from segattack.models.specs import HFSemantic, SpecError, _hf_normalisation, resolve_spec
+from segattack.models.wrapper import SegmentationModel
 
 transformers = pytest.importorskip("transformers")
 smp = pytest.importorskip("segmentation_models_pytorch")
@@ -335,9 +337,9 @@ def test_a_torchvision_spec_goes_through_the_hash_checked_cache(tmp_path, monkey
 def test_a_torchvision_spec_in_a_profile_takes_its_published_weights_and_embedded_is_refused_up_front():
     # the embedded weights exist for the study's two backbones only: a profile's "embedded" becomes
     # the spec's own ("auto"), and asking for it by name is one error when the run is configured
-    from segattack.config import RunConfig
-    from segattack.params import ParameterError
-    from segattack.profiles import grid_configs
+    from segattack.study.config import RunConfig
+    from segattack.study.profiles import grid_configs
+    from segattack.util.params import ParameterError
 
     specs = ("torchvision:lraspp_mobilenet_v3_large", "mobilenet_v3_large")
     assert [c.weights for c in grid_configs("tiny", backbones=specs, attacks=("pgd",))] == ["auto", "embedded"]
@@ -435,7 +437,7 @@ def test_an_smp_and_a_torchvision_model_through_the_clis_report_on_a_pairs_folde
     from PIL import Image
     from torchvision.models import segmentation as tvseg
 
-    from segattack.scenes import render_scene
+    from segattack.data.scenes import render_scene
 
     pairs = tmp_path / "pairs"
     for sub in ("images", "masks"):

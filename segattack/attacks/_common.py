@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import IMAGENET_STD, pixel_accuracy, predict_classes
 
 

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import predict_classes
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
 from ._minimal import check_threshold, dlr_constraints, finish_minimal, is_better, lp_norm, pixel_share

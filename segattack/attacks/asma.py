@@ -38,7 +38,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
 from ._common import (
     AttackResult,

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import projected_gradient
 from .losses import class_norm, class_softmax, per_image_mean, pixel_cross_entropy

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, finish, guard_finite, guarded
 from .registry import AttackSpec, register
 

@@ -8,7 +8,7 @@ success are kept in ``params['members']``, so a table can show what each one did
 
 The name ``ensemble:A,B,...`` is resolved by the registry (a family), so any registered budget
 attack, shipped or a plugin's, can be a member. Minimal-norm attacks are refused: their results
-compare on the budget axis (:mod:`segattack.budget`), not by success at a fixed budget.
+compare on the budget axis (:mod:`segattack.evaluation.budget`), not by success at a fixed budget.
 """
 
 from __future__ import annotations

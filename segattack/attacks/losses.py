@@ -29,7 +29,8 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import predict_classes
 
 LossName = Literal["ce", "mask-ce", "mask-ce-bal", "js"]

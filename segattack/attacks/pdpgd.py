@@ -32,7 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import predict_classes
 from ._common import AttackResult, SampleTracker, check_inputs, check_positive, guard_finite, guarded
 from ._minimal import (

@@ -32,7 +32,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX
+
 from ..metrics import IMAGENET_STD
 from ._common import AttackResult, check_inputs, check_positive, guarded, input_std
 from ._projected import projected_gradient
