@@ -102,6 +102,18 @@ def record(tmp_path_factory):
     return read_evaluation(job.path / "evaluation.json")
 
 
+def test_the_report_renders_the_records_with_their_protocol(record, tmp_path):
+    from segattack.study.evalrun import build_evaluation_report
+
+    from segattack.engine.store import claim
+
+    claim(tmp_path / "report")  # the folder segattack evaluate made
+    folder = _variant(record, tmp_path / "report", "a", 0.2).parent  # a record alone: no worst.pt beside it
+    page = build_evaluation_report(folder).read_text()
+    assert "Clean and robust scores" in page and "worst-case mIoU" in page and "weights sha256" in page
+    assert page.count("<img") >= 2 and "Traceback" not in page
+
+
 def test_the_record_round_trips_and_is_strict_json(record, tmp_path):
     path = tmp_path / "evaluation.json"
     write_evaluation(record, path)

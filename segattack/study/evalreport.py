@@ -153,6 +153,8 @@ def cost_table(record: Evaluation) -> pd.DataFrame:
 def worst_images(folder: Path, labels: LabelSpace, count: int = 4) -> plt.Figure | None:
     """The saved images the worst case hurt most at the largest eps: image, adversarial image, and the
     clean and adversarial predictions in the dataset's palette."""
+    if not (folder / "worst.pt").is_file():  # a record copied without its images
+        return None
     stored = torch.load(folder / "worst.pt", weights_only=True)
     items = stored["items"][:count]
     if not items:
