@@ -103,9 +103,8 @@ def record(tmp_path_factory):
 
 
 def test_the_report_renders_the_records_with_their_protocol(record, tmp_path):
-    from segattack.study.evalrun import build_evaluation_report
-
     from segattack.engine.store import claim
+    from segattack.study.evalrun import build_evaluation_report
 
     claim(tmp_path / "report")  # the folder segattack evaluate made
     folder = _variant(record, tmp_path / "report", "a", 0.2).parent  # a record alone: no worst.pt beside it
