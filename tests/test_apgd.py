@@ -299,11 +299,24 @@ THEIR_LOSSES = {
 
 
 def their_apgd_train(
-    model, x, y, norm, eps, n_iter, loss, track_loss=None, x_init=None, shift=0.0, sign=1.0, paper_first_check=False
+    model,
+    x,
+    y,
+    norm,
+    eps,
+    n_iter,
+    loss,
+    track_loss=None,
+    x_init=None,
+    shift=0.0,
+    sign=1.0,
+    paper_first_check=False,
+    early_stop=False,
 ):
     """Returns (x_best_adv, acc). ``sign=-1, shift=C`` ascends C - loss (a targeted loss kept positive).
     ``paper_first_check`` puts the start's loss where their first checkpoint reads an unfilled zero
-    (the row ``loss_steps[-1]``), the one deliberate difference of segattack's APGD."""
+    (the row ``loss_steps[-1]``), segattack's default ``checkpoint_rule="paper"``; ``early_stop``
+    stops the batch once every image's accuracy is 0."""
     y = torch.where(y == 255, -1, y)
     bs = x.shape[0]
     keep = (y != -1).float()
@@ -377,6 +390,8 @@ def their_apgd_train(
             x_adv[ind], grad[ind] = x_best[ind].clone(), grad_best[ind].clone()
             counter3 = 0
             k = max(k - size_decr, n_iter_min)
+        if early_stop and acc.sum() == 0:
+            break
     return x_best_adv, acc
 
 
@@ -454,7 +469,7 @@ def test_targeted_iterates_equal_the_authors_update_on_the_negated_loss(tiny_mod
 # --- SEA -------------------------------------------------------------------------------------------
 
 
-def their_apgd_largereps(model, x, y, eps, n_iter, loss, t):
+def their_apgd_largereps(model, x, y, eps, n_iter, loss, t, paper_first_check=True, early_stop=False):
     """The authors' ``apgd_largereps`` (L-inf, track_loss ce), re-typed; ``t`` the uniform [0,1) draw of
     the first stage's random start."""
     n_iters = [int(c * n_iter) for c in [0.3, 0.3]]
@@ -466,7 +481,17 @@ def their_apgd_largereps(model, x, y, eps, n_iter, loss, t):
         else:
             start = (x + (x_init - x).clamp(-inner_eps, inner_eps)).clamp(0.0, 1.0)
         x_init, acc = their_apgd_train(
-            model, x, y, "linf", inner_eps, inner_it, loss, "ce", x_init=start, paper_first_check=True
+            model,
+            x,
+            y,
+            "linf",
+            inner_eps,
+            inner_it,
+            loss,
+            "ce",
+            x_init=start,
+            paper_first_check=paper_first_check,
+            early_stop=early_stop,
         )
     return x_init, acc
 
@@ -568,3 +593,87 @@ def test_worst_case_is_at_least_as_strong_as_each_member_on_every_image(tiny_mod
     assert torch.allclose(worst.success, achieved if targeted else 1 - achieved)
     assert (worst.adv - images).abs().max() <= eps + 1e-6
     assert set(worst.history) == {"loss", "success"} and worst.loss.shape == (24, 4)
+
+
+def test_the_authors_checkpoint_rule_takes_their_iterates_where_the_papers_does_not(tiny_model, scene_inputs):
+    # SEA's second and third stages start from a high-loss point, so their first step often lowers the
+    # tracked loss: there the authors' first checkpoint (a rise over an unfilled zero) and the paper's part
+    images, labels = scene_inputs
+    eps, steps = 8 / 255, 10
+    start = sea(
+        tiny_model, images, labels, targeted=False, steps=steps, eps=eps, losses=["mask-ce"], adv_threshold=None
+    )
+    point = (images + (start.adv - images).clamp(-1.5 * eps, 1.5 * eps)).clamp(0, 1)
+    theirs, _ = inputs_seen(
+        tiny_model,
+        lambda: their_apgd_train(tiny_model, images, labels, "linf", eps, steps, "mask-ce", "ce", x_init=point),
+    )
+
+    def ours(rule):
+        return inputs_seen(
+            tiny_model,
+            lambda: run_apgd_from(tiny_model, images, labels, point, steps, eps, rule),
+        )[0]
+
+    authors, paper = ours("authors"), ours("paper")
+    for i, (a, b) in enumerate(zip(theirs, authors)):
+        assert torch.allclose(a, b, atol=1e-5), f"iterate {i}"
+    assert max((a - b).abs().max().item() for a, b in zip(theirs, paper)) > 1e-3  # the readings differ here
+
+
+def run_apgd_from(model, images, labels, point, steps, eps, rule):
+    from segattack.attacks.apgd import run_apgd
+
+    return run_apgd(
+        model,
+        images,
+        labels,
+        point,
+        targeted=False,
+        steps=steps,
+        eps=eps,
+        norm="linf",
+        loss="mask-ce",
+        track_loss="ce",
+        rho=0.75,
+        adv_threshold=None,
+        progress=False,
+        params={},
+        checkpoint_rule=rule,
+    )
+
+
+@pytest.mark.parametrize("rule", ["authors", "paper"])
+def test_sea_under_the_authors_readings_is_their_apgd_largereps(linear_model, rule):
+    # their whole-batch early stop and (rule="authors") their first checkpoint: the members' images and
+    # successes equal the re-typed apgd_largereps with early_stop, on images the first stage wins whole
+    images = 0.5 + 0.08 * torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        labels = linear_model(images).argmax(1)
+    eps, steps = 0.08, 10
+    draws = torch.Generator().manual_seed(3)
+    reference = [
+        their_apgd_largereps(
+            linear_model,
+            images,
+            labels,
+            eps,
+            steps,
+            loss,
+            torch.rand(images.shape, generator=draws),
+            paper_first_check=rule == "paper",
+            early_stop=True,
+        )
+        for loss in ("mask-ce-bal", "mask-ce", "js")
+    ]
+    kwargs = {"targeted": False, "steps": steps, "eps": eps, "checkpoint_rule": rule}
+    batch = sea(linear_model, images, labels, early_stop="batch", generator=torch.Generator().manual_seed(3), **kwargs)
+    per_image = sea(linear_model, images, labels, generator=torch.Generator().manual_seed(3), **kwargs)
+    accs = torch.stack([acc for _, acc in reference])
+    assert (accs == 0).any() and min(batch.params["iterations"]) < 3 * steps  # the batch stop is exercised
+    for member, acc in zip(batch.params["members"], accs):
+        assert member["success"] == pytest.approx((1 - acc).tolist(), abs=1e-6)
+    for i, member in enumerate(batch.params["chosen"]):
+        assert torch.allclose(batch.adv[i], reference[member][0][i], atol=1e-5)
+    assert batch.params["early_stop"] == "batch" and per_image.params["early_stop"] == "image"
+    assert per_image.params["iterations"] != batch.params["iterations"]  # the stops differ in cost

@@ -201,3 +201,17 @@ def test_the_report_reads_the_budget_rows_as_by_hand():
     assert "but PGD Attack does in L-inf" in answer[0] and "intervals overlapping" in answer[0]
     assert "ASMA has no untargeted form" in answer[1]
     assert math.isinf(median_budget([np.inf, 0.1, np.inf])[0])
+
+
+def test_the_reported_radius_is_the_smallest_broken_one_tried(linear_model):
+    # eps_max puts the known radius 0.25 at (0.5 + 1.5 / 2**13) eps_max: the first midpoint misses it,
+    # and the 13th bisection step's midpoint lies half a step below it and fails, so the last radius
+    # tried is not the smallest broken one (the one to report)
+    eps_max = 0.25 / (0.5 + 1.5 / 2**13)
+    found = smallest_budget(
+        linear_model, X, LABELS, "pgd", targeted=False, steps=50, adv_threshold=1.0, eps_max=eps_max,
+        params={"mode": "linf"},
+    )  # fmt: skip
+    radius = found.radius.item()
+    assert 0.25 <= radius <= 0.25 + 0.01
+    assert pgd(linear_model, X, LABELS, targeted=False, steps=50, mode="linf", eps=radius).success.item() == 1.0

@@ -226,3 +226,15 @@ def test_a_report_of_an_hf_model_on_a_cityscapes_labelled_pairs_folder_speaks_it
         cwd=root, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert refused.returncode == 2 and "labelled in Cityscapes-19" in refused.stderr
+
+
+def test_the_whole_cityscapes_label_id_to_train_id_table():
+    # cityscapesscripts' labels.py: (label id, train id) of every label; 255 = ignored in evaluation
+    official = {
+        0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255, 7: 0, 8: 1, 9: 255, 10: 255, 11: 2, 12: 3,
+        13: 4, 14: 255, 15: 255, 16: 255, 17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+        26: 13, 27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
+    }  # fmt: skip
+    lut = cityscapes_lut()
+    assert {i: int(lut[i]) for i in official} == official
+    assert (lut[34:] == 255).all()  # license plate (-1) and every other value

@@ -315,6 +315,140 @@ MUTATIONS = [
         "broken = success.double() > break_share",
         ["tests/test_evaluation.py::test_a_linear_models_smallest_breaking_eps_is_its_closed_form"],
     ),
+    (
+        "APGD's least checkpoint spacing 1 instead of 0.06 N",
+        "segattack/attacks/apgd.py",
+        "since_check, spacing = 0, max(spacing - shrink, least)",
+        "since_check, spacing = 0, max(spacing - shrink, 1)",
+        ["tests/test_apgd_rules.py::test_a_flat_loss_halves_the_step_at_seas_checkpoints"],
+    ),
+    (
+        "APGD's first checkpoint applies condition 2",
+        "segattack/attacks/apgd.py",
+        "halved_last = torch.ones(n, dtype=torch.bool, device=x.device)",
+        "halved_last = torch.zeros(n, dtype=torch.bool, device=x.device)",
+        [
+            "tests/test_apgd_rules.py::test_the_first_checkpoint_has_no_condition_2_and_a_restart_reads_the_first_best_point"
+        ],
+    ),
+    (
+        "APGD keeps the earlier iterate on success ties",
+        "segattack/attacks/apgd.py",
+        "better = success >= best_success[rows]",
+        "better = success > best_success[rows]",
+        [
+            "tests/test_apgd_rules.py::test_the_first_checkpoint_has_no_condition_2_and_a_restart_reads_the_first_best_point"
+        ],
+    ),
+    (
+        "APGD's best point moves on loss ties",
+        "segattack/attacks/apgd.py",
+        "improved = track > best_track[rows]",
+        "improved = track >= best_track[rows]",
+        [
+            "tests/test_apgd_rules.py::test_the_first_checkpoint_has_no_condition_2_and_a_restart_reads_the_first_best_point"
+        ],
+    ),
+    (
+        "APGD's step size in float32",
+        "segattack/attacks/apgd.py",
+        "step_size = torch.full_like(real, 2 * eps)",
+        "step_size = torch.full_like(real, 2 * eps, dtype=torch.float32)",
+        ["tests/test_apgd_rules.py::test_the_step_size_keeps_the_inputs_precision"],
+    ),
+    (
+        "APGD's authors' checkpoint rule reads the start's loss",
+        "segattack/attacks/apgd.py",
+        'last_track[rows] = torch.zeros_like(track) if it == 0 and checkpoint_rule == "authors" else track',
+        "last_track[rows] = track",
+        ["tests/test_apgd.py::test_the_authors_checkpoint_rule_takes_their_iterates_where_the_papers_does_not"],
+    ),
+    (
+        "SEA's whole-batch stop never stops",
+        "segattack/attacks/apgd.py",
+        "and it > 0 and best_success.min() >= adv_threshold:",
+        "and it > 0 and best_success.min() > 1:",
+        ["tests/test_apgd.py::test_sea_under_the_authors_readings_is_their_apgd_largereps"],
+    ),
+    (
+        "SEA runs every iteration by default",
+        "segattack/attacks/sea.py",
+        "adv_threshold: float | None = 1.0,",
+        "adv_threshold: float | None = None,",
+        ["tests/test_apgd_rules.py::test_sea_stops_an_image_once_fully_won_by_default"],
+    ),
+    (
+        "mask-CE-bal's VOC table with two digits swapped",
+        "segattack/attacks/losses.py",
+        "    0.1394,\n",
+        "    0.1349,\n",
+        ["tests/test_any_model.py::test_the_voc_weights_are_the_sea_authors_table"],
+    ),
+    (
+        "mask-CE-bal's label weights not normalised",
+        "segattack/attacks/losses.py",
+        "return inverse / inverse.sum(1, keepdim=True).clamp_min(1e-300)",
+        "return inverse",
+        ["tests/test_any_model.py::test_label_frequency_weights_by_hand"],
+    ),
+    (
+        "minimal-norm success counts ignored pixels",
+        "segattack/attacks/_minimal.py",
+        "return (won & valid).flatten(1)",
+        "return won.flatten(1)",
+        ["tests/test_minimal_pinned.py::test_success_counts_labelled_pixels_only"],
+    ),
+    (
+        "FMN's masked loss counts ignored pixels",
+        "segattack/attacks/fmn.py",
+        'counted = valid & ~won if loss == "masked" else valid',
+        'counted = ~won if loss == "masked" else valid',
+        ["tests/test_minimal_pinned.py::test_fmn_loss_and_success_leave_ignored_pixels_out"],
+    ),
+    (
+        "FMN's radius uncapped",
+        "segattack/attacks/fmn.py",
+        "            eps = torch.minimum(eps, worst_norm)\n",
+        "",
+        ["tests/test_minimal_pinned.py::test_fmn_radius_is_capped_at_the_largest_norm_an_image_allows"],
+    ),
+    (
+        "ALMA prox decays from a success after half the run",
+        "segattack/attacks/alma_prox.py",
+        "if i < steps // 2:",
+        "if i < steps:",
+        ["tests/test_minimal_pinned.py::test_alma_prox_decays_its_step_from_the_first_success_before_half_the_run"],
+    ),
+    (
+        "ALMA prox's prox search in float32",
+        "segattack/attacks/alma_prox.py",
+        "lo = torch.zeros_like(hi)",
+        "lo = torch.zeros(len(delta), device=delta.device)",
+        [
+            "tests/test_any_model.py::test_every_registered_attack_runs_on_any_class_count_and_precision[19-untargeted-float64]"
+        ],
+    ),
+    (
+        "ALMA prox's decay divided in our order, not adv_lib's",
+        "segattack/attacks/alma_prox.py",
+        "lam = lr * (tangent / ((i - first_success).clamp_min(0) + tangent))",
+        "lam = lr * tangent / ((i - first_success).clamp_min(0) + tangent)",
+        ["tests/test_adv_lib_minimal.py::test_alma_prox_takes_adv_libs_iterates[False]"],
+    ),
+    (
+        "PDPGD's random start left outside [0,1]",
+        "segattack/attacks/pdpgd.py",
+        "        r = (x + r).clamp(0, 1) - x\n    exp_avg",
+        "    exp_avg",
+        ["tests/test_minimal_pinned.py::test_pdpgd_random_start_stays_in_the_image_range"],
+    ),
+    (
+        "Cityscapes train id 16 read from label id 30",
+        "segattack/data/labels.py",
+        "25, 26, 27, 28, 31, 32, 33)",
+        "25, 26, 27, 28, 30, 32, 33)",
+        ["tests/test_labels.py::test_the_whole_cityscapes_label_id_to_train_id_table"],
+    ),
 ]
 
 

@@ -103,16 +103,23 @@ class SampleTracker:
 
     With ``stop_at`` set, a sample whose success reaches it leaves the batch: it costs no further
     forward/backward passes and keeps its current image, and its history repeats its last values.
-    ``iterations`` counts each sample's forward/backward passes.
+    ``iterations`` counts each sample's forward/backward passes; the history is kept in ``dtype``.
     """
 
-    def __init__(self, batch: int, device: torch.device, keys: Iterable[str], stop_at: float | None) -> None:
+    def __init__(
+        self,
+        batch: int,
+        device: torch.device,
+        keys: Iterable[str],
+        stop_at: float | None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         if stop_at is not None and not 0 < stop_at <= 1:
             raise ValueError(f"adv_threshold must be in (0, 1] or None, got {stop_at}")
         self.stop_at = stop_at
         self.active = torch.ones(batch, dtype=torch.bool, device=device)
         self.iterations = torch.zeros(batch, dtype=torch.long, device=device)
-        self.last = {k: torch.zeros(batch, device=device) for k in keys}
+        self.last = {k: torch.zeros(batch, device=device, dtype=dtype) for k in keys}
         self.history: dict[str, list[torch.Tensor]] = {k: [] for k in self.last}
         self._ids = torch.arange(batch, device=device)
 

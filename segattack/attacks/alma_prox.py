@@ -7,8 +7,9 @@ augmented Lagrangian: each iteration i
 
 1. scales the constraints by w (divided by 1 + ``scale_gamma`` while the image succeeds, by
    1 - ``scale_gamma`` otherwise, kept in [``scale_min``, ``scale_max``]);
-2. with ``constraint_masking``, drops the k largest constraints, k = (1 - adv_threshold) x the
-   labelled pixels (times i / (steps - 1) with ``mask_decay``): the pixels the threshold lets lose;
+2. with ``constraint_masking``, drops the k - 1 largest constraints, k = (1 - adv_threshold) x the
+   labelled pixels (times i / (steps - 1) with ``mask_decay``), keeping those up to the k-th largest
+   as adv_lib does: about the pixels the threshold lets lose;
 3. every ``check_steps`` iterations, multiplies the penalty parameter rho of each pixel by
    ``gamma`` unless it was won since the last check or its constraint fell below ``tau`` times;
 4. moves the multipliers mu toward the penalty's derivative P'(c) (an EMA of weight ``alpha``,
@@ -23,7 +24,8 @@ P is ALMA's P2 penalty: mu y + mu rho y^2 + rho^2 y^3 / 6 for y >= 0, mu y / (1 
 below. ``penalty_grad="exact"`` uses its derivative; ``"adv_lib"`` is adv_lib 0.2.8's backward,
 whose y >= 0 branch has mu y in place of mu (zero slope at y = 0 instead of mu). Defaults are
 adv_lib's. Among the iterates an image returns the smallest successful one (before any success,
-the one winning the most pixels); see :mod:`segattack.attacks._minimal`.
+the one winning the most pixels); see :mod:`segattack.attacks._minimal`. The constraints need
+3 classes untargeted, 4 targeted (the DLR's z_3, z_4).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def linf_prox_box(
     shape = delta.shape
     delta, metric = delta.flatten(1), metric.flatten(1)
     clipped = delta.clamp(lower.flatten(1), upper.flatten(1))
-    lo, hi = torch.zeros(len(delta), device=delta.device), clipped.abs().amax(1)
+    hi = clipped.abs().amax(1)
+    lo = torch.zeros_like(hi)
     top = hi.max()  # the search count in the tensor's precision, as adv_lib counts it
     searches = int(torch.ceil(torch.log(tol / top) / math.log(1 - section))) if top > tol else 0
 
@@ -193,6 +196,12 @@ def alma_prox(
     for i in tqdm(range(steps), desc="alma_prox", disable=not progress, leave=False):
         d = delta.detach().requires_grad_(True)
         logits = model(x + d)
+        if i == 0 and logits.shape[1] < (4 if targeted else 3):
+            raise ValueError(
+                f"alma_prox needs at least {4 if targeted else 3} classes {'' if targeted else 'un'}targeted "
+                f"(its DLR constraints read the 3rd{' and 4th' if targeted else ''} largest logit); "
+                f"the model outputs {logits.shape[1]}"
+            )
         pred = predict_classes(logits.detach())
         dist = lp_norm(delta, "linf")
         with torch.no_grad():
@@ -233,9 +242,9 @@ def alma_prox(
         (grad,) = torch.autograd.grad(constraints, d, grad_outputs=slope.to(constraints.dtype))
         with torch.no_grad():
             guard_finite(i, logits, grad, best_adv, tracker, params)
-            if lr_reduction != 1:
+            if lr_reduction != 1:  # the decay first, then lr times it: adv_lib's rounding
                 tangent = lr_reduction / (1 - lr_reduction) * (steps - first_success).clamp_min(1)
-                lam = lr * tangent / ((i - first_success).clamp_min(0) + tangent)
+                lam = lr * (tangent / ((i - first_success).clamp_min(0) + tangent))
             else:
                 lam = lr
             tracker.record(slice(None), loss=loss, success=share, norm=dist, step_size=lam)

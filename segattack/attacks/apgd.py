@@ -21,17 +21,20 @@ losses but tracks plain cross-entropy). Each image returns its iterate with the 
 (share of pixels off the label untargeted, at the target targeted), the later one on ties, as the
 authors keep their lowest-accuracy iterate.
 
-Readings where the SEA authors' ``apgd_train`` differs from the paper or from this library:
+Readings where the SEA authors' ``apgd_train`` differs from the paper or from this library, each
+with the option that gives theirs:
 
-- The first checkpoint compares the first iteration's loss with the start's (the paper's rule);
-  their code compares it with an unfilled zero, which counts it as a rise whenever the loss is
-  positive. The iterates agree unless the first step lowers the tracked loss.
+- ``checkpoint_rule="paper"`` (default): the first checkpoint compares the first iteration's loss
+  with the start's (the paper's rule). Their code compares it with an unfilled zero, which counts
+  it as a rise whenever the tracked loss is positive (``"authors"``). The iterates agree unless the
+  first step lowers the tracked loss, as it often does from a high-loss start (SEA's later stages).
+- ``early_stop="image"`` (default): ``adv_threshold`` stops each image once it reaches that
+  success, so an image's result never depends on the rest of its batch. Their ``early_stop`` stops
+  the whole batch once every image's best iterate reaches it (``"batch"``, with
+  ``adv_threshold=1.0``); the images stopped first then keep iterating.
 - Accuracy is over labelled pixels at every iterate; theirs counts ignored pixels as wrong at the
   start and as right afterwards, which can pin their choice to the start on images with ignored
   pixels.
-- ``adv_threshold`` stops each image once it reaches that success (their ``early_stop`` stops
-  the batch once every image has accuracy 0); APGD's images are independent, so the others'
-  iterates do not change.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ from .losses import LossName, get_loss
 from .registry import AttackSpec, register
 
 DEFAULT_EPS = {"linf": 8 / 255, "l2": 0.5}
+CheckpointRule = Literal["paper", "authors"]
+EarlyStop = Literal["image", "batch"]
 
 
 def checkpoint_spacing(steps: int) -> tuple[int, int, int]:
@@ -75,6 +80,14 @@ def checkpoints(steps: int) -> list[int]:
         spacing = max(spacing - shrink, least)
         at += spacing
     return out
+
+
+def check_readings(checkpoint_rule: str, early_stop: str) -> None:
+    """One error for an unknown ``checkpoint_rule`` or ``early_stop``."""
+    if checkpoint_rule not in ("paper", "authors"):
+        raise ValueError(f"checkpoint_rule must be 'paper' or 'authors', got {checkpoint_rule!r}")
+    if early_stop not in ("image", "batch"):
+        raise ValueError(f"early_stop must be 'image' or 'batch', got {early_stop!r}")
 
 
 def stalled(
@@ -127,6 +140,8 @@ def run_apgd(
     adv_threshold: float | None,
     progress: bool,
     params: dict[str, Any],
+    checkpoint_rule: CheckpointRule = "paper",
+    early_stop: EarlyStop = "image",
 ) -> AttackResult:
     """APGD from ``start`` (already in the ball and in [0,1]); see the module docstring.
 
@@ -141,15 +156,17 @@ def run_apgd(
     adv, previous = start.detach().clone(), start.detach().clone()
     best_x, best_grad = adv.clone(), torch.zeros_like(x)
     best_adv = adv.clone()
-    best_track = torch.full((n,), float("-inf"), device=x.device)
+    real = x.new_zeros(n)  # losses and step sizes in the input's precision
+    best_track = torch.full_like(real, float("-inf"))
     best_success = torch.full((n,), -1.0, device=x.device)
-    last_track, track_at_check = torch.zeros(n, device=x.device), torch.zeros(n, device=x.device)
+    last_track, track_at_check = torch.zeros_like(real), torch.zeros_like(real)
     rises = torch.zeros(n, dtype=torch.long, device=x.device)
     halved_last = torch.ones(n, dtype=torch.bool, device=x.device)  # no condition 2 at the first checkpoint
-    step_size = torch.full((n,), 2 * eps, device=x.device)
+    step_size = torch.full_like(real, 2 * eps)
     spacing, shrink, least = checkpoint_spacing(steps)
     since_check = 0
-    tracker = SampleTracker(n, x.device, ("loss", "track", "step_size", "success"), adv_threshold)
+    per_image = adv_threshold if early_stop == "image" else None
+    tracker = SampleTracker(n, x.device, ("loss", "track", "step_size", "success"), per_image, x.dtype)
     for it in tqdm(range(steps + 1), desc=params.get("attack", "apgd"), disable=not progress, leave=False):
         rows = tracker.rows()
         if rows is None:
@@ -175,7 +192,8 @@ def run_apgd(
             else:
                 rises[rows] += (track > last_track[rows]).long()
                 improved = track > best_track[rows]
-            last_track[rows] = track
+            # the authors' first checkpoint reads an unfilled zero where the paper reads the start's loss
+            last_track[rows] = torch.zeros_like(track) if it == 0 and checkpoint_rule == "authors" else track
             best_x[rows] = torch.where(improved.view(-1, 1, 1, 1), xa.detach(), best_x[rows])
             best_grad[rows] = torch.where(improved.view(-1, 1, 1, 1), g, best_grad[rows])
             best_track[rows] = torch.where(improved, track, best_track[rows])
@@ -195,6 +213,8 @@ def run_apgd(
             moved = _step(x[rows], current, previous[rows], g, step_size[rows], eps, norm, 1.0 if it == 0 else 0.75)
             previous[rows] = current
             adv[rows] = torch.where(done.view(-1, 1, 1, 1), xa.detach(), moved)
+            if per_image is None and adv_threshold is not None and it > 0 and best_success.min() >= adv_threshold:
+                break  # the authors' whole-batch stop, after at least one step as theirs
     return finish(model, best_adv, labels, targeted, tracker, steps, params)
 
 
@@ -213,6 +233,8 @@ def apgd(
     rho: float = 0.75,
     random_start: bool = False,
     adv_threshold: float | None = None,
+    checkpoint_rule: CheckpointRule = "paper",
+    early_stop: EarlyStop = "image",
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> AttackResult:
@@ -220,7 +242,9 @@ def apgd(
 
     Defaults: ``eps`` 8/255 (L-inf) or 0.5 (L2) in [0,1] pixels; ``loss="ce"`` tracked by itself;
     ``random_start`` a uniform point of the L-inf ball (a random direction at a uniform radius, L2).
-    ``adv_threshold`` (None: every step) stops an image once that share of its pixels is won.
+    ``adv_threshold`` (None: every step) stops an image once that share of its pixels is won
+    (``early_stop="batch"``: the batch once every image has); ``checkpoint_rule``: see the module
+    docstring.
     ``params['iterations']`` counts forward/backward passes; one more forward pass judges the last iterate.
     """
     check_inputs(images, labels)
@@ -235,6 +259,7 @@ def apgd(
     check_positive(eps=eps)
     if not 0 < rho <= 1:
         raise ValueError(f"rho must be in (0, 1], got {rho}")
+    check_readings(checkpoint_rule, early_stop)
     params: dict[str, Any] = {
         "attack": "apgd",
         "targeted": targeted,
@@ -246,6 +271,8 @@ def apgd(
         "rho": rho,
         "random_start": random_start,
         "adv_threshold": adv_threshold,
+        "checkpoint_rule": checkpoint_rule,
+        "early_stop": early_stop,
         "space": "[0,1] pixels",
     }
     images = images.detach()
@@ -267,6 +294,8 @@ def apgd(
         adv_threshold=adv_threshold,
         progress=progress,
         params=params,
+        checkpoint_rule=checkpoint_rule,
+        early_stop=early_stop,
     )
 
 

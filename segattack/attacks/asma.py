@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from segattack.data.classes import IGNORE_INDEX
+from segattack.data.classes import IGNORE_INDEX, NUM_CLASSES
 
 from ..metrics import class_iou, mean_iou, pixel_accuracy, predict_classes
 from ._common import (
@@ -61,22 +61,30 @@ PAPER_BETA = {"mobilenet_v3_large": 3e-6, "resnet50": 1e-4}
 IouAverage = Literal["present", "all", "pixel", "adv_lib"]
 
 
-def target_iou(pred: torch.Tensor, targets: torch.Tensor, iou_average: IouAverage = "present") -> torch.Tensor:
-    """(B,) the IoU(Y_t, pred) of eq. (2) under the chosen reading."""
+def target_iou(
+    pred: torch.Tensor, targets: torch.Tensor, iou_average: IouAverage = "present", num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
+    """(B,) the IoU(Y_t, pred) of eq. (2) under the chosen reading, over the model's ``num_classes``."""
     if iou_average == "pixel":
         iou = pixel_accuracy(pred, targets)
     elif iou_average == "adv_lib":  # one batch-level IoU over all classes, absent classes 0
-        iou = class_iou(pred.reshape(1, 1, -1), targets.reshape(1, 1, -1)).nan_to_num(0.0).mean().expand(len(pred))
+        flat = pred.reshape(1, 1, -1), targets.reshape(1, 1, -1)
+        iou = class_iou(*flat, num_classes).nan_to_num(0.0).mean().expand(len(pred))
     else:
-        iou = mean_iou(pred, targets, iou_average)
+        iou = mean_iou(pred, targets, iou_average, num_classes)
     return iou.to(torch.float32)
 
 
 def step_multiplier(
-    pred: torch.Tensor, targets: torch.Tensor, beta: float, tau: float, iou_average: IouAverage = "present"
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    beta: float,
+    tau: float,
+    iou_average: IouAverage = "present",
+    num_classes: int = NUM_CLASSES,
 ) -> torch.Tensor:
     """Eq. (2): (B,) alpha_n = beta * IoU(Y_t, pred) + tau."""
-    return beta * target_iou(pred, targets, iou_average) + tau
+    return beta * target_iou(pred, targets, iou_average, num_classes) + tau
 
 
 def asma_objective(
@@ -166,7 +174,7 @@ def asma(
             objective = objective - squared_l2
         (grad,) = torch.autograd.grad(objective.sum(), x_adv)
         with torch.no_grad():
-            iou = target_iou(pred, y, iou_average)
+            iou = target_iou(pred, y, iou_average, logits.shape[1])
             alpha = torch.full_like(iou, tau) if step == 0 and initial_step == "tau" else beta * iou + tau
             done = tracker.record(
                 rows,

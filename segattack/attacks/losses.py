@@ -10,8 +10,8 @@ per image, so that a loss never jumps when its pixel mask changes. An untargeted
 - ``mask-ce``: cross-entropy on the pixels the attack has not yet won: still at their label
   (untargeted) or not yet at their target (targeted) (``mask-ce-avg``). Won pixels stop pulling,
   so the step goes to the pixels that still resist.
-- ``mask-ce-bal``: ``mask-ce`` with each pixel weighted by its label's class weight (``mask-ce-bal``;
-  the authors' Pascal VOC weights, :data:`VOC_CLASS_WEIGHTS`), so rare classes count more.
+- ``mask-ce-bal``: ``mask-ce`` with each pixel weighted by its label's class weight (``mask-ce-bal``),
+  so rare classes count more: see :func:`class_weights`.
 - ``js``: the Jensen-Shannon divergence between the softmax and the one-hot label, on every
   labelled pixel (``js-avg``). It is bounded by log 2 and its gradient fades on pixels already
   far from the label (untargeted) or at the target (targeted), so it needs no mask.
@@ -132,16 +132,37 @@ def masked_ce_loss(
     return per_image_mean(ce * unsettled(logits, labels, targeted, pred), labels)
 
 
+def label_frequency_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """(B,C) per image, each class's inverse share of the labelled pixels, normalised to sum 1 over
+    the classes present (0 for the absent ones): the authors' weighting rule read on the image."""
+    valid = labels != IGNORE_INDEX
+    flat = torch.where(valid, labels, 0).flatten(1)
+    counts = torch.zeros(len(labels), classes, dtype=torch.float64, device=labels.device)
+    counts.scatter_add_(1, flat, valid.flatten(1).to(counts.dtype))
+    inverse = torch.where(counts > 0, 1 / counts.clamp_min(1), 0)
+    return inverse / inverse.sum(1, keepdim=True).clamp_min(1e-300)
+
+
+def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor | None:
+    """The balanced mask-CE's class weights for ``classes``-class logits: the SEA authors' Pascal VOC
+    table (:data:`VOC_CLASS_WEIGHTS`, their ``VOC_WTS``) for 21 classes, (C,); for any other count
+    :func:`label_frequency_weights`, (B,C), the rule behind that table (weights proportional to
+    1 / the class's pixel share, summing to 1), taken on each image's own labels, so an image's
+    loss never depends on the rest of its batch. None: use the VOC table."""
+    return None if classes == len(VOC_CLASS_WEIGHTS) else label_frequency_weights(labels, classes)
+
+
 def balanced_masked_ce_loss(
     logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False, pred: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(B,) :func:`masked_ce_loss` weighted by the SEA authors' Pascal VOC class weights."""
-    if logits.shape[1] != len(VOC_CLASS_WEIGHTS):
-        raise ValueError(
-            f"mask-ce-bal has weights for {len(VOC_CLASS_WEIGHTS)} classes, the logits have {logits.shape[1]}"
-        )
-    weights = torch.tensor(VOC_CLASS_WEIGHTS, dtype=logits.dtype, device=logits.device)
-    return masked_ce_loss(logits, labels, targeted, pred, weights)
+    """(B,) :func:`masked_ce_loss` weighted by :func:`class_weights`."""
+    per_image = class_weights(labels, logits.shape[1])
+    if per_image is None:
+        weights = torch.tensor(VOC_CLASS_WEIGHTS, dtype=logits.dtype, device=logits.device)
+        return masked_ce_loss(logits, labels, targeted, pred, weights)
+    pixel_weights = per_image.to(logits.dtype).gather(1, torch.where(labels != IGNORE_INDEX, labels, 0).flatten(1))
+    ce = pixel_cross_entropy(logits, labels) * pixel_weights.view_as(labels)
+    return per_image_mean(ce * unsettled(logits, labels, targeted, pred), labels)
 
 
 def js_loss(

@@ -8,8 +8,11 @@ keeps per image the run that did best. Each run is the authors' ``apgd_largereps
 the first stage starts from a uniform random point of its (2 eps) ball, each later one from the
 previous stage's returned images projected onto its own ball, and each stage restarts APGD's step
 size (2 x its radius) and checkpoints. A stage of 0 iterations (N < 4) only projects.
-The authors' defaults: N = 300, eps = 8/255 (L-inf), stop an image once it is fully won
-(their ``early_stop``; here per image, ``adv_threshold=1.0``).
+The authors' defaults: N = 300, eps = 8/255 (L-inf), stop once fully won (``adv_threshold=1.0``).
+Their ``early_stop`` stops a stage's whole batch once every image is fully won; here each image
+stops on its own (``early_stop="image"``), so an image's result never depends on its batch
+(``early_stop="batch"`` is theirs). APGD's first checkpoint follows the paper
+(``checkpoint_rule="paper"``; ``"authors"`` is their code's): see :mod:`segattack.attacks.apgd`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 from ._common import AttackResult, check_inputs, check_positive, guarded
 from ._projected import project
 from ._projected import random_start as random_point
-from .apgd import run_apgd
+from .apgd import CheckpointRule, EarlyStop, check_readings, run_apgd
 from .losses import LossName, get_loss
 from .registry import AttackSpec, register
 
@@ -101,6 +104,8 @@ def staged_apgd(
     track_loss: str,
     adv_threshold: float | None,
     progress: bool,
+    checkpoint_rule: CheckpointRule = "paper",
+    early_stop: EarlyStop = "image",
 ) -> AttackResult:
     """One SEA member: APGD with ``loss`` over the three stages' radii, from ``start`` (in the 2 eps ball).
 
@@ -136,6 +141,8 @@ def staged_apgd(
             adv_threshold=adv_threshold,
             progress=progress,
             params=params,
+            checkpoint_rule=checkpoint_rule,
+            early_stop=early_stop,
         )
         results.append(result)
         point = result.adv
@@ -151,6 +158,8 @@ def staged_apgd(
         "loss": loss,
         "track_loss": track_loss,
         "adv_threshold": adv_threshold,
+        "checkpoint_rule": checkpoint_rule,
+        "early_stop": early_stop,
         "stages": stages,
         "iterations": iterations,
     }
@@ -170,6 +179,8 @@ def sea(
     losses: list[LossName] | None = None,
     track_loss: LossName = "ce",
     adv_threshold: float | None = 1.0,
+    checkpoint_rule: CheckpointRule = "paper",
+    early_stop: EarlyStop = "image",
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> AttackResult:
@@ -192,6 +203,7 @@ def sea(
         raise ValueError("losses must name at least one loss")
     for name in [*losses, track_loss]:
         get_loss(name)
+    check_readings(checkpoint_rule, early_stop)
     images = images.detach()
     members = []
     for loss in losses:
@@ -210,6 +222,8 @@ def sea(
                 track_loss=track_loss,
                 adv_threshold=adv_threshold,
                 progress=progress,
+                checkpoint_rule=checkpoint_rule,
+                early_stop=early_stop,
             )
         )
     params = {
@@ -220,6 +234,8 @@ def sea(
         "losses": losses,
         "track_loss": track_loss,
         "adv_threshold": adv_threshold,
+        "checkpoint_rule": checkpoint_rule,
+        "early_stop": early_stop,
         "stage_steps": stage_steps(steps),
         "stage_eps": [r * eps for r in STAGE_RADII],
         "random_start": True,
