@@ -1,6 +1,18 @@
-"""Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes."""
+"""Shared fixtures: a tiny segmentation net trained in a second on 32 px scenes, and what the slow
+end-to-end tests share: the tiny report and a local-cluster report, each built once per test run."""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +25,8 @@ from segattack.engine.store import atomic_save
 from segattack.models import checkpoints
 from segattack.models.backbones import build_network
 from segattack.models.wrapper import wrap_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class TinySegNet(nn.Module):
@@ -105,3 +119,99 @@ def write_voc(root, count: int = 5, size: int = 48):
 @pytest.fixture(scope="session")
 def voc_folder(tmp_path_factory):
     return write_voc(tmp_path_factory.mktemp("voc"))
+
+
+def chromium_path() -> str | None:
+    """Headless Chromium for tests/test_browser.py: ``$SEGATTACK_CHROMIUM`` or Debian's ``chromium``."""
+    return os.environ.get("SEGATTACK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+CHROMIUM_MISSING = (
+    "headless Chromium is needed by tests/test_browser.py and is missing: `make test` installs it "
+    "(apt-get install chromium, as root or through sudo), or set SEGATTACK_CHROMIUM to a Chromium executable"
+)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop before any test runs when a selected test needs a program that is missing (a skipped
+    browser check would pass without looking; a failure after 20 minutes of tests wastes them)."""
+    if not chromium_path() and any(item.path.name == "test_browser.py" for item in session.items):
+        pytest.exit(CHROMIUM_MISSING, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = chromium_path()
+    if not path:
+        pytest.fail(CHROMIUM_MISSING)
+    return path
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """Each file under ``folder`` (relative path) and the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, name: str) -> Iterator[None]:
+    """Fail when a file under ``folder`` changed by the end of the block (the test run)."""
+    before = fingerprint(folder)
+    yield
+    changed = sorted(set(before.items()) ^ set(fingerprint(folder).items()))
+    assert not changed, f"a test changed the shared {name} (copy it before writing): {changed[:5]}"
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    """A report folder built once per test run, and the state of each task its command printed."""
+
+    out: Path
+    states: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltReport]:
+    """The tiny profile's whole report (4 runs, the studies, index.html), built once per test run by
+    the report command as a user runs it (on the in-process cluster), and read by every test that
+    reads a report. Read-only: a test that changes a file under it fails at the end of the run; a
+    test that writes works on a copy (``shutil.copytree``), never on a rebuild."""
+    from segattack.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-report")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["report", "--profile", "tiny", "--out", str(out), "--cluster", "inprocess"])
+    assert code == 0, printed.getvalue()
+    (line,) = [text for text in printed.getvalue().splitlines() if text.startswith("runs: ")]
+    states = dict(item.rsplit(" ", 1) for item in line.removeprefix("runs: ").split(", "))
+    with read_only(out, "tiny report"):
+        yield BuiltReport(out, states)
+
+
+@dataclass(frozen=True)
+class ReportCommand:
+    """What one ``segattack report`` command, run in a process of its own, left: its folder, exit
+    status and standard error."""
+
+    out: Path
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def local_cluster_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReportCommand]:
+    """One report command on the default (local) Dask cluster, as a user types it: MobileNetV3, the
+    worst case of PGD and SegPGD (``ensemble:pgd,segpgd``), no studies. Read by the ensemble test and
+    by the test of what the command prints; read-only like ``tiny_report``."""
+    out = tmp_path_factory.mktemp("local-report")
+    command = ["report", "--profile", "tiny", "--out", str(out), "--backbones", "mobilenet_v3_large"]
+    command += ["--attacks", "ensemble:pgd,segpgd", "--studies", "none"]  # --cluster local: the default
+    run = subprocess.run(
+        [sys.executable, "-m", "segattack", *command], cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
+    with read_only(out, "local-cluster report"):
+        yield ReportCommand(out, run.returncode, run.stderr)

@@ -3,6 +3,7 @@ cluster ends in one message naming it, within a bounded wait, finished work kept
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from segattack.cli import main
@@ -116,6 +118,89 @@ def test_resize_shorter_caps_the_longer_side(small_checkpoint, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--steps", "1000000000"],
+            "steps must be <= 10,000 (the largest paper value is 1,000), got 1,000,000,000; pass --force "
+            "(-p force=true, force=True) if you mean it",
+        ),
+        (
+            ["--size", "1024", "--window", "16"],
+            "window 16 gives 10,404 windows per pass over a 1024x1024 px image, over 64; use a larger window or a "
+            "smaller size, or pass --force (-p force=true) if you mean it",
+        ),
+    ],
+    ids=["steps", "windows"],
+)
+def test_unbounded_work_is_refused_before_any_work_unless_forced(small_checkpoint, tmp_path, capsys, extra, message):
+    """--size 1024 --window 16 (10,404 windows a pass) and --steps 1000000000 ran until killed, without progress."""
+    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", "pgd", "--weights", str(small_checkpoint)]
+    assert main([*args, "--out", str(tmp_path / "o"), *extra]) == 2
+    assert last_line(capsys) == f"segattack attack: error: {message}"
+    assert not (tmp_path / "o").exists()
+    settings = {k.lstrip("-"): v for k, v in zip(extra[::2], extra[1::2], strict=True)}
+    overrides = [part for k, v in settings.items() for part in ("-p", f"{k}={v}")]
+    assert main(report(tmp_path / "R", small_checkpoint, "--cluster", "inprocess", *overrides)) == 2
+    assert last_line(capsys) == f"segattack report: error: {message}"
+    assert not (tmp_path / "R").exists()
+    assert RunConfig(weights=str(small_checkpoint), force=True, **settings).force  # a user who means it
+
+
+def test_force_is_not_hashed_and_a_shorter_sides_windows_are_bounded(small_checkpoint, tmp_path):
+    ok = RunConfig(weights=str(small_checkpoint), size=48, window="24")
+    assert ok.digest() == RunConfig(weights=str(small_checkpoint), size=48, window="24", force=True).digest()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "square.png")
+    Image.fromarray(np.zeros((16, 160, 3), np.uint8)).save(folder / "wide.png")  # 10:1, 48 px -> 48x480
+    cfg = RunConfig(
+        weights=str(small_checkpoint), images=str(folder), num_images=0, resize="shorter", size=48, window="16"
+    )
+    with pytest.raises(ParameterError, match="window 16 gives 240 windows per pass over a 48x480 px image, over 64"):
+        RunJob(cfg, tmp_path / "bad").units()
+    forced = dataclasses.replace(cfg, force=True)
+    assert RunJob(forced, tmp_path / "forced").units() == ["00000"]
+
+
+def test_a_window_is_padded_only_to_its_own_size():
+    """Each window's logits were padded to the whole image: 10,404 full-size tensors a pass."""
+    from torch import nn
+
+    from segattack.models.wrapper import _Tiled, window_boxes, wrap_model
+
+    torch.manual_seed(0)
+    model = wrap_model(nn.Conv2d(3, 5, 3, padding=1), normalize=False)
+    x = torch.rand(2, 3, 40, 52, requires_grad=True)
+    model.window = (16, 24)
+    calls = []
+    real = _Tiled.forward
+
+    def spy(ctx, boxes, shape, *windows):
+        calls.append([tuple(w.shape) for w in windows])
+        return real(ctx, boxes, shape, *windows)
+
+    _Tiled.forward = staticmethod(spy)
+    try:
+        out = model(x)
+    finally:
+        _Tiled.forward = staticmethod(real)
+    assert all(shape[-2:] in ((16, 24),) for shape in calls[0])  # each window at its own size
+    # the same numbers and gradient as padding every window to the image (the reference below)
+    reference = torch.zeros(2, 5, 40, 52)
+    count = torch.zeros(1, 1, 40, 52)
+    for top, left, bottom, right in window_boxes(40, 52, (16, 24)):
+        logits = model.net(x[..., top:bottom, left:right])
+        reference = reference + nn.functional.pad(logits, (left, 52 - right, top, 40 - bottom))
+        count[..., top:bottom, left:right] += 1
+    reference = reference / count
+    assert torch.allclose(out, reference, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    (expected,) = torch.autograd.grad(reference.square().sum(), x)
+    assert torch.allclose(grad, expected, atol=1e-5)
+
+
 # --- Cluster addresses -----------------------------------------------------------------------------
 
 
@@ -214,7 +299,7 @@ def test_a_service_that_is_not_a_scheduler_is_one_line(small_checkpoint, tmp_pat
         ("pgd",),
         "none",
     )  # the report's own run
-    store.claim(out)
+    store.claim(out, "report")
     job.write("00000", job.compute("00000"))  # finished before: kept
     try:
         assert bounded(main, report(out, small_checkpoint, "-p", "batch=1", "--cluster", address)) == 2

@@ -1,6 +1,7 @@
 """The report opened in a real browser: headless Chromium (Debian's ``chromium`` package, which
-``.ci/run`` installs where it is missing) driven over the DevTools protocol with websocket-client,
-so no browser download and no driver whose version must match the browser's.
+``make test`` installs where it is missing) driven over the DevTools protocol with websocket-client,
+so no browser download and no driver whose version must match the browser's. The report is
+conftest's ``tiny_report``, built once per test run.
 
 Screenshots and what the browser saw go to ``$SEGATTACK_TEST_ARTIFACTS`` (default
 ``test-artifacts/``, git-ignored): ``report-top.png``, ``report-table1.png`` and ``browser-log.json``.
@@ -16,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -71,18 +71,6 @@ TABLE1_JS = """(() => {
 })()"""
 
 
-def chromium() -> str:
-    """The browser's executable: ``$SEGATTACK_CHROMIUM`` or Debian's ``chromium`` on the path. Its
-    absence fails the test (a skipped browser check would pass CI without looking)."""
-    path = os.environ.get("SEGATTACK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail(
-            "headless Chromium is needed to open the report: apt-get install chromium (.ci/run does), "
-            "or set SEGATTACK_CHROMIUM to a Chromium executable"
-        )
-    return path
-
-
 class DevTools:
     """A DevTools-protocol session on one page: a command waits for its reply, and the events that
     arrive meanwhile are kept, in order, in ``events``."""
@@ -132,11 +120,11 @@ class DevTools:
 
 
 @contextmanager
-def browser(profile: Path) -> Iterator[DevTools]:
+def browser(executable: str, profile: Path) -> Iterator[DevTools]:
     """Headless Chromium with a fresh profile, and a DevTools session on its blank page."""
     log = (profile.parent / "chromium-stderr.txt").open("w")
     proc = subprocess.Popen(
-        [chromium(), *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        [executable, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -170,22 +158,6 @@ def browser(profile: Path) -> Iterator[DevTools]:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def report_html(tmp_path_factory) -> Path:
-    """A tiny report built as a user builds one (after checking there is a browser to open it)."""
-    chromium()
-    out = tmp_path_factory.mktemp("browser-report")
-    run = subprocess.run(
-        [sys.executable, "-m", "segattack", "report", "--profile", "tiny", "--out", str(out), "--cluster", "inprocess"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out / "index.html"
-
-
 def problems(events: list[dict[str, Any]], page: str) -> tuple[list[str], list[str]]:
     """(console errors and uncaught exceptions, requests for anything but the page or inline data)."""
     errors, requests = [], []
@@ -204,9 +176,9 @@ def problems(events: list[dict[str, Any]], page: str) -> tuple[list[str], list[s
     return errors, requests
 
 
-def test_report_opens_in_chromium_with_its_figures_and_table_1(report_html, tmp_path):
-    page = report_html.as_uri()
-    with browser(tmp_path / "profile") as tab:
+def test_report_opens_in_chromium_with_its_figures_and_table_1(chromium, tiny_report, tmp_path):
+    page = (tiny_report.out / "index.html").as_uri()  # the tiny report, built once per test run
+    with browser(chromium, tmp_path / "profile") as tab:
         for domain in ("Runtime", "Log", "Network", "Page"):
             tab.send(f"{domain}.enable")
         tab.send(

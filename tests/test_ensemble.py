@@ -39,6 +39,8 @@ def test_the_registry_resolves_ensemble_names_and_refuses_bad_ones():
         ("ensemble:", "names its members"),
         ("ensemble:pgd,,segpgd", "names its members"),
         ("ensemble:pgd,pgd", "twice"),
+        ("ensemble:pgd,ensemble:pgd", "'ensemble:pgd' is not a registered attack; members are single attacks"),
+        ("ensemble:ensemble:pgd,segpgd", "no ensemble inside an ensemble"),
         ("ensemble:pgd,fmn", "minimal-norm"),
         ("ensemble:pgd,nope", "unknown attack 'nope'"),
         ("nope:pgd", "unknown attack 'nope:pgd'"),
@@ -136,14 +138,11 @@ def test_the_cli_runs_an_ensemble_and_refuses_a_bad_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_report_grid_runs_an_ensemble_with_its_notebook(tmp_path):
-    command = ["report", "--profile", "tiny", "--out", str(tmp_path), "--backbones", "mobilenet_v3_large"]
-    command += ["--attacks", "ensemble:pgd,segpgd", "--studies", "none", "--cluster", "local"]
-    run = subprocess.run(
-        [sys.executable, "-m", "segattack", *command], cwd=ROOT, capture_output=True, text=True, timeout=1200
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    run_dir = tmp_path / "runs" / "mobilenet_v3_large-ensemble-pgd-segpgd"
+def test_the_report_grid_runs_an_ensemble_with_its_notebook(local_cluster_report):
+    """conftest's ``local_cluster_report``: segattack report --attacks ensemble:pgd,segpgd --cluster local."""
+    out = local_cluster_report.out
+    assert local_cluster_report.returncode == 0, local_cluster_report.stderr[-3000:]
+    run_dir = out / "runs" / "mobilenet_v3_large-ensemble-pgd-segpgd"
     assert (run_dir / "attack.ipynb").is_file() and not (run_dir / "failed.json").exists()
     assert json.loads((run_dir / "results.json").read_text())["attack_params"]["chosen"]
-    assert "worst of PGD Attack, SegPGD" in (tmp_path / "index.html").read_text()
+    assert "worst of PGD Attack, SegPGD" in (out / "index.html").read_text()

@@ -53,7 +53,7 @@ def report_args(out: Path, ckpt: Path) -> list[str]:
 def test_a_users_own_folder_in_runs_is_refused_whole(small_checkpoint, tmp_path, capsys):
     run = tmp_path / "R" / "runs" / "mobilenet_v3_large-pgd"
     run.mkdir(parents=True)
-    store.claim(tmp_path / "R")  # an earlier report's folder
+    store.claim(tmp_path / "R", "report")  # an earlier report's folder
     (run / "notes.txt").write_text("my own notes")
     before = digest(run)
     assert main(report_args(tmp_path / "R", small_checkpoint)) == 2
@@ -67,13 +67,13 @@ def test_a_symlinked_job_folder_is_refused_before_any_work(small_checkpoint, tmp
     """A link at R/runs/<run> (or R/runs) would have the grid replace the folder it points to, outside R."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    store.claim(elsewhere)  # even one segattack wrote: a link out of the report is never followed
+    store.claim(elsewhere, "run")  # even one segattack wrote: a link out of the report is never followed
     (elsewhere / "keep.txt").write_text("precious")
     before = digest(elsewhere)
     out = tmp_path / "R"
     link = out / "runs" / "mobilenet_v3_large-pgd" if linked == "run" else out / "runs"
     link.parent.mkdir(parents=True)
-    store.claim(out)
+    store.claim(out, "report")
     link.symlink_to(elsewhere, target_is_directory=True)
     assert main(report_args(out, small_checkpoint)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -212,7 +212,7 @@ def test_a_folder_with_a_read_only_parent_is_locked_and_replaced_in_place(read_o
         with pytest.raises(store.FolderError, match=f"another segattack process is writing {scratch}"):
             with store.locked(scratch):
                 pass
-        store.claim(scratch)
+        store.claim(scratch, "run")
         (scratch / "stale.png").write_bytes(b"old")
         store.replace_folder(scratch, lambda staging: (staging / "results.json").write_text("{}"))
         assert sorted(p.name for p in scratch.iterdir()) == [".segattack", store.INNER_LOCK, "results.json"]
@@ -241,3 +241,158 @@ def test_an_attack_into_a_folder_with_a_read_only_parent(read_only_parent, small
     assert len(json.loads((scratch / "results.json").read_text())["names"]) == 3
     assert len(list(scratch.glob("shards/*"))) == 1 and not list(scratch.glob(".*staging*"))
     assert [p.name for p in scratch.parent.iterdir()] == ["scratch"]
+
+
+def attack_args(out: Path, ckpt: Path) -> list[str]:
+    return [
+        "attack",
+        "--backbone",
+        "mobilenet_v3_large",
+        "--attack",
+        "pgd",
+        "--weights",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--num-images",
+        "2",
+        "--size",
+        "48",
+    ]
+
+
+@pytest.mark.parametrize("marker", ["report", ""], ids=["marked", "marked-before-kinds"])
+def test_an_attack_never_replaces_a_report_folder(small_checkpoint, tmp_path, capsys, marker):
+    """`attack --out REPORT` once swapped the report (index.html, report.ipynb, runs/) for one run's files."""
+    report = tmp_path / "R"
+    (report / "runs" / "mobilenet_v3_large-pgd").mkdir(parents=True)
+    (report / store.MARKER).write_text(marker)
+    (report / "index.html").write_text("<html>the report</html>")
+    (report / "report.ipynb").write_text("{}")
+    (report / "runs" / "mobilenet_v3_large-pgd" / "results.json").write_text("{}")
+    before = digest(report)
+    assert main(attack_args(report, small_checkpoint)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"segattack attack: error: output folder {report} is a report folder (segattack report wrote it), not a run "
+        f"folder; nothing was changed: choose a new or empty folder"
+    ]
+    assert digest(report) == before and sorted(p.name for p in tmp_path.iterdir()) == ["R"]
+
+
+def test_a_report_never_writes_into_a_run_folder(small_checkpoint, tmp_path, capsys):
+    """`report --out RUN` once wrote a report (runs/, index.html) beside the run's results.json."""
+    run = tmp_path / "run"
+    assert main(attack_args(run, small_checkpoint)) == 0
+    assert (run / store.MARKER).read_text().strip() == "run"
+    capsys.readouterr()
+    before = digest(run)
+    assert main(report_args(run, small_checkpoint)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"segattack report: error: report folder {run} is a run folder (segattack attack wrote it), not a report "
+        f"folder; nothing was changed: choose a new or empty folder"
+    ]
+    assert digest(run) == before and not (run / "runs").exists()
+
+
+def test_markers_name_their_owner_and_a_re_run_keeps_the_kind(small_checkpoint, tmp_path):
+    out = tmp_path / "R"
+    jobs = plan(
+        "tiny",
+        out,
+        {"weights": str(small_checkpoint), "size": 48, "num_images": 2},
+        ("mobilenet_v3_large",),
+        ("pgd",),
+        "none",
+    )
+    grid.run_grid(jobs, out, "inprocess", progress=False)
+    assert (out / store.MARKER).read_text().strip() == "report"
+    assert (jobs[0].path / store.MARKER).read_text().strip() == "run"
+    assert store.folder_kind(out) == "report" and store.folder_kind(jobs[0].path) == "run"
+    with pytest.raises(store.FolderError, match="is a run folder"):
+        store.output_folder(jobs[0].path, "report folder", "report")
+
+
+def _other_checkpoint(path: Path, seed: int) -> None:
+    """An untrained MobileNetV3 checkpoint at ``path`` with its own random weights (``seed``)."""
+    import torch
+
+    from segattack.models import checkpoints
+    from segattack.models.backbones import build_network
+
+    torch.manual_seed(seed)
+    state = build_network("mobilenet_v3_large").state_dict()
+    meta = {"image_size": 48, "description": f"seed {seed}"}
+    store.atomic_save(checkpoints.pack(state, "mobilenet_v3_large", meta, int8=True), path)
+
+
+def test_a_replaced_checkpoint_is_another_run(tmp_path):
+    """A replaced --weights file was matched by its path: the re-run exited 0 with the old numbers."""
+    ckpt = tmp_path / "w.pt"
+    _other_checkpoint(ckpt, 1)
+    out = tmp_path / "run"
+    args = attack_args(out, ckpt)
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+    _other_checkpoint(ckpt, 2)
+    assert main(args) == 0
+    second = json.loads((out / "results.json").read_text())
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert first["config"] == second["config"] and first["config_hash"] != second["config_hash"]
+    assert second["input_files"] == [{"role": "weights", "path": ".../w.pt", "sha256": sha}]
+    assert (first["weights"]["description"], second["weights"]["description"]) == ("seed 1", "seed 2")
+    assert second["weights"]["extra"]["sha256"] == sha
+
+
+def test_a_resume_after_a_replaced_checkpoint_never_mixes_shards(tmp_path):
+    """Ctrl-C, replace the checkpoint, resume: one run was assembled from shards of two models."""
+    ckpt = tmp_path / "w.pt"
+    _other_checkpoint(ckpt, 1)
+    settings = {"weights": str(ckpt), "size": 48, "num_images": 2, "batch": 1, "steps": 1}
+    job = RunJob(RunConfig(**settings), tmp_path / "run")
+    job.write("00000", job.compute("00000"))  # one shard finished, then stopped
+    _other_checkpoint(ckpt, 2)
+    resumed = RunJob(RunConfig(**settings), tmp_path / "run")
+    assert resumed.digest != job.digest and resumed.pending() == ["00000", "00001"]
+    resumed.run_here(progress=False)
+    fresh = RunJob(RunConfig(**settings), tmp_path / "fresh")
+    fresh.run_here(progress=False)
+    ours, theirs = (json.loads((j.path / "results.json").read_text()) for j in (resumed, fresh))
+    assert ours["per_image"] == theirs["per_image"] and ours["config_hash"] == theirs["config_hash"]
+    assert [p.name for p in (resumed.path / "shards").iterdir()] == [resumed.digest]  # the old shard is gone
+
+
+def test_label_files_enter_the_config_hash_and_provenance_holds_no_absolute_path(tmp_path):
+    """A replaced --label-map or classes.txt reused the old results; provenance named the machine's paths."""
+    from PIL import Image
+
+    root = tmp_path / "pairs"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (48, 48), (40 * i, 90, 10)).save(root / "images" / f"{i}.png")
+        Image.new("L", (48, 48), i).save(root / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("sky\nsea\n")
+    (tmp_path / "map.txt").write_text("sky -> background\nsea -> boat\n")
+    cfg = dict(images=f"pairs:{root}", label_map=str(tmp_path / "map.txt"), weights="embedded", size=48)
+    before = RunConfig(**cfg)
+    assert [(f.role, f.path) for f in before.input_files()] == [
+        ("embedded weights", "data/weights/mobilenet_v3_large.pt"),
+        ("classes.txt", "<images>/classes.txt"),
+        ("label map", ".../map.txt"),
+    ]
+    (tmp_path / "map.txt").write_text("sky -> background\nsea -> bird\n")
+    mapped = RunConfig(**cfg)
+    assert mapped.digest() != before.digest()
+    (root / "classes.txt").write_text("SKY\nsea\n")
+    assert RunConfig(**cfg).digest() != mapped.digest()
+    results, _ = __import__("segattack.study.runner", fromlist=["run"]).run(
+        RunConfig(**cfg, num_images=2, steps=1), tmp_path / "run", progress=False
+    )
+    doc = json.loads(results.to_json())
+    for section in ("weights", "input_files"):
+        assert str(tmp_path) not in json.dumps(doc[section]) and "/root" not in json.dumps(doc[section])
+    assert doc["weights"]["extra"]["file"] == "data/weights/mobilenet_v3_large.pt"

@@ -70,6 +70,25 @@ def test_a_configs_id2label_and_a_classes_file(tmp_path):
         from_classes_file(tmp_path / "classes.txt")
 
 
+def test_class_names_follow_one_rule_case_insensitive(tmp_path):
+    """classes.txt with road and Road was accepted, and fixed:Road resolved to class 0."""
+    (tmp_path / "classes.txt").write_text("road\nsky\nRoad\n")
+    with pytest.raises(ValueError) as info:
+        from_classes_file(tmp_path / "classes.txt")
+    assert str(info.value) == (
+        f"{tmp_path / 'classes.txt'}: label space 'classes.txt' names one class twice: 'road' (class 0) and "
+        f"'Road' (class 2); names are case-insensitive, give each class its own"
+    ).replace("'classes.txt'", f"'{tmp_path.name}/classes.txt'")
+    with pytest.raises(ValueError, match="names one class twice: 'Wall' \\(class 0\\) and 'wall' \\(class 1\\)"):
+        from_id2label({0: "Wall", 1: "wall"})
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks" / "a.png")
+    with pytest.raises(ParameterError, match="names one class twice"):  # before any work
+        RunConfig(backbone="module:torch.nn:Identity", images=f"pairs:{tmp_path}", target_scheme="fixed:Road")
+
+
 def test_fixed_and_remove_targets_by_hand():
     mask = torch.tensor([[0, 15, 15, 3], [0, 15, 15, 3], [255, 15, 3, 3]])
     removed = torch.tensor([[0, 0, 3, 3], [0, 0, 3, 3], [255, 3, 3, 3]])  # each person pixel takes its nearest
@@ -107,19 +126,91 @@ def test_a_run_with_a_fixed_class_target(tmp_path):
     assert 0 < doc["summary"]["changed_share"]["mean"] <= 1  # the clean prediction is not all cat
 
 
-def write_cityscapes(root, count: int = 2, size: int = 48):
+def write_cityscapes(root, count: int = 2, size: int = 48, cities: tuple[str, ...] = ("aachen",)):
     """leftImg8bit/val/<city>/*_leftImg8bit.png and gtFine/val/<city>/*_gtFine_labelIds.png with
     official label ids: 7 road (top rows), 24 person (a block), 1 ego vehicle (bottom rows, ignored)."""
-    for i in range(count):
-        for sub in ("leftImg8bit", "gtFine"):
-            (root / sub / "val" / "aachen").mkdir(parents=True, exist_ok=True)
-        ids = np.full((size, size), 7, np.uint8)
-        ids[size // 3 : 2 * size // 3, 8:24] = 24
-        ids[-6:] = 1
-        rgb = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
-        Image.fromarray(rgb).save(root / "leftImg8bit" / "val" / "aachen" / f"aachen_{i:06d}_000019_leftImg8bit.png")
-        Image.fromarray(ids).save(root / "gtFine" / "val" / "aachen" / f"aachen_{i:06d}_000019_gtFine_labelIds.png")
+    for city in cities:
+        for i in range(count):
+            for sub in ("leftImg8bit", "gtFine"):
+                (root / sub / "val" / city).mkdir(parents=True, exist_ok=True)
+            ids = np.full((size, size), 7, np.uint8)
+            ids[size // 3 : 2 * size // 3, 8:24] = 24
+            ids[-6:] = 1
+            rgb = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+            name = f"{city}_{i:06d}_000019"
+            Image.fromarray(rgb).save(root / "leftImg8bit" / "val" / city / f"{name}_leftImg8bit.png")
+            Image.fromarray(ids).save(root / "gtFine" / "val" / city / f"{name}_gtFine_labelIds.png")
     return root
+
+
+def tree(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_cityscapes_folder_of_archives_is_never_written_to(tmp_path):
+    """torchvision's Cityscapes extracted the official zips into the user's folder (an unrelated extra
+    entry included) and the run went on."""
+    import shutil
+    import zipfile
+
+    source = write_cityscapes(tmp_path / "unpacked")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, sub in (("leftImg8bit_trainvaltest.zip", "leftImg8bit"), ("gtFine_trainvaltest.zip", "gtFine")):
+        with zipfile.ZipFile(data / name, "w") as archive:
+            for file in (source / sub).rglob("*.png"):
+                archive.write(file, str(file.relative_to(source)))
+            archive.writestr("README_extra.txt", "an unrelated entry")
+    shutil.rmtree(source)
+    before = tree(data)
+    with pytest.raises(ImageError) as info:
+        image_set(f"cityscapes:{data}", 48)
+    assert str(info.value) == (
+        f"{data} holds the Cityscapes archives (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip), not their "
+        f"folders; segattack never writes into a dataset folder: extract them first (unzip -q "
+        f"{data / 'leftImg8bit_trainvaltest.zip'} -d {data} && unzip -q {data / 'gtFine_trainvaltest.zip'} -d {data})"
+    )
+    assert tree(data) == before
+    from segattack.study.runner import count_images
+
+    with pytest.raises(ImageError, match="never writes into a dataset folder"):  # a run's listing, before any work
+        count_images(RunConfig(backbone="module:torch.nn:Identity", images=f"cityscapes:{data}"))
+    assert tree(data) == before
+
+
+def test_cityscapes_images_come_in_name_order_whatever_the_file_system_says(tmp_path, monkeypatch):
+    """Directory order (munich, zurich, aachen) decided num_images and the target image."""
+    import os
+    from pathlib import Path
+
+    root = write_cityscapes(tmp_path / "city", count=2, cities=("munich", "zurich", "aachen"))
+    real_listdir, real_iterdir = os.listdir, Path.iterdir
+    monkeypatch.setattr(os, "listdir", lambda path=".": sorted(real_listdir(path), reverse=True))
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(real_iterdir(self), reverse=True)))
+    city = image_set(f"cityscapes:{root}", 48)
+    names = [p.name.split("_leftImg8bit")[0] for p in city.files]
+    assert names == [f"{c}_{i:06d}_000019" for c in ("aachen", "munich", "zurich") for i in range(2)]
+    assert [m.name.replace("_gtFine_labelIds", "_leftImg8bit") for m in city.masks] == [p.name for p in city.files]
+
+
+def test_cityscapes_and_ade20k_masks_outside_their_ids_are_refused(tmp_path):
+    """An ADE20K folder of 200/201 masks (or Cityscapes ids above 33) read as ignore: 0 pixels scored."""
+    root = write_cityscapes(tmp_path / "city", count=1)
+    mask = root / "gtFine" / "val" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    ids = np.asarray(Image.open(mask)).copy()
+    ids[:2] = 34
+    Image.fromarray(ids).save(mask)
+    with pytest.raises(ImageError, match=r"holds values \[34\] \(96 pixels\); Cityscapes label ids are 0..33"):
+        image_set(f"cityscapes:{root}", 48).load([0])
+    ade = tmp_path / "ade"
+    for sub in ("images/validation", "annotations/validation"):
+        (ade / sub).mkdir(parents=True)
+    values = np.full((40, 40), 200, np.uint8)
+    values[20:] = 201
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(ade / "images/validation/ADE_val_00000001.jpg")
+    Image.fromarray(values).save(ade / "annotations/validation/ADE_val_00000001.png")
+    with pytest.raises(ImageError, match=r"values \[200, 201\] \(1600 pixels\); ADE20K annotation values are 0..150"):
+        image_set(f"ade20k:{ade}", 40).load([0])
 
 
 def test_cityscapes_and_ade20k_folders_load_in_their_label_spaces(tmp_path):

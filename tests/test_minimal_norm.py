@@ -192,3 +192,21 @@ def test_fmn_radius_rule_on_its_first_steps(linear_model):
     remaining = (0.5 - 0.225) + (0.3 - 0.225)
     assert res.loss[1].item() == pytest.approx(remaining, rel=1e-4)
     assert res.history["epsilon"][1].item() == pytest.approx(0.9 / 8 + remaining / 4, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pdpgd", "alma_prox"])
+def test_attacks_that_need_two_steps_run_from_the_cli(tmp_path, capsys, name):
+    """The parameter check ran every attack with steps=1, which pdpgd and alma_prox refuse: neither could run
+    from the CLI, the report or the notebooks."""
+    import json
+
+    from segattack.cli import main
+
+    args = ["attack", "--backbone", "mobilenet_v3_large", "--attack", name, "--weights", "embedded", "--size", "48"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--steps", "2", "--num-images", "2"]) == 0
+    doc = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert doc["config"]["attack"] == name and doc["iterations"] == [2, 2]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "one"), "--steps", "1", "--num-images", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["segattack attack: error: steps must be >= 2, got 1"]
+    assert not (tmp_path / "one").exists()

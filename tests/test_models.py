@@ -47,7 +47,8 @@ def test_a_torchvision_file_whose_hash_does_not_match_its_name_is_loaded_as_unve
         model = load_model("mobilenet_v3_large", "torchvision")
     info = model.info
     assert info.source == UNVERIFIED_SOURCE and info.clean_miou is None  # never the published 0.603
-    assert info.description.startswith("UNVERIFIED weights: ") and str(path) in info.description
+    assert info.description.startswith(f"UNVERIFIED weights: $TORCH_HOME/hub/checkpoints/{path.name} has ")
+    assert info.extra["file"] == f"$TORCH_HOME/hub/checkpoints/{path.name}"  # no absolute path of this machine
     assert info.extra["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info.extra["expected_sha256_prefix"] == "fc3c493d"
     assert info.label() == "mobilenet_v3_large / torchvision (unverified) weights"
@@ -73,7 +74,9 @@ def test_a_torchvision_file_whose_hash_matches_its_name_is_the_published_weights
     monkeypatch.setattr("segattack.models.backbones.torchvision_weights_path", lambda backbone: named)
     model = load_model("mobilenet_v3_large", "torchvision")
     assert model.info.source == "torchvision" and model.info.clean_miou == pytest.approx(0.603)
-    assert model.info.extra["sha256"] == digest and model.info.extra["file"] == str(named)
+    assert (
+        model.info.extra["sha256"] == digest and model.info.extra["file"] == f"$TORCH_HOME/hub/checkpoints/{named.name}"
+    )
 
 
 def test_a_file_is_hashed_once_per_version(tmp_path):
@@ -108,9 +111,11 @@ def test_resolve_weights_makes_checkpoint_paths_absolute(tmp_path, monkeypatch, 
     assert resolve_weights("latest.pt") == str(root / "real.pt")  # the file itself, not the link's name
     with pytest.raises(ValueError, match="unknown weights 'coco'"):
         resolve_weights("coco")
-    # a run loaded from a relative path records the absolute file
+    # a run loaded from a relative path records the file relative to the working directory, and its hash
     torch.save(checkpoints.pack(mobilenet_state, "mobilenet_v3_large", {}), tmp_path / "w.pt")
-    assert load_model("mobilenet_v3_large", "w.pt").info.extra["file"] == str(root / "w.pt")
+    info = load_model("mobilenet_v3_large", "w.pt").info
+    assert info.extra["file"] == "./w.pt"
+    assert info.extra["sha256"] == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
 
 
 def test_missing_torchvision_weights_name_file_and_path(torch_home, monkeypatch):

@@ -1,13 +1,20 @@
 """Mutation check: each wrong version of the protocol below, applied to a copy of the package, must
 make the tests named beside it fail. A mutation whose text no longer occurs fails here too, so the
-list follows the code."""
+list follows the code.
+
+Each mutant's tests run in a fresh process forked from a warm one that has imported torch, pytest
+and hypothesis but nothing of segattack or the tests: the mutant's modules are imported anew, and
+the 35 runs do not pay those imports each (most of a one-test pytest process's time)."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -205,22 +212,53 @@ MUTATIONS = [
     (
         "budget bisection keeps the wrong half",
         "segattack/evaluation/budget.py",
-        "            if broken:\n                high, best = mid, result",
-        "            if not broken:\n                high, best = mid, result",
-        ["tests/test_budget.py::test_the_bisection_brackets_the_known_smallest_radius"],
+        "        if probe.broken:\n            best, high = probe.result, radius",
+        "        if not probe.broken:\n            best, high = probe.result, radius",
+        [
+            "tests/test_budget.py::test_the_cold_bisection_brackets_the_known_smallest_radius",
+            "tests/test_budget.py::test_the_warm_search_finds_the_cold_radius_with_fewer_passes",
+        ],
     ),
     (
         "budget norms read from the run at eps_max, not the bracket's end",
         "segattack/evaluation/budget.py",
-        "                high, best = mid, result\n",
-        "                high = mid\n",
-        ["tests/test_budget.py::test_the_bisection_brackets_the_known_smallest_radius"],
+        "            best, high = probe.result, radius\n",
+        "            high = radius\n",
+        ["tests/test_budget.py::test_the_cold_bisection_brackets_the_known_smallest_radius"],
+    ),
+    (
+        "the warm start is not projected onto the new radius",
+        "segattack/evaluation/budget.py",
+        "start = project(best.adv - image, radius, image)",
+        "start = best.adv - image",
+        ["tests/test_budget.py::test_the_warm_search_finds_the_cold_radius_with_fewer_passes"],
+    ),
+    (
+        "the warm search starts every radius cold",
+        "segattack/evaluation/budget.py",
+        "start = project(best.adv - image, radius, image)",
+        "start = None",
+        ["tests/test_budget.py::test_the_warm_search_finds_the_cold_radius_with_fewer_passes"],
+    ),
+    (
+        "a radius runs one round whatever its success does",
+        "segattack/evaluation/budget.py",
+        "for _ in range(rounds if warm else 1):",
+        "for _ in range(1):",
+        ["tests/test_budget.py::test_a_radius_runs_until_success_stops_moving"],
+    ),
+    (
+        "a round restarts from zero instead of its last iterate",
+        "segattack/evaluation/budget.py",
+        "        start = result.adv - image\n",
+        "        start = None\n",
+        ["tests/test_budget.py::test_a_radius_runs_until_success_stops_moving"],
     ),
     (
         "minimal-norm budget counts a failed image as broken",
         "segattack/evaluation/budget.py",
-        "linf, l2 = _norms(result, images, result.success >= adv_threshold)",
-        "linf, l2 = _norms(result, images, result.success >= 0)",
+        "broken = result.success >= adv_threshold",
+        "broken = result.success >= 0",
         ["tests/test_budget.py::test_a_minimal_norm_attack_that_fails_reads_inf"],
     ),
     (
@@ -240,8 +278,8 @@ MUTATIONS = [
     (
         "sliding windows' overlaps summed, not averaged",
         "segattack/models/wrapper.py",
-        "        return total / count\n",
-        "        return total / count.clamp(max=1)\n",
+        "*windows) / count\n",
+        "*windows) / count.clamp(max=1)\n",
         ["tests/test_window.py::test_overlaps_are_averaged_as_by_hand"],
     ),
     (
@@ -449,12 +487,103 @@ MUTATIONS = [
         "25, 26, 27, 28, 30, 32, 33)",
         ["tests/test_labels.py::test_the_whole_cityscapes_label_id_to_train_id_table"],
     ),
+    (
+        "an output folder of the other kind accepted",
+        "segattack/engine/store.py",
+        "if owner is not None and owner != kind:",
+        "if owner is not None and owner == 'none':",
+        ["tests/test_folders.py::test_an_attack_never_replaces_a_report_folder"],
+    ),
+    (
+        "input files left out of the config hash",
+        "segattack/study/config.py",
+        "return digest(self, self.input_files())",
+        "return digest(self)",
+        ["tests/test_folders.py::test_a_resume_after_a_replaced_checkpoint_never_mixes_shards"],
+    ),
+    (
+        "Cityscapes mask values checked after the lookup only",
+        "segattack/data/sets.py",
+        "raw[: ids.count] = 0",
+        "raw[:] = 0",
+        ["tests/test_labels.py::test_cityscapes_and_ade20k_masks_outside_their_ids_are_refused"],
+    ),
+    (
+        "Cityscapes cities in directory order",
+        "segattack/data/sets.py",
+        "for city in sorted(p for p in images.iterdir() if p.is_dir()):",
+        "for city in (p for p in images.iterdir() if p.is_dir()):",
+        ["tests/test_labels.py::test_cityscapes_images_come_in_name_order_whatever_the_file_system_says"],
+    ),
+    (
+        "a window's gradient taken from the wrong box",
+        "segattack/models/wrapper.py",
+        "return (None, None, *(grad[..., top:bottom, left:right] for top, left, bottom, right in ctx.boxes))",
+        "return (None, None, *(grad[..., top:bottom, left:right] for left, top, right, bottom in ctx.boxes))",
+        ["tests/test_bounds.py::test_a_window_is_padded_only_to_its_own_size"],
+    ),
 ]
 
 
+# The warm process: reads one JSON request a line (pytest's arguments, a log file), forks a child that
+# runs them with its output in the log, and answers the child's exit status.
+FORK_SERVER = """
+import json, os, sys
+import filelock, hypothesis, numpy, PIL.Image, pytest, scipy, torch, torchvision, tqdm
+assert not [m for m in sys.modules if m.split(".")[0] in ("segattack", "conftest")]
+for line in sys.stdin:
+    args, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        code = pytest.main(args)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code))
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+TIMEOUT = 600
+
+
+class Sandbox:
+    """A copy of the package and its tests, importable ahead of the installed one, and a warm
+    process that runs pytest on it."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            cwd=root,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def pytest(self, *args: str) -> tuple[int, str]:
+        """pytest's exit status and output for ``args``, run on the copy in a fresh process."""
+        log = self.root / "run.log"
+        assert self.server.stdin and self.server.stdout
+        self.server.stdin.write(json.dumps([list(args), str(log)]) + "\n")
+        self.server.stdin.flush()
+        ready, _, _ = select.select([self.server.stdout], [], [], TIMEOUT)
+        if not ready:
+            self.server.kill()
+            pytest.fail(f"pytest {' '.join(args)} ran over {TIMEOUT} s")
+        answer = self.server.stdout.readline()
+        assert answer, f"the warm process ended (exit {self.server.wait()})"
+        return int(answer), log.read_text()
+
+    def close(self) -> None:
+        assert self.server.stdin
+        self.server.stdin.close()
+        self.server.wait(60)
+
+
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    """A copy of the package and its tests, importable ahead of the installed one."""
+def sandbox(tmp_path_factory) -> Iterator[Sandbox]:
     root = tmp_path_factory.mktemp("mutant")
     for name in ("segattack", "tests"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -469,25 +598,43 @@ def sandbox(tmp_path_factory):
         check=True,
     ).stdout.strip()
     assert Path(found).is_relative_to(root), found  # the copy, not the installed package, is imported
-    return root, env
+    box = Sandbox(root, env)
+    yield box
+    box.close()
+
+
+def write_source(path: Path, text: str) -> None:
+    """Write a module's source and drop its cached bytecode, which a change of the same size within
+    the same second as the last write would not invalidate."""
+    path.write_text(text)
+    for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+        cached.unlink()
+
+
+def test_the_sandbox_runs_the_copy_and_tells_a_pass_from_a_failure(sandbox):
+    """The warm process imports the copy, and its answers are pytest's: 0 on a pass, 1 on a failure."""
+    check = sandbox.root / "tests" / "test_sandbox_check.py"
+    check.write_text(
+        "import segattack, pathlib\n"
+        f"def test_copy():\n    assert pathlib.Path(segattack.__file__).is_relative_to({str(sandbox.root)!r})\n"
+        "def test_fails():\n    assert False\n"
+    )
+    try:
+        passed, out = sandbox.pytest("-q", "-p", "no:cacheprovider", f"{check}::test_copy")
+        failed, _ = sandbox.pytest("-q", "-p", "no:cacheprovider", f"{check}::test_fails")
+    finally:
+        check.unlink()
+    assert (passed, failed) == (0, 1), out
 
 
 @pytest.mark.parametrize("case, path, correct, wrong, tests", MUTATIONS, ids=[m[0] for m in MUTATIONS])
 def test_the_suite_catches_the_mutation(sandbox, case, path, correct, wrong, tests):
-    root, env = sandbox
-    target = root / path
+    target = sandbox.root / path
     original = target.read_text()
     assert original.count(correct) == 1, f"{case}: the text to mutate is not in {path} exactly once"
-    target.write_text(original.replace(correct, wrong))
+    write_source(target, original.replace(correct, wrong))
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        code, out = sandbox.pytest("-q", "-x", "-p", "no:cacheprovider", *tests)
     finally:
-        target.write_text(original)
-    assert run.returncode == 1 and " failed" in run.stdout, f"{case} survived:\n{run.stdout[-2000:]}"
+        write_source(target, original)
+    assert code == 1 and " failed" in out, f"{case} survived:\n{out[-2000:]}"

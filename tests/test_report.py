@@ -1,4 +1,5 @@
-"""The study end to end on the tiny profile: papermill runs, resume, nbconvert HTML."""
+"""The study end to end on the tiny profile: papermill runs, resume, nbconvert HTML. The tiny report
+is conftest's ``tiny_report``, built once per test run; the tests that write work on a copy."""
 
 import json
 import math
@@ -25,15 +26,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    status = run_grid("tiny", out, cluster="inprocess", progress=False)
-    return out, status
-
-
-def test_grid_runs_every_backbone_and_attack(tiny_study):
-    out, status = tiny_study
+def test_grid_runs_every_backbone_and_attack(tiny_report):
+    out, status = tiny_report.out, tiny_report.states
     assert status == {
         "mobilenet_v3_large-asma": "done",
         "mobilenet_v3_large-pgd": "done",
@@ -51,10 +45,10 @@ def test_grid_runs_every_backbone_and_attack(tiny_study):
         assert any(c.get("outputs") for c in executed.cells if c.cell_type == "code")
 
 
-def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, monkeypatch):
+def test_restarted_grid_redoes_only_the_unfinished_run(tiny_report, tmp_path, monkeypatch):
     import segattack.study.runner as runner
 
-    out, _ = tiny_study
+    out = tiny_report.out
     work = tmp_path / "work"
     shutil.copytree(out, work)
     victim = work / "runs" / "resnet50-pgd"
@@ -88,11 +82,11 @@ def test_restarted_grid_redoes_only_the_unfinished_run(tiny_study, tmp_path, mon
     assert computed == [("mobilenet_v3_large", "pgd", 0)]
 
 
-def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study, tmp_path, monkeypatch):
+def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_report, tmp_path, monkeypatch):
     import segattack.study.runner as runner
     import segattack.study.studies as studies_module
 
-    out, _ = tiny_study
+    out = tiny_report.out
     work = tmp_path / "work"
     shutil.copytree(out, work)
     run, studies = work / "runs" / "mobilenet_v3_large-pgd", work / "studies"
@@ -110,8 +104,8 @@ def test_a_stop_between_results_and_notebook_reruns_only_the_notebook(tiny_study
     assert not list(work.rglob(".*.partial.ipynb"))
 
 
-def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp_path):
-    out, _ = tiny_study
+def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_report, tmp_path):
+    out = tiny_report.out
     work = tmp_path / "work"
     shutil.copytree(out, work)
     earlier = (work / "runs" / "mobilenet_v3_large-asma" / "results.json").read_bytes()
@@ -153,9 +147,9 @@ def test_a_failing_run_keeps_its_earlier_results_and_is_reported(tiny_study, tmp
     assert "Failed or unfinished runs" in html and "non-finite logits" in html and "earlier results" in html
 
 
-def test_html_report_holds_table_figures_and_provenance(tiny_study):
-    out, _ = tiny_study
-    html = build_report(out, "tiny").read_text()
+def test_html_report_holds_table_figures_and_provenance(tiny_report):
+    out = tiny_report.out  # the report command wrote index.html with build_report(out, "tiny")
+    html = (out / "index.html").read_text()
     assert (out / "report.ipynb").is_file()
     for row in ("ResNet ASMA", "ResNet PGD Attack", "MobileNet ASMA", "MobileNet PGD Attack"):
         assert row in html
@@ -198,8 +192,8 @@ def test_close_tells_rounding_from_a_difference():
     assert not close({"m": [58.872, None]}, {"m": [58.873, None]}) and not close({"m": [1.0]}, {"n": [1.0]})
 
 
-def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_study, tmp_path):
-    reference, _ = tiny_study
+def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_report, tmp_path):
+    reference = tiny_report.out
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
         [
@@ -241,8 +235,8 @@ def test_sigkill_mid_grid_then_restart_redoes_only_the_unfinished_shards(tiny_st
     assert "MobileNet PGD Attack" in build_report(tmp_path, "tiny").read_text()
 
 
-def test_user_text_is_escaped_in_the_report(tiny_study, tmp_path):
-    out, _ = tiny_study
+def test_user_text_is_escaped_in_the_report(tiny_report, tmp_path):
+    out = tiny_report.out
     work = tmp_path / "work"
     shutil.copytree(out, work)
     results = work / "runs" / "mobilenet_v3_large-pgd" / "results.json"
@@ -317,39 +311,19 @@ def test_a_stopped_report_leaves_no_kernel_running(tmp_path, signals):
     assert not alive, f"kernels still running: {[k.pid for k in alive]}"
 
 
-def test_the_report_command_prints_nothing_that_asks_nothing(tmp_path):
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segattack",
-            "report",
-            "--profile",
-            "tiny",
-            "--out",
-            str(tmp_path),
-            "--studies",
-            "none",
-            "--backbones",
-            "mobilenet_v3_large",
-            "--attacks",
-            "pgd",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "Dask dashboard: http" in run.stderr and "grid: 100%" in run.stderr
-    noise = [line for line in run.stderr.splitlines() if "WARNING" in line or "Warning" in line]
-    assert not noise and "without encryption" not in run.stderr, noise
+def test_the_report_command_prints_nothing_that_asks_nothing(local_cluster_report):
+    """conftest's ``local_cluster_report``: one report command on the default local Dask cluster."""
+    err = local_cluster_report.stderr
+    assert local_cluster_report.returncode == 0, err[-2000:]
+    assert "Dask dashboard: http" in err and "grid: 100%" in err
+    noise = [line for line in err.splitlines() if "WARNING" in line or "Warning" in line]
+    assert not noise and "without encryption" not in err, noise
 
 
-def test_a_bad_report_parameter_leaves_every_earlier_result_intact(tiny_study, tmp_path, capsys):
+def test_a_bad_report_parameter_leaves_every_earlier_result_intact(tiny_report, tmp_path, capsys):
     from segattack.cli import main
 
-    out, _ = tiny_study
+    out = tiny_report.out
     work = tmp_path / "work"
     shutil.copytree(out, work)
     before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}

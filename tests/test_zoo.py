@@ -464,3 +464,57 @@ def test_an_smp_and_a_torchvision_model_through_the_clis_report_on_a_pairs_folde
     assert "Not the paper&#x27;s setting" in html or "Not the paper's setting" in html
     runs = sorted(p.name for p in (tmp_path / "r" / "runs").iterdir() if p.is_dir())
     assert runs == ["smp_Unet_resnet18-pgd", "torchvision_lraspp_mobilenet_v3_large-pgd"]
+
+
+def test_a_folders_own_code_never_runs_and_standard_input_is_never_read(tmp_path, monkeypatch, capsys):
+    """An hf: folder whose config names its own code (auto_map): transformers asked "Do you wish to run the
+    custom code? [y/N]" and, answered y on standard input, ran the folder's code."""
+    import io
+    import json
+
+    from segattack.cli import main
+
+    sentinel = tmp_path / "ran"
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evilseg",
+                "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForSemanticSegmentation": "evil.EvilModel"},
+            }
+        )
+    )
+    (folder / "evil.py").write_text(
+        f"open({str(sentinel)!r}, 'w').write('ran')\nfrom transformers import PretrainedConfig\nclass EvilConfig(PretrainedConfig):\n    model_type = 'evilseg'\n"
+    )
+    stdin = io.StringIO("y\ny\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    args = ["attack", "--model", f"hf:{folder}", "--attack", "pgd", "--out", str(tmp_path / "out"), "--steps", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"segattack attack: error: hf:{folder}: its config names the repository's own code (auto_map), which "
+        f"segattack never runs; use a model transformers ships, or build yours with your code through "
+        f"module:PKG.MOD:CALLABLE"
+    ]
+    assert not sentinel.exists() and stdin.read() == "y\ny\n" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["no-decode-head", "no-match"])
+def test_hf_weights_that_leave_parameters_random_are_refused_by_name(tmp_path, damage):
+    """Weights that miss the decode head (or match no parameter) were random-initialised and reported as hf weights."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    TINY_HF["segformer"]().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    if damage == "no-decode-head":
+        state = {k: v for k, v in state.items() if not k.startswith("decode_head.")}
+        expected = r"missing \(left random\): decode_head\.batch_norm\.bias, .*; save the trained model"
+    else:
+        state = {f"other.{k}": v for k, v in state.items()}
+        expected = r"missing \(left random\): .*; unexpected: other\."
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(SpecError, match=f"hf:{tmp_path}: its weights do not fit its config \\({expected}"):
+        load_model(f"hf:{tmp_path}")

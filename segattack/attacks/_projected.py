@@ -40,6 +40,31 @@ def random_start(
     return (direction / _per_sample_l2(direction) * radius).to(like)
 
 
+def check_init(
+    init: torch.Tensor,
+    images: torch.Tensor,
+    eps: float,
+    norm: Norm,
+    random_init: bool,
+    to_valid: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """``init`` as the first iterate, refused unless it is a perturbation of the images' shape inside
+    the eps-ball that keeps them valid (a warm start is projected by its caller, not here)."""
+    if random_init:
+        raise ValueError("init and random_start exclude each other: one starting point")
+    if not isinstance(init, torch.Tensor) or init.shape != images.shape:
+        raise ValueError(f"init must be a perturbation of the images' shape {tuple(images.shape)}")
+    init = init.detach().to(images)
+    size = init.flatten(1).abs().amax(1) if norm == "linf" else init.flatten(1).norm(dim=1)
+    slack = 1e-6 * max(eps, 1.0)
+    if bool((size > eps + slack).any()) or not torch.allclose(to_valid(init, images), init, atol=1e-6, rtol=0):
+        raise ValueError(
+            f"init must lie in the {norm} ball of radius {eps:g} and keep the images valid (largest norm "
+            f"{float(size.max()):g}): project it onto the new radius first"
+        )
+    return init.clone()
+
+
 def projected_gradient(
     model: nn.Module,
     images: torch.Tensor,
@@ -55,6 +80,7 @@ def projected_gradient(
     scale: torch.Tensor | None = None,
     clip: bool = True,
     random_init: bool = False,
+    init: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     adv_threshold: float | None = None,
     weights: torch.Tensor | None = None,
@@ -66,10 +92,13 @@ def projected_gradient(
     The image seen by the model is ``images + delta * scale`` (``scale`` maps the attack space to
     [0,1] pixels: 1, or the model's per-channel std for the normalised space). Steps are the sign
     (L-inf), the per-sample L2-normalised gradient (L2), or the raw gradient (``raw_gradient``).
-    ``clip`` keeps the image in [0,1]. ``adv_threshold`` (None: run every step) stops a sample once
-    that fraction of its pixels is at the target (off the label when untargeted). ``weights`` (B,)
-    scale each image's loss in the gradient (not in the history): None sums them, so each image
-    steps as it would alone.
+    ``clip`` keeps the image in [0,1]. ``init`` (None: zero, or the random start) is a starting
+    perturbation in the attack's space, e.g. the last iterate of a search at another radius: it
+    must already lie in the eps-ball and keep the image valid (the caller projects it; an attack
+    never evaluates a point outside its ball), else one ValueError. ``adv_threshold`` (None: run
+    every step) stops a sample once that fraction of its pixels is at the target (off the label
+    when untargeted). ``weights`` (B,) scale each image's loss in the gradient (not in the
+    history): None sums them, so each image steps as it would alone.
     History: ``loss`` and ``success`` per iteration and image, from the logits of the step itself.
     """
     images = images.detach()
@@ -81,7 +110,7 @@ def projected_gradient(
     def to_valid(d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (x + d * scale).clamp(0, 1).sub(x).div(scale) if clip else d
 
-    delta = to_valid(delta, images)
+    delta = to_valid(delta, images) if init is None else check_init(init, images, eps, norm, random_init, to_valid)
     tracker = SampleTracker(len(images), images.device, ("loss", "success"), adv_threshold)
     for step in tqdm(range(steps), desc=params.get("attack", "attack"), disable=not progress, leave=False):
         rows = tracker.rows()

@@ -28,10 +28,17 @@ PREFIX = "ensemble"
 
 
 def members_of(args: str) -> tuple[str, ...]:
-    """The member names of ``ensemble:ARGS``, checked: registered budget attacks, no repeats."""
+    """The member names of ``ensemble:ARGS``, checked: registered budget attacks, none a family's (an
+    ensemble inside an ensemble would run its members twice), no repeats."""
     names = tuple(n.strip() for n in args.split(","))
     if not args.strip() or "" in names:
         raise ValueError(f"{PREFIX}: names its members, comma-separated (e.g. {PREFIX}:pgd,segpgd), got {args!r}")
+    nested = next((n for n in names if ":" in n), None)
+    if nested is not None:
+        raise ValueError(
+            f"{PREFIX}:{args}: {nested!r} is not a registered attack; members are single attacks (no ensemble "
+            f"inside an ensemble): name each once, e.g. {PREFIX}:pgd,segpgd"
+        )
     if len(set(names)) < len(names):
         raise ValueError(f"{PREFIX}:{args} names a member twice")
     for name in names:

@@ -89,6 +89,7 @@ def pgd(
     reduction: Reduction | None = None,
     random_start: bool = False,
     restarts: int = 1,
+    init: torch.Tensor | None = None,
     adv_threshold: float | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -99,6 +100,7 @@ def pgd(
     raw gradient, no clip; [5]'s settings); other modes ``steps=50``;
     linf ``eps=8/255, alpha=2.5*eps/steps``; l2 ``eps=0.5, alpha=2.5*eps/steps`` (pixel space, clip,
     ``reduction="image"``).
+    ``init``: a starting perturbation inside the ball (a warm start; see ``projected_gradient``).
     History: ``loss`` (per-image CE before each update) and ``success`` (fraction of pixels at the
     target, or off the label when untargeted, from the same logits).
     """
@@ -148,6 +150,7 @@ def pgd(
             scale=input_std(model, images) if paper else None,
             clip=clip,
             random_init=random_start,
+            init=init,
             generator=generator,
             adv_threshold=adv_threshold,
             weights=batch_mean_weights(labels) if reduction == "batch" else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from segattack.cli.common import ATTACK_HELP, DEFAULTS, attack_name, override
+from segattack.cli.common import ATTACK_HELP, DEFAULTS, attack_name, force_option, override
 from segattack.data.sets import RESIZES
 from segattack.data.targets import TARGET_SOURCES
 from segattack.models.backbones import BACKBONES
@@ -12,7 +12,9 @@ from segattack.study.config import RunConfig
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    at = sub.add_parser("attack", parents=[common], help="attack a set of images and write metrics, images and history")
+    at = sub.add_parser(
+        "attack", parents=[common, force_option()], help="attack a set of images and write metrics, images and history"
+    )
     _model_and_images(at)
     _run_options(at)
     _attack_keywords(at)
@@ -211,14 +213,22 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         deterministic=args.deterministic,
         attack_params=params,
+        force=args.force,
     )
     out = output_folder(args.out)
     results, _ = run(cfg, out)
-    m = {k: v.mean or 0.0 for k, v in results.summary.items()}
+    m = {k: v.mean for k, v in results.summary.items()}
+
+    def shown(key: str, scale: float = 100, unit: str = "%", digits: int = 2) -> str:
+        """A summary mean as printed; "n/a" where results.json holds null (no image defines it)."""
+        value = m.get(key)
+        return "n/a" if value is None else f"{scale * value:.{digits}f}{unit}"
+
     print(
         f"{args.backbone} {args.attack} ({results.weights.source} weights, {results.image_size} px, "
-        f"{len(results.names)} images): IoU to original {100 * m['iou_original']:.2f}%, to target "
-        f"{100 * m['iou_target']:.2f}%, pixel accuracy to original {100 * m['acc_original']:.2f}%, "
-        f"L2 (0-255) {m['l2_255']:.1f}; {results.seconds_per_iteration:.3f} s/iteration -> {out / 'results.json'}"
+        f"{len(results.names)} images): IoU to original {shown('iou_original')}, to target "
+        f"{shown('iou_target')}, pixel accuracy to original {shown('acc_original')}, "
+        f"L2 (0-255) {shown('l2_255', 1, '', 1)}; {results.seconds_per_iteration:.3f} s/iteration -> "
+        f"{out / 'results.json'}"
     )
     return 0

@@ -22,6 +22,17 @@ def attack_name(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def force_option() -> argparse.ArgumentParser:
+    """``--force``: work over the bounds (steps, sliding windows) a user truly means."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="accept more than 10,000 steps or 64 sliding windows per pass (refused by default: usually a typo)",
+    )
+    return parser
+
+
 def override(text: str) -> tuple[str, object]:
     """A ``KEY=VALUE`` option (``-a``, ``-p``), parsed as the configs parse it."""
     try:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from segattack.cli.common import ATTACK_HELP, attack_name, override
+from segattack.cli.common import ATTACK_HELP, attack_name, force_option, override
 from segattack.engine.cluster import CLUSTERS
 from segattack.study.studies import LEVELS
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     rp = sub.add_parser(
-        "report", parents=[common], help="run the grid on Dask, its notebooks with papermill, and render the report"
+        "report",
+        parents=[common, force_option()],
+        help="run the grid on Dask, its notebooks with papermill, and render the report",
     )
     rp.add_argument("--profile", default="default", help="default (embedded, CPU), paper (torchvision, 520 px), tiny")
     rp.add_argument("--out", default="reports", help="output folder (default reports/)")
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["images"] = args.images
     if args.label_map:
         overrides["label_map"] = args.label_map
+    if args.force:
+        overrides["force"] = True
     states = run_profile(
         args.profile,
         args.out,
@@ -68,6 +73,17 @@ def run(args: argparse.Namespace) -> int:
         args.cluster,
     )
     print("runs: " + ", ".join(f"{name} {state}" for name, state in states.items()))
+    runs = Path(args.out).expanduser() / "runs"
+    earlier = (
+        sorted(p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in states)
+        if runs.is_dir()
+        else []
+    )
+    if earlier:
+        print(
+            f"the report also shows {len(earlier)} earlier run(s) in {runs}: {', '.join(earlier)} (every folder in "
+            f"runs/ joins Table 1; delete one to leave it out)"
+        )
     path = build_report(args.out, args.profile)
     print(f"report: {path}")
     return 1 if TaskState.FAILED in states.values() else 0

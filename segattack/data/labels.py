@@ -36,8 +36,17 @@ class LabelSpace:
     def __post_init__(self) -> None:
         if not self.names:
             raise ValueError(f"label space {self.name!r} has no classes")
-        if len(set(self.names)) < len(self.names):
-            raise ValueError(f"label space {self.name!r} names a class twice")
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.names):  # one rule: names are told apart as class_id reads them
+            key = name.strip().lower()
+            if not key:
+                raise ValueError(f"label space {self.name!r}: class {i} has no name")
+            if key in seen:
+                raise ValueError(
+                    f"label space {self.name!r} names one class twice: {self.names[seen[key]]!r} (class "
+                    f"{seen[key]}) and {name!r} (class {i}); names are case-insensitive, give each class its own"
+                )
+            seen[key] = i
         if self.palette.shape != (len(self.names), 3) or self.palette.dtype != np.uint8:
             raise ValueError(f"label space {self.name!r}: palette must be ({len(self.names)}, 3) uint8")
         if 0 <= self.ignore < len(self.names):
@@ -123,6 +132,26 @@ def cityscapes_lut() -> np.ndarray:
     return lut
 
 
+@dataclass(frozen=True)
+class FileIds:
+    """How a dataset's mask files store classes: values ``0..count-1`` are its own ids (anything else in a
+    file is a damaged or foreign mask, refused before the lookup), ``lut[value]`` the class id."""
+
+    name: str  # what the values are, for messages
+    count: int
+    lut: np.ndarray  # (256,) uint8
+
+
+def cityscapes_ids() -> FileIds:
+    """Cityscapes' ``*_gtFine_labelIds.png``: label ids 0..33 (cityscapesscripts draws no other)."""
+    return FileIds("Cityscapes label ids", 34, cityscapes_lut())
+
+
+def ade20k_ids() -> FileIds:
+    """ADEChallengeData2016 annotations: 0 ("other") and the 150 classes."""
+    return FileIds("ADE20K annotation values", len(ADE20K_CLASSES) + 1, ade20k_lut())
+
+
 def ade20k_lut() -> np.ndarray:
     """(256,) uint8: an ADEChallengeData2016 annotation value -> class id (0 "other" ignored, the rest - 1)."""
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
@@ -143,7 +172,7 @@ def from_id2label(id2label: Mapping[int | str, str], name: str = "id2label") -> 
 def from_classes_file(path: str | Path) -> LabelSpace:
     """``classes.txt``: one class name per line in id order (blank lines and ``#`` comments skipped)."""
     path = Path(path)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_text(path, "classes file", "one class name per line").splitlines()]
     names = tuple(line for line in lines if line and not line.startswith("#"))
     if len(names) > IGNORE_INDEX:
         raise ValueError(f"{path}: {len(names)} classes; masks are 8-bit with {IGNORE_INDEX} as ignore")
@@ -151,6 +180,26 @@ def from_classes_file(path: str | Path) -> LabelSpace:
         return _known(names) or LabelSpace(f"{path.parent.name}/classes.txt", names, bit_palette(len(names)))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def read_text(path: Path, what: str, form: str) -> str:
+    """A label file's text; an unreadable, binary or non-UTF-8 file is one message naming it and its form."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"write it as text: {form}"
+        ) from None
+    if "\x00" in text:
+        raise ValueError(
+            f"{what} {path} holds binary data (a NUL byte at offset {text.index(chr(0))}); write it as text: {form}"
+        )
+    return text
 
 
 def _known(names: tuple[str, ...]) -> LabelSpace | None:
@@ -174,10 +223,7 @@ def read_label_map(path: str | Path, source: LabelSpace, target: LabelSpace) -> 
     ids; blank lines and ``#`` comments skipped); several dataset classes may share a model class
     (``rider -> person``), a dataset class may appear once; unlisted dataset classes are ignored."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"label map {path}: {exc.strerror or exc}") from None
+    text = read_text(path, "label map", "'DATASET_CLASS -> MODEL_CLASS' per line")
     lut = np.full(256, target.ignore, dtype=np.uint8)
     seen: dict[int, int] = {}
     for number, line in enumerate(text.splitlines(), 1):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import shlex
 import typing
 import warnings
 from collections.abc import Sequence
@@ -50,10 +51,11 @@ from segattack.data.labels import (
     ADE20K,
     CITYSCAPES,
     VOC,
+    FileIds,
     LabelMap,
     LabelSpace,
-    ade20k_lut,
-    cityscapes_lut,
+    ade20k_ids,
+    cityscapes_ids,
     from_classes_file,
 )
 from segattack.data.scenes import render_scene
@@ -166,7 +168,7 @@ def _load_pair(
     size: int,
     resize: Resize,
     labels: LabelSpace = VOC,
-    lut: np.ndarray | None = None,
+    ids: FileIds | None = None,
     remap: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     if size < MIN_SIDE:
@@ -180,7 +182,7 @@ def _load_pair(
     image = torch.from_numpy(data.copy()).permute(2, 0, 1).float().div(255)
     mask = None
     if mask_path is not None:
-        mask = _load_mask(mask_path, img.size, box, out, labels, lut, remap)
+        mask = _load_mask(mask_path, img.size, box, out, labels, ids, remap)
     return image, mask, notes
 
 
@@ -190,13 +192,14 @@ def _load_mask(
     box: tuple[int, int, int, int],
     out: tuple[int, int],
     labels: LabelSpace = VOC,
-    lut: np.ndarray | None = None,
+    ids: FileIds | None = None,
     remap: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """The mask's class ids (``lut[value]`` when the dataset maps its file values) under the image's
-    crop and resize; every pixel of the whole file is checked against ``labels`` (a bad id outside
-    the crop, or one that resampling drops, still marks a bad mask), then read in another label
-    space through ``remap`` (a :class:`~segattack.data.labels.LabelMap`'s) where one is given."""
+    """The mask's class ids (``ids.lut[value]`` when the dataset maps its file values, each value first
+    checked against the dataset's own ids) under the image's crop and resize; every pixel of the whole
+    file is checked against ``labels`` (a bad id outside the crop, or one that resampling drops, still
+    marks a bad mask), then read in another label space through ``remap`` (a
+    :class:`~segattack.data.labels.LabelMap`'s) where one is given."""
     img = _open(path)
     if img.mode not in ("P", "L"):
         img.close()
@@ -208,8 +211,15 @@ def _load_mask(
         full = np.asarray(img, dtype=np.uint8)
     except OSError as exc:
         raise ImageError(f"mask {path} is not a readable image: {exc}") from None
-    if lut is not None:
-        full = lut[full]
+    if ids is not None:  # a value outside the dataset's ids would read as ignore: a mask of another set
+        raw = np.bincount(full.ravel(), minlength=256)
+        raw[: ids.count] = 0
+        if raw.any():
+            raise ImageError(
+                f"mask {path} holds values {np.flatnonzero(raw)[:5].tolist()} ({int(raw.sum())} pixels); "
+                f"{ids.name} are 0..{ids.count - 1}: is it a mask of another dataset or of other ids?"
+            )
+        full = ids.lut[full]
     counts = np.bincount(full.ravel(), minlength=256)
     counts[[*range(labels.num_classes), labels.ignore]] = 0
     bad = np.flatnonzero(counts)
@@ -220,9 +230,9 @@ def _load_mask(
         )
     if remap is not None:
         full = remap[full]
-    mapped = img if lut is None and remap is None else Image.fromarray(full)
-    ids = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
-    return torch.from_numpy(ids.astype(np.int64))
+    mapped = img if ids is None and remap is None else Image.fromarray(full)
+    classes = np.asarray(mapped.crop(box).resize(out, Image.Resampling.NEAREST), dtype=np.uint8)
+    return torch.from_numpy(classes.astype(np.int64))
 
 
 @dataclass
@@ -237,7 +247,7 @@ class ImageSet:
     seed: int = 0
     skipped: list[str] = field(default_factory=list)
     labels: LabelSpace = VOC  # the masks' classes as loaded (a label map's target where one is set)
-    lut: np.ndarray | None = field(default=None, compare=False)  # file value -> class id, where the set maps
+    ids: FileIds | None = field(default=None, compare=False)  # the mask files' own ids, where the set maps them
     label_map: LabelMap | None = field(default=None, compare=False)  # the dataset's classes -> a model's
 
     @property
@@ -293,7 +303,7 @@ class ImageSet:
             mask_path = self.masks[i] if self.masks else None
             file_labels = self.labels if self.label_map is None else self.label_map.source
             image, mask, notes = _load_pair(
-                self.files[i], mask_path, self.size, self.resize, file_labels, self.lut, remap
+                self.files[i], mask_path, self.size, self.resize, file_labels, self.ids, remap
             )
             out.images.append(image)
             out.names.append(self.files[i].stem)
@@ -413,17 +423,40 @@ def _pairs(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     return paired, [masks[p.stem] for p in paired], skipped
 
 
-def _cityscapes(path: Path) -> tuple[list[Path], list[Path]]:
-    from torchvision.datasets import Cityscapes
+CITYSCAPES_ZIPS = ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip")
 
-    try:
-        city = Cityscapes(str(path), split="val", mode="fine", target_type="semantic")
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise ImageError(f"{path} is not a Cityscapes folder (leftImg8bit/val, gtFine/val): {exc}") from None
-    files = [Path(p) for p in city.images]
+
+def _cityscapes(path: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """Cityscapes val (fine), listed in name order (city, then file): ``leftImg8bit/val/CITY/*_leftImg8bit.png``
+    with ``gtFine/val/CITY/*_gtFine_labelIds.png``. Only read: the official zip archives are never
+    extracted here (torchvision's ``Cityscapes`` would unpack them into the user's dataset folder)."""
+    images, masks = path / "leftImg8bit" / "val", path / "gtFine" / "val"
+    if not images.is_dir() or not masks.is_dir():
+        zips = [path / name for name in CITYSCAPES_ZIPS if (path / name).is_file()]
+        if zips:
+            command = " && ".join(f"unzip -q {shlex.quote(str(z))} -d {shlex.quote(str(path))}" for z in zips)
+            raise ImageError(
+                f"{path} holds the Cityscapes archives ({', '.join(z.name for z in zips)}), not their folders; "
+                f"segattack never writes into a dataset folder: extract them first ({command})"
+            )
+        raise ImageError(f"{path} is not a Cityscapes folder (leftImg8bit/val, gtFine/val)")
+    files, mask_files, skipped = [], [], []
+    for city in sorted(p for p in images.iterdir() if p.is_dir()):
+        listed, other = _folder_files(city, (".png",))
+        skipped += [f"leftImg8bit/val/{city.name}/{entry}" for entry in other]
+        for image in listed:
+            if not image.name.endswith("_leftImg8bit.png"):
+                skipped.append(f"leftImg8bit/val/{city.name}/{image.name}")
+                continue
+            mask = masks / city.name / image.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            if mask.is_file():
+                files.append(image)
+                mask_files.append(mask)
+            else:
+                skipped.append(f"leftImg8bit/val/{city.name}/{image.name} (no gtFine/val/{city.name}/{mask.name})")
     if not files:
-        raise ImageError(f"{path}/leftImg8bit/val holds no *_leftImg8bit.png image")
-    return files, [Path(t[0]) for t in city.targets]
+        raise ImageError(f"{images} holds no *_leftImg8bit.png image with its *_gtFine_labelIds.png in {masks}")
+    return files, mask_files, skipped
 
 
 def _ade20k(path: Path) -> tuple[list[Path], list[Path], list[str]]:
@@ -494,11 +527,11 @@ def image_set(source: str, size: int, resize: Resize = "crop", seed: int = 0) ->
         files, masks, skipped = _pairs(Path(resolved[6:]))
         return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=source_labels(resolved))
     if source.startswith("cityscapes:"):
-        files, masks = _cityscapes(Path(resolved[11:]))
-        return ImageSet(source, size, resize, files, masks, labels=CITYSCAPES, lut=cityscapes_lut())
+        files, masks, skipped = _cityscapes(Path(resolved[11:]))
+        return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=CITYSCAPES, ids=cityscapes_ids())
     if source.startswith("ade20k:"):
         files, masks, skipped = _ade20k(Path(resolved[7:]))
-        return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=ADE20K, lut=ade20k_lut())
+        return ImageSet(source, size, resize, files, masks, skipped=skipped, labels=ADE20K, ids=ade20k_ids())
     folder = Path(resolved)
     if not folder.is_dir():
         raise ImageError(f"image set must be {SOURCE_FORMS}; {folder} is none of them")

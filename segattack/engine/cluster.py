@@ -56,6 +56,11 @@ def check_cluster(cluster: str) -> str:
         raise ParameterError(f"cluster address {cluster!r}: the port must be a number from 1 to 65535") from None
     if not host or any(c.isspace() for c in cluster) or parts.username or parts.password:
         raise ParameterError(f"cluster address {cluster!r} names no host; use {scheme}://HOST:PORT")
+    if port is None:
+        raise ParameterError(
+            f"cluster address {cluster!r} names no port; use {scheme}://{host}:PORT (a Dask scheduler listens on "
+            f"8786 unless told otherwise)"
+        )
     if port == 0:
         raise ParameterError(f"cluster address {cluster!r}: the port must be a number from 1 to 65535")
     if parts.path.strip("/") or parts.query or parts.fragment:

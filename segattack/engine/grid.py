@@ -89,12 +89,12 @@ def run_grid(
     check_cluster(cluster)
     if cluster != "inprocess":
         worker_wait()
-    out = output_folder(out_dir, "report folder")
+    out = output_folder(out_dir, "report folder", "report")
     check_job_folders(jobs, out)
     with locked(out), ExitStack() as held:
         for job in jobs:  # every job's own lock too: `segattack attack --out` on a job folder waits its turn
             held.enter_context(locked(job.path))
-        claim(out)
+        claim(out, "report")
         states = {job.name: job.state() for job in jobs}
         by_name = {job.name: job for job in jobs}
         tasks = [Task(job, unit) for job in jobs if states[job.name] is TaskState.PENDING for unit in job.pending()]
@@ -152,6 +152,6 @@ def _finish(job: Job, state: TaskState, error: str | None) -> TaskState:
         except (OSError, RuntimeError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
     if error is not None:
-        record_failure(job.path, error)
+        record_failure(job, error)
         return TaskState.FAILED
     return render(job)

@@ -59,12 +59,13 @@ class Job(ABC):
     notebook: ClassVar[str | None]  # the notebook (in notebooks/) that renders the job's folder, if any
     document: ClassVar[str]  # the assembled results file in the folder
     unit_folder: ClassVar[str]  # where unit records wait to be assembled
+    kind: ClassVar[str] = "run"  # the folder's kind in its marker (segattack.store.KINDS)
     results_version: ClassVar[int]  # the format version the document must carry to count as finished
 
     def __init__(self, name: str, path: str | os.PathLike, digest: str) -> None:
         self.name, self.digest = name, digest
         self.given = Path(path).expanduser().absolute()  # as named (a symlink not followed): the grid checks it
-        self.path = output_folder(path)
+        self.path = output_folder(path, kind=self.kind)
         self._units: list[str] | None = None
 
     @abstractmethod
@@ -123,7 +124,7 @@ class Job(ABC):
         return [u for u in self.units() if not self._file(u).is_file()]
 
     def write(self, unit: str, record: Record) -> None:
-        claim(self.path)
+        claim(self.path, self.kind)
         atomic_save(record.to_dict(), self._file(unit))
 
     def records(self) -> list[Any]:
@@ -146,7 +147,7 @@ class Job(ABC):
             os.replace(self.unit_dir, staging / self.unit_folder / self.digest)
 
         with no_space_named(self.path):
-            replace_folder(self.path, build)
+            replace_folder(self.path, build, self.kind)
 
     def run_here(self, progress: bool = True) -> None:
         """Compute the units not on disk in this process, then assemble (nothing to do when complete)."""

@@ -26,9 +26,9 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def record_failure(folder: Path, message: str, notebook: Path | None = None) -> None:
-    """``failed.json`` in ``folder``: the error, and the executed notebook that shows it (if any)."""
-    claim(folder)
+def record_failure(job: Job, message: str, notebook: Path | None = None) -> None:
+    """``failed.json`` in ``job``'s folder: the error, and the executed notebook that shows it (if any)."""
+    folder = claim(job.path, job.kind)
     atomic_write_text(
         folder / "failed.json", json.dumps({"error": message, "notebook": str(notebook or "")}, allow_nan=False)
     )
@@ -45,7 +45,7 @@ def render(job: Job) -> TaskState:
     try:
         execute(job.notebook, executed, job.notebook_parameters())
     except Exception as exc:
-        record_failure(job.path, _message(exc), executed)
+        record_failure(job, _message(exc), executed)
         return TaskState.FAILED
     (job.path / "failed.json").unlink(missing_ok=True)
     return TaskState.DONE
@@ -89,9 +89,9 @@ def build_report(out_dir: str | Path, profile: str) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    out = output_folder(out_dir, "report folder")
+    out = output_folder(out_dir, "report folder", "report")
     with locked(out):
-        claim(out)
+        claim(out, "report")
         executed = out / "report.ipynb"
         execute(
             "report.ipynb",

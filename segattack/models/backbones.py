@@ -31,7 +31,7 @@ from torchvision.models import segmentation as tvseg
 from segattack.data.classes import NUM_CLASSES
 from segattack.models import checkpoints
 from segattack.models.wrapper import SegmentationModel, WeightsInfo, WeightsUnavailable, ready
-from segattack.util.paths import cache_dir, weights_dir
+from segattack.util.paths import cache_dir, shown_path, weights_dir
 
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, tvseg.DeepLabV3_MobileNet_V3_Large_Weights),
@@ -89,15 +89,15 @@ def torchvision_hash_prefix(path: Path) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """The SHA-256 hex digest of a file, computed once per (path, size, mtime) in a process: a
-    160 MB weights file costs about half a second to hash, not once per load."""
+    """The SHA-256 hex digest of a file, computed once per (path, size, mtime, inode) in a process: a
+    160 MB weights file costs about half a second to hash, not once per load or config hash."""
     path = Path(os.path.abspath(path))
     stat = path.stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
-@functools.lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int = 0) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -151,8 +151,8 @@ def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
     digest, prefix = file_sha256(path), torchvision_hash_prefix(path)
     if not digest.startswith(prefix):
         why = (
-            f"{path} has torchvision's name for {weights} but its SHA-256 {digest[:16]}... does not start with "
-            f"{prefix}: it is not the published network"
+            f"{shown_path(path)} has torchvision's name for {weights} but its SHA-256 {digest[:16]}... does not "
+            f"start with {prefix}: it is not the published network"
         )
         warnings.warn(
             f"{why}; loaded as {UNVERIFIED_SOURCE!r}, without the published mIoU (delete the file to "
@@ -163,7 +163,7 @@ def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
             UNVERIFIED_SOURCE,
             backbone,
             f"UNVERIFIED weights: {why}",
-            extra={"file": str(path), "sha256": digest, "expected_sha256_prefix": prefix},
+            extra={"file": shown_path(path), "sha256": digest, "expected_sha256_prefix": prefix},
         )
     metrics = weights.meta.get("_metrics", {}).get("COCO-val2017-VOC-labels", {})
     return WeightsInfo(
@@ -171,7 +171,7 @@ def _torchvision_info(backbone: str, path: Path) -> WeightsInfo:
         backbone,
         f"torchvision {weights} (COCO train2017, 20 VOC classes)",
         clean_miou=metrics.get("miou", None) and metrics["miou"] / 100.0,
-        extra={"file": str(path), "sha256": digest, "miou_reported_on": "COCO val2017 (torchvision docs)"},
+        extra={"file": shown_path(path), "sha256": digest, "miou_reported_on": "COCO val2017 (torchvision docs)"},
     )
 
 
@@ -222,7 +222,11 @@ def _load_checkpoint(backbone: str, path: Path, source: str) -> tuple[nn.Module,
         backbone,
         description,
         clean_miou=meta.get("heldout_miou"),
-        extra={"file": str(path), **{k: v for k, v in meta.items() if k != "description"}},
+        extra={
+            "file": shown_path(path),
+            "sha256": file_sha256(path),
+            **{k: v for k, v in meta.items() if k != "description"},
+        },
     )
     return net, info
 

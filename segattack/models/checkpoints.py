@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,14 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), None)
-        if unsafe is None:
+        # torch names the object "Unsupported global: GLOBAL x.y" (2.6) or "unsupported GLOBAL x.y" (2.14)
+        found = re.search(r"unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", str(exc), re.IGNORECASE)
+        if found is None:
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {str(exc).splitlines()[-1]}") from None
         raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain containers, "
-            f"which weights_only=True will not execute ({unsafe.split(' was not')[0]})"
+            f"refused to load {path}: it holds a pickled object ({found[1]}), not only tensors and plain "
+            f"containers, and weights_only=True never runs such code; save the weights alone "
+            f"(torch.save(model.state_dict(), PATH)) or use a file from a source you trust to do so"
         ) from None
     except Exception as exc:  # truncated zip, random bytes, ...
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None

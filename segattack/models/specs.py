@@ -32,7 +32,9 @@ import copy
 import importlib
 import inspect
 import json
+import math
 import os
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from torch.nn import functional as F
 from segattack.data.classes import NUM_CLASSES
 from segattack.data.labels import VOC, LabelSpace, from_id2label
 from segattack.metrics import IMAGENET_MEAN, IMAGENET_STD
-from segattack.models import checkpoints
+from segattack.models import backbones, checkpoints
 from segattack.models.backbones import (
     BACKBONES,
     TORCHVISION,
@@ -55,6 +57,7 @@ from segattack.models.backbones import (
     is_checkpoint_path,
 )
 from segattack.models.wrapper import SegmentationModel, WeightsInfo, WeightsUnavailable, ready
+from segattack.util.paths import shown_path
 
 KINDS = ("torchvision", "hf", "smp", "module")
 FORMS = "torchvision:NAME, hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE"
@@ -158,7 +161,12 @@ def _torchvision(spec: str, name: str, weights: str, download: bool) -> tuple[nn
         path = Path(weights).expanduser().resolve()
         net = build_torchvision(name)
         _load_state(net, checkpoints.read(path)["state"], path, name)
-        info = WeightsInfo("checkpoint", name, f"checkpoint {path.name}", extra={"file": str(path)})
+        info = WeightsInfo(
+            "checkpoint",
+            name,
+            f"checkpoint {path.name}",
+            extra={"file": shown_path(path), "sha256": backbones.file_sha256(path)},
+        )
     transform = published.transforms()
     info.backbone = spec
     info.extra.update(
@@ -223,30 +231,48 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
                 f"model.save_pretrained({where!r}) (and its image processor's save_pretrained)"
             )
 
-    def fetch(offline: bool) -> tuple[Any, nn.Module]:
-        config = transformers.AutoConfig.from_pretrained(where, local_files_only=offline)
+        _read_json(Path(where) / "config.json", spec)  # a broken file is named before transformers reads it
+        _read_json(Path(where) / "preprocessor_config.json", spec, required=False)
+
+    def fetch(offline: bool) -> tuple[Any, nn.Module, dict[str, Any]]:
+        # trust_remote_code=False: a repository's own code (an auto_map) is never run, and transformers
+        # never asks on standard input whether to run it
+        config = transformers.AutoConfig.from_pretrained(where, local_files_only=offline, trust_remote_code=False)
         cls: Any = {
             "maskformer": transformers.MaskFormerForInstanceSegmentation,
             "mask2former": transformers.Mask2FormerForUniversalSegmentation,
             "oneformer": transformers.OneFormerForUniversalSegmentation,
         }.get(config.model_type, transformers.AutoModelForSemanticSegmentation)
-        return config, cls.from_pretrained(where, local_files_only=offline, dtype=torch.float32)
+        model, loading = cls.from_pretrained(
+            where,
+            local_files_only=offline,
+            dtype=torch.float32,
+            trust_remote_code=False,
+            output_loading_info=True,
+        )
+        return config, model, loading
 
     try:
         try:
-            config, model = fetch(offline=True)
+            config, model, loading = fetch(offline=True)
         except OSError:
             if local or not download:
                 raise
-            config, model = fetch(offline=False)
+            config, model, loading = fetch(offline=False)
     except OSError as exc:
         offline = "" if download else ", and download=False"
         raise WeightsUnavailable(
             f"{spec}: not in a local directory or the Hugging Face cache "
             f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){offline}: {exc}"
         ) from None
-    except ValueError as exc:  # a config of no semantic segmentation model
-        raise SpecError(f"{spec}: not a semantic segmentation model ({exc})") from None
+    except ValueError as exc:  # a config of no semantic segmentation model, or one that needs its own code
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+            raise SpecError(
+                f"{spec}: its config names the repository's own code (auto_map), which segattack never runs; "
+                f"use a model transformers ships, or build yours with your code through module:PKG.MOD:CALLABLE"
+            ) from None
+        raise SpecError(f"{spec}: not a semantic segmentation model ({_first_line(exc)})") from None
+    _check_loading(spec, loading)
     oneformer = config.model_type == "oneformer"
     task_inputs = _oneformer_task(spec, where, config, local or not download) if oneformer else None
     processor = cached_file(
@@ -255,15 +281,15 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         local_files_only=local or not download,
         _raise_exceptions_for_missing_entries=False,
     )
-    mean, std, how = _hf_normalisation(json.loads(Path(processor).read_text()) if processor else None, spec)
+    mean, std, how = _hf_normalisation(_read_json(Path(processor), spec) if processor else None, spec, processor)
     id2label = {int(k): v for k, v in config.id2label.items()}
     num_classes = len(id2label)
     info = WeightsInfo(
         "hf",
         spec,
-        f"transformers {type(model).__name__} from {where}",
+        f"transformers {type(model).__name__} from {shown_path(where) if local else where}",
         extra={
-            "where": where,
+            "where": shown_path(where) if local else where,
             "model_type": config.model_type,
             "num_classes": num_classes,
             "id2label": id2label,
@@ -273,17 +299,63 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
     return HFSemantic(model.eval(), config.model_type, task_inputs), info, (mean, std)
 
 
-def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _read_json(path: Path, spec: str, required: bool = True) -> dict[str, Any] | None:
+    """A model folder's JSON file as a dict; a missing optional one is None, a broken one one message
+    naming it and what to do."""
+    if not required and not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{spec}: {path} is not text (not UTF-8); save it again with save_pretrained") from None
+    except ValueError as exc:
+        raise SpecError(f"{spec}: {path} is not valid JSON ({exc}); save it again with save_pretrained") from None
+    except OSError as exc:
+        raise SpecError(f"{spec}: cannot read {path} ({exc.strerror or exc})") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{spec}: {path} holds a JSON {type(doc).__name__}, not an object; save it again")
+    return doc
+
+
+def _check_loading(spec: str, loading: dict[str, Any]) -> None:
+    """Refuse weights that leave parameters random (missing keys: a decode head not in the file) or
+    that the model has no place for (unexpected keys, other shapes), naming the first of them."""
+    parts = [
+        f"{what}: {', '.join(str(k) for k in sorted(map(str, keys))[:3])}" + (", ..." if len(keys) > 3 else "")
+        for what, keys in (
+            ("missing (left random)", loading.get("missing_keys") or []),
+            ("unexpected", loading.get("unexpected_keys") or []),
+            ("wrong shapes", [k[0] if isinstance(k, tuple) else k for k in loading.get("mismatched_keys") or []]),
+        )
+        if keys
+    ]
+    if parts:
+        raise SpecError(
+            f"{spec}: its weights do not fit its config ({'; '.join(parts)}); save the trained model with "
+            f"save_pretrained, config and weights together"
+        )
+
+
+def _hf_normalisation(
+    processor: dict[str, Any] | None, spec: str, file: str | None = "preprocessor_config.json"
+) -> tuple[tuple[float, ...], tuple[float, ...], str]:
     """Mean and std in [0,1] pixel space from an image processor config: the processor maps 8-bit
     values ``v`` to ``(v * r - mean) / std`` (``r`` its rescale factor, 1 without rescaling), and our
     images are ``v / 255``, so the same map is ``(x - mean / (255 r)) / (std / (255 r))``."""
     if processor is None:
         warnings.warn(f"{spec} has no preprocessor_config.json: normalised with ImageNet's mean and std", stacklevel=4)
         return IMAGENET_MEAN, IMAGENET_STD, "ImageNet (no image processor config)"
-    scale = 255.0 * (processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0)
+    where = f"{spec}: {file}"
+    rescale = _numbers(processor, "rescale_factor", [1 / 255], where, positive=True)[0]
+    scale = 255.0 * (rescale if processor.get("do_rescale", True) else 1.0)
     if not processor.get("do_normalize", True):
         return (0.0, 0.0, 0.0), (1 / scale,) * 3, "none (do_normalize false)"
-    mean, std = processor.get("image_mean", IMAGENET_MEAN), processor.get("image_std", IMAGENET_STD)
+    mean = _numbers(processor, "image_mean", list(IMAGENET_MEAN), where, count=3)
+    std = _numbers(processor, "image_std", list(IMAGENET_STD), where, count=3, positive=True)
     return (
         tuple(m / scale for m in mean),
         tuple(s / scale for s in std),
@@ -291,12 +363,32 @@ def _hf_normalisation(processor: dict[str, Any] | None, spec: str) -> tuple[tupl
     )
 
 
+def _numbers(
+    processor: dict[str, Any], key: str, default: list[float], where: str, count: int = 1, positive: bool = False
+) -> list[float]:
+    """``processor[key]`` as ``count`` finite numbers (positive ones where ``positive``: a std or a rescale
+    factor of 0 would divide by zero); one message naming the file's key otherwise."""
+    value = processor.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    ok = len(values) in (1, count) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+        for v in values
+    )
+    if not ok:
+        need = f"{count} finite {'positive ' if positive else ''}numbers" if count > 1 else "a finite positive number"
+        raise SpecError(
+            f"{where}'s {key} must be {need}, got {value!r}; fix it or save the image "
+            f"processor again with save_pretrained"
+        )
+    return [float(v) for v in values] * (count // len(values))
+
+
 def _oneformer_task(spec: str, where: str, config: Any, offline: bool) -> torch.Tensor:
     """OneFormer's task tokens for "the task is semantic", from the processor saved beside the model."""
     from transformers import OneFormerProcessor
 
     try:
-        processor = OneFormerProcessor.from_pretrained(where, local_files_only=offline)
+        processor = OneFormerProcessor.from_pretrained(where, local_files_only=offline, trust_remote_code=False)
     except (OSError, ValueError, TypeError) as exc:
         raise SpecError(
             f"{spec}: OneFormer needs its processor (tokenizer included) beside the model to encode "
@@ -347,7 +439,7 @@ def _smp(spec: str, rest: str) -> tuple[nn.Module, WeightsInfo, Normalisation]:
         extra={
             "num_classes": classes,
             "normalization": "ImageNet (smp's pretrained encoders)",
-            **({"file": str(path)} if path else {}),
+            **({"file": shown_path(path), "sha256": backbones.file_sha256(path)} if path else {}),
         },
     )
     return net, info, (IMAGENET_MEAN, IMAGENET_STD)
@@ -407,7 +499,7 @@ def known_labels(spec: str) -> LabelSpace | None:
         return VOC
     config = Path(spec[3:]) / "config.json"
     if spec.startswith("hf:") and config.is_file():
-        id2label = json.loads(config.read_text()).get("id2label")
+        id2label = typing.cast(dict[str, Any], _read_json(config, spec)).get("id2label")
         return from_id2label(id2label, f"{config.parent.name}'s id2label") if id2label and _named(id2label) else None
     return None
 

@@ -134,14 +134,11 @@ class SegmentationModel(nn.Module):
             return self._logits(x)
         # sliding-window inference (MMSeg's "slide" mode): each window's logits at its size, summed
         # where windows overlap and divided by how many cover each pixel; differentiable throughout
-        total = x.new_zeros(())
+        windows = [self._logits(x[..., top:bottom, left:right]) for top, left, bottom, right in boxes]
         count = x.new_zeros((1, 1, *x.shape[-2:]))
         for top, left, bottom, right in boxes:
-            logits = self._logits(x[..., top:bottom, left:right])
-            pad = (left, x.shape[-1] - right, top, x.shape[-2] - bottom)
-            total = total + F.pad(logits, pad)
             count[..., top:bottom, left:right] += 1
-        return total / count
+        return _Tiled.apply(tuple(boxes), tuple(x.shape[-2:]), *windows) / count
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """The network's logits for normalised ``x``, upsampled to ``x``'s size."""
@@ -159,6 +156,27 @@ class SegmentationModel(nn.Module):
             out = out.contiguous(memory_format=torch.channels_last)
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out
+
+
+class _Tiled(torch.autograd.Function):
+    """Windows' logits summed into one image, each added to its own box only (never padded to the
+    image: memory and time grow with the windows' area, not their count times the image's); the
+    gradient of a window is the image gradient's box. Deterministic: plain slice additions."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, boxes: tuple[tuple[int, int, int, int], ...], shape: tuple[int, int], *windows: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.boxes = boxes
+        first = windows[0]
+        total = first.new_zeros((*first.shape[:2], *shape))
+        for (top, left, bottom, right), logits in zip(boxes, windows):
+            total[..., top:bottom, left:right] += logits
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        return (None, None, *(grad[..., top:bottom, left:right] for top, left, bottom, right in ctx.boxes))
 
 
 Window = tuple[int, int]  # (height, width) of a sliding window, in pixels

@@ -24,7 +24,8 @@ from segattack.data.sets import MAX_SIDE, MIN_SIDE, RESIZES, Resize, resolve_sou
 from segattack.data.targets import TARGET_SOURCES, check_scheme
 from segattack.models.backbones import resolve_weights
 from segattack.models.specs import check_weights, known_labels, resolve_spec
-from segattack.models.wrapper import parse_window, wrap_model
+from segattack.models.wrapper import parse_window, window_boxes, wrap_model
+from segattack.study.inputs import InputFile, data_files, data_root, fingerprint, weights_files
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads
 from segattack.util.params import ParameterError, check_attack_params, coerce, parse_literal
 
@@ -32,7 +33,11 @@ from segattack.util.params import ParameterError, check_attack_params, coerce, p
 MAX_SIZE = 4096  # a run's or the studies' image side: one 4096 px image already takes GBs of activations
 MAX_LONG_SIDE = MAX_SIDE  # resize=shorter's longer output side (the aspect ratio scales it up)
 MAX_SCENES = 100_000  # images of the endless synthetic scenes in one run or study
+MAX_STEPS = 10_000  # a run's attack iterations: 10x the largest paper value (ASMA's 1,000); force=True passes
+MAX_WINDOWS = 64  # sliding windows per image pass (Cityscapes' reference: 9 at 1024x2048); force=True passes
+UNHASHED = ("force",)  # fields that never change a number: left out of the config hash
 DEFAULT_SIZE = 520  # torchvision's evaluation size: what size=0 means for weights without their own
+PROBE_STEPS = 2  # the steps of a parameter probe and a warm-up: the fewest every attack takes (pdpgd, alma_prox)
 
 
 def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
@@ -41,6 +46,26 @@ def check_bounds(prefix: str, size: int, images: str, num_images: int) -> None:
         raise ParameterError(f"{prefix}size must be <= {MAX_SIZE} px, got {size}")
     if images == "scenes" and num_images > MAX_SCENES:
         raise ParameterError(f"{prefix}num_images must be <= {MAX_SCENES:,} for the synthetic scenes, got {num_images}")
+
+
+def check_work(steps: int, window: str, side: int, height: int | None = None) -> None:
+    """Refuse more than :data:`MAX_STEPS` steps and more than :data:`MAX_WINDOWS` sliding windows per
+    pass over a ``side`` px square (or a ``height`` x ``side`` image), naming ``force``: work that runs
+    for days without a word is far more often a typo than a plan."""
+    if steps > MAX_STEPS:
+        raise ParameterError(
+            f"steps must be <= {MAX_STEPS:,} (the largest paper value is 1,000), got {steps:,}; pass --force "
+            f"(-p force=true, force=True) if you mean it"
+        )
+    sliding = parse_window(window)
+    if sliding is not None:
+        count = len(window_boxes(height or side, side, sliding))
+        if count > MAX_WINDOWS:
+            raise ParameterError(
+                f"window {window} gives {count:,} windows per pass over a {height or side}x{side} px image, over "
+                f"{MAX_WINDOWS}; use a larger window or a smaller size, or pass --force (-p force=true) if you "
+                f"mean it"
+            )
 
 
 class ModelKey(NamedTuple):
@@ -52,11 +77,18 @@ class ModelKey(NamedTuple):
     channels_last: bool
     fold_bn: bool
     window: str = ""  # sliding-window inference ("H" or "HxW"); "": the whole image
+    content: str = ""  # the weights files' digests: a replaced checkpoint is another model
 
 
-def digest(settings: Any) -> str:
-    """A stable 16-hex-digit hash of a config dataclass (how finished results are recognised)."""
-    blob = json.dumps(asdict(settings), sort_keys=True, default=str)
+def digest(settings: Any, inputs: list[InputFile] | None = None) -> str:
+    """A stable 16-hex-digit hash of a config dataclass and the content of its input files (how
+    finished results are recognised: a replaced checkpoint or label map is another run)."""
+    hashed = {k: v for k, v in asdict(settings).items() if k not in UNHASHED}
+    blob = json.dumps(
+        {**hashed, **({"input_files": [asdict(f) for f in inputs]} if inputs else {})},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -111,6 +143,7 @@ class RunConfig:
     deterministic: bool = DEFAULT_DETERMINISTIC  # torch's deterministic algorithms where it has them
     input_jitter: int = 0  # k > 0: every input value moved by 1 ulp, seeded by k (a stability repeat)
     attack_params: dict[str, Any] = field(default_factory=dict)
+    force: bool = False  # accept steps over MAX_STEPS and windows over MAX_WINDOWS (not hashed: no number changes)
 
     def __post_init__(self) -> None:
         self.attack_params = dict_from_text("attack_params", self.attack_params)
@@ -156,6 +189,8 @@ class RunConfig:
             raise ParameterError(str(exc)) from None
         except RuntimeError:
             raise ParameterError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
+        if not self.force:  # resize=shorter's own sides are checked once the files are listed (runner)
+            check_work(self.steps, self.window, self.size or DEFAULT_SIZE)
         try:  # the model's classes and the images' (known from the specs where they say)
             if self.label_map:
                 self.label_map = str(Path(self.label_map).expanduser().resolve())
@@ -199,7 +234,10 @@ class RunConfig:
 
     @property
     def model_key(self) -> ModelKey:
-        return ModelKey(self.backbone, self.weights, self.device, self.channels_last, self.fold_bn, self.window)
+        content = ",".join(f.sha256 for f in self.input_files() if f.role not in ("classes.txt", "label map"))
+        return ModelKey(
+            self.backbone, self.weights, self.device, self.channels_last, self.fold_bn, self.window, content
+        )
 
     @property
     def numerics(self) -> Numerics:
@@ -209,13 +247,25 @@ class RunConfig:
         """The attack's keywords: its paper values for this backbone, then the run's own."""
         return {**self.spec.paper_params(self.backbone), **self.attack_params}
 
+    def input_files(self) -> list[InputFile]:
+        """The files that change this run's numbers, by content (:mod:`segattack.inputs`); read once
+        per config object, so the parent and its workers hash one state of them."""
+        key = (self.backbone, self.weights, self.images, self.label_map)
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] != key:
+            files = weights_files(self.backbone, self.weights) + data_files(self.images, self.label_map)
+            cached = (key, fingerprint(files, data_root(self.images)))
+            self.__dict__["_inputs"] = cached
+        return list(cached[1])
+
     def digest(self) -> str:
-        return digest(self)
+        return digest(self, self.input_files())
 
 
 def _probe(cfg: RunConfig) -> None:
-    """One step of the attack on a tiny dummy batch: the attack's own checks (eps > 0, known modes,
-    ...) refuse a bad value here, before any model or image is loaded."""
+    """The attack on a tiny dummy batch for ``min(steps, PROBE_STEPS)`` steps: the attack's own checks
+    (eps > 0, known modes, the fewest steps it takes, ...) refuse a bad value here, before any model or
+    image is loaded; an attack that needs two steps is probed with two, never refused for the probe's."""
     probe = wrap_model(torch.nn.Conv2d(3, NUM_CLASSES, 1), "probe")
     try:
         with torch.no_grad(), torch.enable_grad():
@@ -223,7 +273,7 @@ def _probe(cfg: RunConfig) -> None:
                 probe,
                 torch.full((1, 3, MIN_SIDE, MIN_SIDE), 0.5),
                 torch.zeros(1, MIN_SIDE, MIN_SIDE, dtype=torch.long),
-                steps=1,
+                steps=min(cfg.steps, PROBE_STEPS),
                 **cfg.attack_kwargs(),
             )
     except (ValueError, TypeError) as exc:

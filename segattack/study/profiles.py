@@ -16,6 +16,7 @@ from typing import Any, Literal
 from segattack.attacks import ATTACKS
 from segattack.engine.grid import run_grid
 from segattack.engine.jobs import Job, TaskState
+from segattack.engine.store import output_folder
 from segattack.models.backbones import BACKBONES
 from segattack.study.config import RunConfig
 from segattack.study.runner import RepeatJob, RunJob
@@ -74,6 +75,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "studies_curve_images": 2,
         "studies_budget_images": 1,
         "studies_budget_steps": 1,
+        "studies_budget_rounds": 2,
+        "studies_budget_run_steps": 2,
     },
 }
 
@@ -145,6 +148,8 @@ def study_config(profile: str, overrides: dict[str, Any] | None = None) -> Study
     unknown = sorted(set(study) - set(StudyConfig.__dataclass_fields__))
     if unknown:
         raise ParameterError(f"unknown studies settings: {', '.join('studies_' + k for k in unknown)}")
+    if run.get("steps") in ("paper", "default"):  # ASMA's budget run: its Table 1 iterations of this plan
+        shared["budget_plan"] = run["steps"]
     settings: dict[str, Any] = {**LEVELS[level if level in LEVELS else "default"], **shared, **study}
     config = StudyConfig(**settings)
     return None if level == "none" else config
@@ -227,5 +232,6 @@ def run_profile(
     progress: bool = True,
 ) -> dict[str, TaskState]:
     """:func:`plan` the profile's jobs and run them on ``cluster`` (:func:`segattack.engine.grid.run_grid`)."""
+    output_folder(out_dir, "report folder", "report")  # a run's folder is refused before anything else
     jobs = plan(profile, out_dir, overrides, backbones, attacks, studies)
     return run_grid(jobs, out_dir, cluster, progress)

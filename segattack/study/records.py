@@ -13,7 +13,9 @@ A **run folder** (``R/runs/BACKBONE-ATTACK/``) holds:
   images), ``pooled`` (``attacked`` / ``all`` -> reference -> [5]'s pooled IoU and accuracy with
   bootstrap intervals), ``clean_truth`` (clean mIoU against ground truth from one confusion matrix,
   or null), ``per_image`` (per metric, one value per image), ``history`` (per quantity, the per
-  iteration mean and half-width over the attacked images) and ``environment`` (versions, device);
+  iteration mean and half-width over the attacked images), ``environment`` (versions, device) and
+  ``input_files`` (each file that changes the numbers: role, path relative to the project or the
+  data root, SHA-256; :mod:`segattack.inputs`);
 - ``tensors.pt``: :class:`SavedImages` of the first ``save_images`` images;
 - ``NN_adv.png``, ``NN_pred_clean.png``, ``NN_pred_adv.png`` per saved image (clamped for display);
 - ``shards/<config hash>/NNNNN.pt``: the :class:`ShardRecord` each shard produced.
@@ -38,8 +40,9 @@ import torch
 
 from segattack.models.wrapper import WeightsInfo
 from segattack.study.config import RunConfig
+from segattack.study.inputs import InputFile
 
-RESULTS_VERSION = 4  # bumped when a results document gains or changes fields the report reads
+RESULTS_VERSION = 5  # bumped when a results document gains or changes fields the report reads
 Row = dict[str, Any]  # one row of a studies table (plain numbers and names, for pandas)
 T = TypeVar("T")
 
@@ -187,6 +190,7 @@ class Results:
     per_image: dict[str, list[float | None]]
     history: dict[str, Curve]
     environment: dict[str, str]
+    input_files: list[InputFile] = field(default_factory=list)
 
     def mean(self, metric: str) -> float | None:
         return self.summary[metric].mean
@@ -262,8 +266,10 @@ class ShardRecord:
 class BudgetRow:
     """One image's smallest budget under one attack, backbone and mode (targeted or untargeted):
     L-inf and L2 in [0,1] pixels (None: not broken within the search or the run), the
-    forward+backward passes and seconds (its share of its cell's wall time) spent finding it, and
-    how it was found (``segattack.evaluation.budget.How``)."""
+    forward+backward passes and seconds (its share of its cell's wall time) spent finding it, how
+    it was found (``segattack.evaluation.budget.How``), the share of pixels its perturbation
+    reached (where not broken: at the largest radius tried) and whether every run that did not
+    break it had stopped moving (``segattack.evaluation.budget.Budgets``)."""
 
     backbone: str
     attack: str
@@ -274,6 +280,8 @@ class BudgetRow:
     passes: int
     seconds: float
     how: str
+    success: float
+    converged: bool
 
 
 @dataclass

@@ -129,6 +129,7 @@ def assemble(
         per_image={k: [finite_or_none(x) for x in v.tolist()] for k, v in metrics.items()},
         history={k: curve(v, attacked) for k, v in history.items()},
         environment=environment(cfg),
+        input_files=cfg.input_files(),
     )
     return results, SavedImages.join([r.saved for r in records])
 

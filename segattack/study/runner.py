@@ -27,7 +27,7 @@ from segattack.metrics import attack_metrics, confusion_matrix, mean_iou, pixel_
 from segattack.models.specs import check_labels
 from segattack.models.wrapper import SegmentationModel
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
-from segattack.study.config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig
+from segattack.study.config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig, check_work
 from segattack.study.numerics import jittered, numerics
 from segattack.study.records import RESULTS_VERSION, Results, SavedImages, ShardRecord
 from segattack.study.results import assemble, read_run, write_run
@@ -52,17 +52,18 @@ def count_images(cfg: RunConfig) -> int:
     count = images.select(cfg.num_images)
     images.check(count)
     if cfg.resize == "shorter" and images.files is not None:
-        check_long_sides(images.files[:count], cfg.size or DEFAULT_SIZE)
+        check_long_sides(images.files[:count], cfg.size or DEFAULT_SIZE, "" if cfg.force else cfg.window)
     target_sources([], count, cfg.target_scheme, cfg.target_index)
     if cfg.target_source == "truth" and not images.has_truth:
         raise ImageError(f"target_source='truth' needs ground truth, and {cfg.images} has none")
     return count
 
 
-def check_long_sides(files: list[Path], size: int) -> None:
+def check_long_sides(files: list[Path], size: int, window: str = "") -> None:
     """Refuse a file whose longer side, with its shorter side resized to ``size``, would exceed
     :data:`~segattack.study.config.MAX_LONG_SIDE` (read from headers; size 0 is checked as 520, the
-    largest default)."""
+    largest default), or that would take more than :data:`~segattack.study.config.MAX_WINDOWS` sliding
+    ``window`` passes at that size."""
     from PIL import Image
 
     for path in files:
@@ -74,6 +75,9 @@ def check_long_sides(files: list[Path], size: int) -> None:
                 f"{size * max(w, h) // min(w, h)} px, over {MAX_LONG_SIDE}; use resize=crop or a "
                 f"smaller size"
             )
+        if window:
+            height, width = (size, size * w // h) if w >= h else (size * h // w, size)
+            check_work(1, window, width, height)
 
 
 def shard_ranges(total: int, batch: int) -> list[range]:

@@ -25,7 +25,7 @@ import time
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from segattack.data.sets import MIN_SIDE, image_set, resolve_source
 from segattack.data.targets import attacked_images, target_sources
 from segattack.engine.jobs import Job
 from segattack.engine.store import atomic_write_text
-from segattack.evaluation.budget import SEARCH_STEPS, smallest_budget
+from segattack.evaluation.budget import ROUNDS, smallest_budget
 from segattack.metrics import (
     changed_share,
     changed_success,
@@ -52,6 +52,7 @@ from segattack.models.backbones import BACKBONES, resolve_weights
 from segattack.models.wrapper import SegmentationModel, WeightsInfo
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import ModelKey, RunConfig, check_bounds, coerce_fields, digest
+from segattack.study.inputs import InputFile, fingerprint, weights_files
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, Numerics, check_threads, numerics
 from segattack.study.records import RESULTS_VERSION, BudgetRow, CellRecord, RecordError, Row, StudiesResults
 from segattack.study.runner import shard_ranges
@@ -65,8 +66,10 @@ LEVELS: dict[str, dict[str, Any]] = {
         "curve_steps": 10,
         "curve_images": 8,
         "eps_values": [2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255],
-        "budget_images": 2,
-        "budget_steps": 2,
+        "budget_images": 8,
+        "budget_steps": 10,
+        "budget_attacks": list(ATTACKS.in_paper()),
+        "budget_modes": ["targeted"],
     },
     "full": {
         "steps": 50,
@@ -75,6 +78,8 @@ LEVELS: dict[str, dict[str, Any]] = {
         "eps_values": [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 64 / 255],
         "budget_images": 16,
         "budget_steps": 20,
+        "budget_attacks": [*(s.name for s in ATTACKS.compared()), *ATTACKS.minimal_norm()],
+        "budget_modes": list(BUDGET_MODES),
     },
 }
 
@@ -99,15 +104,19 @@ class StudyConfig:
     threads: int = DEFAULT_THREADS  # intra-op threads (float sums depend on them), as a run's
     deterministic: bool = DEFAULT_DETERMINISTIC
     backbones: list[str] = field(default_factory=lambda: list(BACKBONES))
-    # the budget axis: these attacks (the compared ones and the minimal-norm ones) on the first
-    # budget_images images other than the paper's target image (0: off); a searched attack runs
-    # budget_steps iterations per radius, the others one run of as many passes as a whole search; an
-    # image broken at budget_threshold of its pixels; radii searched up to budget_eps_max
-    budget_attacks: list[str] = field(
-        default_factory=lambda: [*(s.name for s in ATTACKS.compared()), *ATTACKS.minimal_norm()]
-    )
+    # the budget axis: these attacks in these modes on the first budget_images images other than the
+    # paper's target image (0: off); a searched attack runs rounds of budget_steps iterations at each
+    # radius until the image breaks or its success stops moving (at most budget_rounds); a measured
+    # or minimal-norm attack one run of budget_run_steps, 0: its registered iterations under
+    # budget_plan (ASMA's Table 1 budget: 300 default, 1000 paper); an image broken at
+    # budget_threshold of its pixels; radii searched up to budget_eps_max
+    budget_attacks: list[str] = field(default_factory=lambda: list(LEVELS["default"]["budget_attacks"]))
+    budget_modes: list[str] = field(default_factory=lambda: list(LEVELS["default"]["budget_modes"]))
     budget_images: int = LEVELS["default"]["budget_images"]
     budget_steps: int = LEVELS["default"]["budget_steps"]
+    budget_rounds: int = ROUNDS
+    budget_run_steps: int = 0
+    budget_plan: Literal["default", "paper"] = "default"
     budget_threshold: float = 0.5
     budget_eps_max: float = 128 / 255  # FMN breaks the embedded models' targeted images at 40-60/255
 
@@ -117,8 +126,12 @@ class StudyConfig:
             self.budget_attacks = [ATTACKS.check(a).name for a in self.budget_attacks]
         except ValueError as exc:
             raise ParameterError(f"studies budget_attacks: {exc}") from None
-        if self.budget_images < 0 or self.budget_steps < 1 or not 0 < self.budget_threshold <= 1:
-            raise ParameterError("studies budget_images must be >= 0, budget_steps >= 1, budget_threshold in (0, 1]")
+        if self.budget_images < 0 or min(self.budget_steps, self.budget_rounds) < 1 or self.budget_run_steps < 0:
+            raise ParameterError(
+                "studies budget_images, budget_run_steps must be >= 0, budget_steps, budget_rounds >= 1"
+            )
+        if not 0 < self.budget_threshold <= 1 or not set(self.budget_modes) <= set(BUDGET_MODES):
+            raise ParameterError(f"studies budget_threshold must be in (0, 1], budget_modes in {BUDGET_MODES}")
         if not self.budget_eps_max > 0:
             raise ParameterError(f"studies budget_eps_max must be > 0, got {self.budget_eps_max}")
         for name in ("num_images", "batch", "steps", "curve_steps"):
@@ -152,8 +165,19 @@ class StudyConfig:
         """The budget axis's images: the first ``budget_images`` other than the paper's target image."""
         return attacked_images(self.total, "single", PAPER_TARGET)[: self.budget_images] if self.budget_images else []
 
+    def input_files(self, backbone: str | None = None) -> list[InputFile]:
+        """The weights files of the studies' backbones (or of ``backbone``), by content: a replaced
+        checkpoint is another study (:mod:`segattack.inputs`); read once per config object."""
+        key = (tuple(self.backbones), self.weights)
+        cached = self.__dict__.get("_inputs")
+        if cached is None or cached[0] != key:
+            cached = (key, {b: fingerprint(weights_files(b, self.weights)) for b in self.backbones})
+            self.__dict__["_inputs"] = cached
+        files = cached[1]
+        return list(files[backbone]) if backbone is not None else [f for b in self.backbones for f in files[b]]
+
     def digest(self) -> str:
-        return digest(self)
+        return digest(self, self.input_files())
 
     @property
     def numerics(self) -> Numerics:
@@ -161,7 +185,8 @@ class StudyConfig:
 
     def model_key(self, backbone: str) -> ModelKey:
         """The cache key of ``backbone``'s model (NHWC, folded BN)."""
-        return ModelKey(backbone, self.weights, self.device, True, True)
+        content = ",".join(f.sha256 for f in self.input_files(backbone)) if backbone in self.backbones else ""
+        return ModelKey(backbone, self.weights, self.device, True, True, content=content)
 
 
 def _rows(
@@ -291,7 +316,7 @@ def study_cells(study: StudyConfig) -> list[str]:
         f"budget/{b}/{a}/{mode}/{k}"
         for b in study.backbones
         for a in study.budget_attacks
-        for mode in BUDGET_MODES
+        for mode in study.budget_modes
         if mode == "targeted" or "targeted" in inspect.signature(ATTACKS[a].fn).parameters
         for k in range(len(shard_ranges(len(study.budget_indices), study.batch)) if study.budget_indices else 0)
     ]
@@ -439,11 +464,11 @@ def budget_rows(
         return []
     spec = ATTACKS[attack]
     searched = spec.kind == "budget" and spec.budget is not None and spec.searchable
-    # the same passes for every attack: a search's (SEARCH_STEPS + 1) runs, or one run that long
-    steps = study.budget_steps if searched else study.budget_steps * (SEARCH_STEPS + 1)
+    # a search's rounds per radius; an attack run once gets its own registered budget (ASMA's Table 1)
+    steps = study.budget_steps if searched else study.budget_run_steps or spec.steps_for(study.budget_plan)
     start = time.perf_counter()
     found = smallest_budget(
-        model, inputs.images[work], labels[work], attack, targeted=targeted, steps=steps,
+        model, inputs.images[work], labels[work], attack, targeted=targeted, steps=steps, rounds=study.budget_rounds,
         adv_threshold=study.budget_threshold, eps_max=study.budget_eps_max, backbone=backbone,
     )  # fmt: skip
     seconds = (time.perf_counter() - start) / len(work)
@@ -459,6 +484,8 @@ def budget_rows(
             int(found.passes[k]),
             seconds,
             found.how,
+            float(found.success[k]),
+            bool(found.converged[k]),
         )
         for k, p in enumerate(work)
     ]
@@ -522,6 +549,7 @@ class StudiesJob(Job):
     notebook = "studies.ipynb"
     document = "studies.json"
     unit_folder = "cells"
+    kind = "studies"
     results_version = RESULTS_VERSION
 
     def __init__(self, study: StudyConfig, path: str | os.PathLike) -> None:

@@ -98,6 +98,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     if hint in (int, float):
         return _number(name, value, hint)
     if hint is str:
+        if isinstance(value, int) and not isinstance(value, bool):  # -p window=32: the command line's 32 is text
+            return str(value)
         if not isinstance(value, str):
             raise ParameterError(f"{name} must be text, got {value!r}")
         return value

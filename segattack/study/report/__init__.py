@@ -15,6 +15,7 @@ from segattack.study.report.budget import (
     budget_frame,
     budget_rules,
     budget_table,
+    budget_views,
 )
 from segattack.study.report.discussion import PAPER_SIZE, discussion, max_l2, saturated_pgd_l2
 from segattack.study.report.provenance import provenance
@@ -59,6 +60,7 @@ __all__ = [
     "budget_frame",
     "budget_rules",
     "budget_table",
+    "budget_views",
     "comparison_table",
     "difficulty_table",
     "discussion",

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from segattack.attacks import ATTACKS
-from segattack.evaluation.budget import SEARCH_STEPS, median_budget, robustness_curve
+from segattack.evaluation.budget import PLATEAU, RTOL, median_budget, robustness_curve
 from segattack.study.records import BudgetRow, StudiesResults
 from segattack.study.report.runs import BACKBONE_LABEL, attack_label, escape
 from segattack.study.studies import PAPER_TARGET
@@ -86,10 +86,23 @@ def _median(values: np.ndarray, scale: float, digits: int) -> str:
     return f"{show(median)} [{show(low)}, {show(high)}]" if math.isfinite(median) else f"not reached [{show(low)}, ∞]"
 
 
+def _converged(group: pd.DataFrame) -> str:
+    """'n of m', and a flag where some image's runs were still moving when they stopped."""
+    done = int(group["converged"].sum())
+    return f"{done} of {len(group)}" + ("" if done == len(group) else " (flagged: still moving)")
+
+
+def _evidence(group: pd.DataFrame) -> str:
+    """The share of pixels reached, at the largest radius tried, by the images not broken ('—': none)."""
+    left = group.loc[~np.isfinite(group["linf"]), "success"]
+    return ", ".join(f"{v:.2f}" for v in sorted(left)) if len(left) else "—"
+
+
 def budget_table(studies: StudiesResults) -> pd.DataFrame:
     """Per backbone (its weights named), mode and attack: how many images broke, the median L-inf
     and L2 budget with its 95% bootstrap interval over images, the forward+backward passes and wall
-    time per image and how the budget was found (searched, minimal-norm, measured after the fact)."""
+    time per image, how the budget was found (searched, minimal-norm, measured), how many images'
+    runs had stopped moving, and the success the unbroken images reached (the evidence)."""
     frame, rows = budget_frame(studies), {}
     for (backbone, mode, attack), group in frame.groupby(["backbone", "mode", "attack"], sort=False):
         rows[(_weights(studies, backbone), mode, attack_label(attack))] = {
@@ -99,12 +112,19 @@ def budget_table(studies: StudiesResults) -> pd.DataFrame:
             "passes per image": f"{group['passes'].mean():.0f}",
             "seconds per image": f"{group['seconds'].mean():.2f}",
             "found by": group["how"].iloc[0],
+            "converged": _converged(group),
+            "success where not broken": _evidence(group),
         }
     frame = pd.DataFrame.from_dict(rows, orient="index")
     if rows:
         frame.index = pd.MultiIndex.from_tuples(frame.index, names=["weights", "mode", "attack"])
         frame = frame.sort_index(level=["weights", "mode"], sort_remaining=False)
     return frame
+
+
+def _measured_steps(plan: typing.Literal["paper", "default"]) -> str:
+    """The iterations, under ``plan``, of the paper's attacks the budget axis measures (ASMA's)."""
+    return ", ".join(str(s.steps_for(plan)) for s in map(ATTACKS.check, ATTACKS.in_paper()) if not s.searchable)
 
 
 def budget_caption(studies: StudiesResults) -> str:
@@ -115,12 +135,18 @@ def budget_caption(studies: StudiesResults) -> str:
         f"{p['budget_threshold']:.0%} of the pixels whose target differs from the clean prediction at the "
         f"target (targeted, the paper's scheme: every image toward image {PAPER_TARGET}'s prediction, that "
         f"image left out) or off the clean prediction (untargeted), on {frame['image'].nunique()} "
-        f"{escape(p['images'])} image(s) at {p['size']} px. Budget attacks: a {SEARCH_STEPS}-step bisection of "
-        f"the L-inf radius up to {p['budget_eps_max'] * 255:.0f}/255 with {p['budget_steps']} iterations per "
-        f"radius, each image on its own bracket, the norms those of the perturbation found at the smallest "
-        f"radius that broke it (DAG, unbounded, may exceed it); minimal-norm attacks (L-inf): their returned "
-        f"norm; ASMA, whose budget is no input: its final norms, measured after the fact; these run once, as "
-        f"many iterations as a whole search. An image not broken has no budget (∞). Weights: "
+        f"{escape(p['images'])} image(s) at {p['size']} px. Every attack runs to convergence at each radius it "
+        f"is tried at: rounds of {p['budget_steps']} iterations, each from the last iterate, until the image "
+        f"breaks (it then stops) or its best success gains under {PLATEAU:.1%} of the pixels over a whole "
+        f"round (the first: over its second half; at most {p['budget_rounds']} rounds; an image still moving "
+        f"then is flagged). PGD is searched "
+        f"warm up to {p['budget_eps_max'] * 255:.0f}/255: a ladder down from the last breaking perturbation's "
+        f"L-inf norm, then a bisection to 1/{round(1 / RTOL)} of the radius, each radius started from that "
+        f"perturbation projected onto it; attacks without a starting point are bisected cold. Minimal-norm "
+        f"attacks: their returned norm. ASMA, whose budget is no input: one run of its Table 1 iterations "
+        f"({p.get('budget_run_steps') or _measured_steps(p.get('budget_plan', 'default'))}), each "
+        f"image stopped at its first break and measured there. An image not broken has no budget (∞); the "
+        f"table gives the success it reached. Weights: "
         + "; ".join(escape(_weights(studies, b)) for b in dict.fromkeys(frame["backbone"]))
         + "."
     )
@@ -138,6 +164,98 @@ def _smaller(frame: pd.DataFrame, attacks: tuple[str, str], norm: str) -> tuple[
         return None, numbers
     apart = h0 < l1 if m0 < m1 else h1 < l0
     return labels[0] if m0 < m1 else labels[1], numbers + ("" if apart else ", the intervals overlapping")
+
+
+def _equal_compute(studies: StudiesResults, backbone: str, attack: str) -> dict[int, float]:
+    """Mean targeted success after N forward+backward passes at the studies' fixed radius (the
+    comparison cells' per-iteration success), for N in 5, 10, 20, ... up to their iterations."""
+    history = studies.iteration_curves.get(backbone, {}).get(attack, [])
+    marks = [n for n in (1, 5, 10, 20, 50, 100, 300) if n <= len(history)]
+    return {n: float(np.mean(history[n - 1])) for n in marks}
+
+
+def budget_views(studies: StudiesResults) -> pd.DataFrame:
+    """The paper's two attacks per backbone, targeted, both views side by side: the smallest budget
+    at convergence (median L2 and L-inf [95%], passes and seconds per image: which is *stronger*)
+    and the success after equal forward+backward passes at the studies' fixed L-inf radius (which
+    is more *efficient*)."""
+    frame, rows = budget_frame(studies), {}
+    frame = frame[frame["mode"] == "targeted"]
+    eps = studies.params.get("eps", 0.0) * 255
+    for backbone in dict.fromkeys(frame["backbone"]):
+        for attack in ATTACKS.in_paper():
+            group = frame[(frame["backbone"] == backbone) & (frame["attack"] == attack)]
+            if not len(group):
+                continue
+            row = {
+                ("smallest budget at convergence", "median L2 [95%]"): _median(group["l2"].to_numpy(), 1.0, 3),
+                ("smallest budget at convergence", "median L-inf /255 [95%]"): _median(
+                    group["linf"].to_numpy(), 255.0, 2
+                ),
+                ("smallest budget at convergence", "passes / image"): f"{group['passes'].mean():.0f}",
+                ("smallest budget at convergence", "s / image"): f"{group['seconds'].mean():.2f}",
+            }
+            for n, success in _equal_compute(studies, backbone, attack).items():
+                row[(f"success at L-inf {eps:.0f}/255 (equal compute)", f"after {n} passes")] = f"{success:.1%}"
+            rows[(_weights(studies, backbone), attack_label(attack))] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+        table.index = pd.MultiIndex.from_tuples(table.index, names=["weights", "attack"])
+    return table
+
+
+def _what_would_change(rows: pd.DataFrame, attacks: tuple[str, str], verdict: bool, apart: bool) -> str:
+    """What in these numbers could reverse the verdict (or give one): overlapping intervals, flagged
+    runs, unbroken images and the success they reached."""
+    if not verdict:
+        first = (
+            "no verdict: a median is ∞ (or both equal) where under half the images break; more rounds, a larger "
+            "budget_eps_max or more ASMA iterations could give one"
+        )
+    elif apart:
+        first = "its intervals are apart, so more images would not reverse it"
+    else:
+        first = f"the intervals overlap: more than {rows['image'].nunique()} images could reverse it"
+    parts = [first]
+    for attack in attacks:
+        mine = rows[rows["attack"] == attack]
+        moving, left = int((~mine["converged"]).sum()), mine[~np.isfinite(mine["linf"])]
+        reached = ", ".join(f"{v:.2f}" for v in sorted(left["success"]))
+        if moving:
+            parts.append(
+                f"{moving} {attack_label(attack)} image(s) were still moving when flagged: more rounds "
+                f"could lower their budgets"
+            )
+        if len(left):
+            parts.append(
+                f"{attack_label(attack)} left {len(left)} image(s) unbroken (success {reached}"
+                f" at the largest radius or last iteration): each counts as ∞, so breaking them could only "
+                f"lower its median"
+            )
+    parts.append(
+        "PGD's budgets are upper bounds within 1/16 of the search's smallest breaking radius: a stronger budget "
+        "attack could lower them, and ASMA's are the norm at its first break, so more ASMA iterations add "
+        "budgets for unbroken images, never lower one"
+    )
+    return "; ".join(parts)
+
+
+def _efficiency(studies: StudiesResults, backbone: str, attacks: tuple[str, str]) -> str:
+    """One sentence: which attack has the higher success after the same passes at the fixed radius."""
+    curves = [_equal_compute(studies, backbone, a) for a in attacks]
+    common = sorted(set(curves[0]) & set(curves[1]))
+    if not common:
+        return ""
+    n = common[-1]
+    first, second = curves[0][n], curves[1][n]
+    eps = studies.params.get("eps", 0.0) * 255
+    labels = [attack_label(a) for a in attacks]
+    leader = "neither" if first == second else labels[0] if first > second else labels[1]
+    return (
+        f" At equal compute ({n} forward+backward passes at L-inf {eps:.0f}/255, the comparison's images) "
+        f"{leader} is ahead: {labels[0]} {first:.1%} vs {labels[1]} {second:.1%} success."
+    )
 
 
 def budget_answer(studies: StudiesResults) -> str:
@@ -162,6 +280,7 @@ def budget_answer(studies: StudiesResults) -> str:
                 continue
             l2, l2_numbers = _smaller(rows, attacks, "l2")
             linf, linf_numbers = _smaller(rows, attacks, "linf")
+            apart = "overlapping" not in l2_numbers
             verdict = f"{l2} needs the smaller perturbation" if l2 else "neither needs a smaller perturbation"
             if linf is None:
                 also = "and neither does in L-inf"
@@ -170,5 +289,7 @@ def budget_answer(studies: StudiesResults) -> str:
             lines.append(
                 head + f"{verdict} in L2 ({l2_numbers}), {also} ({linf_numbers}); medians over "
                 f"{rows['image'].nunique()} image(s) with 95% bootstrap intervals, on {_weights(studies, backbone)}."
+                + _efficiency(studies, backbone, attacks)
+                + f" What would change it: {_what_would_change(rows, attacks, bool(l2), apart)}."
             )
     return "\n".join(lines)

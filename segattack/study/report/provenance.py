@@ -36,6 +36,7 @@ def provenance(runs: list[Run]) -> pd.DataFrame:
             "seed": c.seed,
             "wall time (s)": f"{r.seconds:.1f} ({r.seconds_per_iteration:.3f} s/iteration)",
             "environment": ", ".join(f"{k} {v}" for k, v in r.environment.items()),
+            "input files": "; ".join(f"{f.role} {f.path} (sha256 {f.sha256[:16]})" for f in r.input_files) or "none",
             "parameters hash": r.config_hash,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
