@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -233,9 +234,8 @@ HEADLINE_JS = """(() => {
 
 
 @pytest.fixture(scope="module")
-def evaluation_html(tmp_path_factory) -> Path:
-    """A tiny evaluation report built through the CLI, as a user builds one."""
-    chromium()
+def evaluation_html(chromium, tmp_path_factory) -> Path:
+    """A tiny evaluation report built through the CLI, as a user builds one (once a browser is there)."""
     out = tmp_path_factory.mktemp("browser-evaluation")
     run = subprocess.run(
         [
@@ -271,9 +271,9 @@ def evaluation_html(tmp_path_factory) -> Path:
     return out / "index.html"
 
 
-def test_evaluation_report_shows_its_headline_table_protocol_and_curves(evaluation_html, tmp_path):
+def test_evaluation_report_shows_its_headline_table_protocol_and_curves(chromium, evaluation_html, tmp_path):
     page = evaluation_html.as_uri()
-    with browser(tmp_path / "profile") as tab:
+    with browser(chromium, tmp_path / "profile") as tab:
         for domain in ("Runtime", "Log", "Network", "Page"):
             tab.send(f"{domain}.enable")
         tab.send("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)

@@ -295,6 +295,8 @@ def test_the_reported_radius_is_the_smallest_broken_one_tried(linear_model):
     radius = found.radius.item()
     assert 0.25 <= radius <= 0.25 + 0.01
     assert pgd(linear_model, X, LABELS, targeted=False, steps=50, mode="linf", eps=radius).success.item() == 1.0
+
+
 def test_both_views_and_the_verdict_read_the_numbers():
     """Smallest budget at convergence beside success after equal passes; the verdict names the
     flagged run, the unbroken image with its success, and whether the intervals are apart."""

@@ -106,7 +106,7 @@ def test_the_report_renders_the_records_with_their_protocol(record, tmp_path):
     from segattack.engine.store import claim
     from segattack.study.evalrun import build_evaluation_report
 
-    claim(tmp_path / "report")  # the folder segattack evaluate made
+    claim(tmp_path / "report", "report")  # the folder segattack evaluate made
     folder = _variant(record, tmp_path / "report", "a", 0.2).parent  # a record alone: no worst.pt beside it
     page = build_evaluation_report(folder).read_text()
     assert "Clean and robust scores" in page and "worst-case mIoU" in page and "weights sha256" in page

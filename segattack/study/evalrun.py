@@ -92,9 +92,9 @@ def build_evaluation_report(out_dir: str | Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    out = output_folder(out_dir, "evaluation folder")
+    out = output_folder(out_dir, "evaluation folder", kind="report")
     with locked(out):
-        claim(out)
+        claim(out, "report")
         executed = out / "evaluate.ipynb"
         execute("evaluate.ipynb", executed, {"out_dir": str(out)})
         exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
