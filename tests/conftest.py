@@ -14,6 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# No test reaches a real host: the Hugging Face hub and any HTTP(S) proxy are a closed loopback port (read when
+# huggingface_hub is imported); loopback itself (Dask, the browser test's pages) goes direct.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+    os.environ[_proxy] = "http://127.0.0.1:9"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,::1"
+os.environ.pop("HF_HUB_OFFLINE", None)
+
 import pytest
 import torch
 from PIL import Image

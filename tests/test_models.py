@@ -296,7 +296,7 @@ def test_the_cached_clean_prediction_leaves_a_differentiable_model():
     from segattack.study import cache
     from segattack.study.config import ModelKey
 
-    cache.cached_model.cache_clear(), cache.clean_prediction.cache_clear()
+    cache.clear_models(), cache.clean_prediction.cache_clear()
     key = ModelKey("mobilenet_v3_large", "embedded", "cpu", True, True)
     cache.clean_prediction(key, cache.ImageSetKey("scenes", 48, "crop", 0), 0)
     x = torch.rand(1, 3, 48, 48, requires_grad=True)

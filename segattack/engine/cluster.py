@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -211,3 +211,34 @@ def dask_client(cluster: str) -> Iterator[Any]:
             raise RuntimeError(f"cannot connect to the Dask scheduler at {cluster}: {exc}") from None
         with client:
             yield client
+
+
+def worker_setup_plugin(setups: list[Callable[[], None]]) -> Any:
+    """A Dask worker plugin that runs ``setups`` (the jobs' ``prepare_worker``: importing the model
+    backends their units load) as a worker starts, before its task threads run."""
+    from distributed import WorkerPlugin
+
+    class WorkerSetup(WorkerPlugin):
+        name = "segattack-worker-setup"
+
+        def setup(self, worker: Any) -> None:
+            for setup in setups:
+                setup()
+            quiet_task_failures()
+
+    return WorkerSetup()
+
+
+class _NoComputeFailed(logging.Filter):
+    """Drops the worker's multi-line "Compute Failed" record: the grid prints one line per failed task
+    and writes its traceback into the job's folder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def quiet_task_failures() -> None:
+    """Keep a worker from printing a failed task's traceback (once per process)."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _NoComputeFailed) for f in log.filters):
+        log.addFilter(_NoComputeFailed())

@@ -19,9 +19,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from segattack.engine.cluster import as_completed, check_cluster, dask_client, worker_wait
+from segattack.engine.cluster import as_completed, check_cluster, dask_client, worker_setup_plugin, worker_wait
 from segattack.engine.jobs import Job, TaskState
-from segattack.engine.render import record_failure, render
+from segattack.engine.render import record_failure, record_traceback, render
 from segattack.engine.store import FolderError, claim, locked, output_folder
 
 
@@ -46,13 +46,17 @@ def execute(
     errors: dict[str, str] = {}
     if not tasks:
         return errors
+    setups = list({task.job.model_specs(): task.job.prepare_worker for task in tasks}.values())  # one per model set
     bar = tqdm(total=len(tasks), desc="grid", unit="task", disable=not progress)
 
     def finished(task: Task, result: Any = None, exc: BaseException | None = None) -> None:
         if exc is None:
             done(task, result)
-        else:
-            errors.setdefault(task.job.name, f"{type(exc).__name__}: {exc}"[:2000])
+        else:  # one line naming the run and the cause; the traceback in the run's folder
+            cause = f"{type(exc).__name__}: {(str(exc).strip() or '-').splitlines()[0]}"
+            errors.setdefault(task.job.name, cause[:2000])
+            log = record_traceback(task.job, f"task {task.unit}", exc)
+            bar.write(f"failed: {task.job.name} task {task.unit}: {cause} (traceback: {log})", file=sys.stderr)
         bar.update(1)
 
     try:
@@ -67,6 +71,7 @@ def execute(
             return errors
         with dask_client(cluster) as client:
             bar.write(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            client.register_plugin(worker_setup_plugin(setups))  # before any task thread runs
             futures = {client.submit(t.job.compute, t.unit, key=t.key, pure=False): t for t in tasks}
             for future in as_completed(client, futures):
                 try:

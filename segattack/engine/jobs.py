@@ -98,6 +98,15 @@ class Job(ABC):
         """Load what every unit needs (a model) before any unit runs, so that a bad input fails
         before any progress is shown. Nothing by default."""
 
+    def model_specs(self) -> tuple[str, ...]:
+        """The model specs (or study backbones) the units load: a worker imports their backends before
+        its task threads start. None by default."""
+        return ()
+
+    def prepare_worker(self) -> None:  # noqa: B027 (a hook: most jobs need nothing)
+        """Run once in each worker process before its task threads start (import what the units
+        load: transformers' lazy imports are not thread-safe). Nothing by default."""
+
     @property
     def unit_dir(self) -> Path:
         return self.path / self.unit_folder / self.digest

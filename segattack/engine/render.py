@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
 from segattack.engine.jobs import Job, TaskState
 from segattack.engine.store import atomic_write_text, claim, locked, output_folder
+
+FAILED_LOG = "failed.log"  # the tracebacks of a job's failed tasks, beside its failed.json
 
 
 class RenderError(RuntimeError):
@@ -34,6 +37,14 @@ def record_failure(job: Job, message: str, notebook: Path | None = None) -> None
     )
 
 
+def record_traceback(job: Job, what: str, exc: BaseException) -> Path:
+    """Append ``exc``'s traceback (a worker's, as Dask carries it back) to ``failed.log`` in ``job``'s folder."""
+    log = claim(job.path, job.kind) / FAILED_LOG
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"--- {what}\n{''.join(traceback.format_exception(exc))}\n")
+    return log
+
+
 def render(job: Job) -> TaskState:
     """Execute ``job``'s notebook into its folder: DONE, or FAILED with the failure recorded. A
     notebook of an earlier failure goes first, its record last, so a stop in between leaves the
@@ -48,6 +59,7 @@ def render(job: Job) -> TaskState:
         record_failure(job, _message(exc), executed)
         return TaskState.FAILED
     (job.path / "failed.json").unlink(missing_ok=True)
+    (job.path / FAILED_LOG).unlink(missing_ok=True)
     return TaskState.DONE
 
 

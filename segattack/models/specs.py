@@ -28,6 +28,7 @@ Every model comes back in eval mode with frozen weights, its logits upsampled to
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import inspect
@@ -36,6 +37,7 @@ import math
 import os
 import typing
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ from segattack.util.paths import shown_path
 KINDS = ("torchvision", "hf", "smp", "module")
 FORMS = "torchvision:NAME, hf:REPO_OR_DIR, smp:ARCH:ENCODER[:CHECKPOINT], module:PKG.MOD:CALLABLE"
 MASK_CLASSIFIERS = ("maskformer", "mask2former", "oneformer")  # HF model types scored from class x mask predictions
+HUB_TIMEOUT = 5.0  # seconds the Hugging Face hub has to answer before an hf: id in no cache is refused
 PROBE = 64  # the side of the random image that checks BN folding and finds a module's class count
 
 Normalisation = tuple[tuple[float, ...], tuple[float, ...]]
@@ -95,6 +98,21 @@ def resolve_spec(spec: str) -> str:
         arch, encoder, checkpoint = _smp_parts(spec, rest)
         return f"smp:{arch}:{encoder}" + (f":{Path(checkpoint).expanduser().resolve()}" if checkpoint else "")
     return spec
+
+
+def import_backends(specs: Iterable[str]) -> None:
+    """Import the optional backends ``specs`` load with (transformers and the classes its loaders read,
+    smp) in the calling thread. transformers resolves its names by importing modules lazily, which is
+    not thread-safe: a Dask worker calls this before its task threads start. A backend that is not
+    installed is left for the loader to name."""
+    kinds = {split_spec(s)[0] for s in specs if s not in BACKBONES and s.partition(":")[0] in KINDS}
+    if "hf" in kinds:
+        with contextlib.suppress(ImportError):
+            from transformers import AutoConfig, AutoModelForSemanticSegmentation  # noqa: F401
+            from transformers.utils import cached_file  # noqa: F401
+    if "smp" in kinds:
+        with contextlib.suppress(ImportError):
+            import segmentation_models_pytorch  # noqa: F401
 
 
 def load_spec(
@@ -258,12 +276,12 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         except OSError:
             if local or not download:
                 raise
+            check_hub(spec)
             config, model, loading = fetch(offline=False)
     except OSError as exc:
         offline = "" if download else ", and download=False"
         raise WeightsUnavailable(
-            f"{spec}: not in a local directory or the Hugging Face cache "
-            f"(HF_HOME={os.environ.get('HF_HOME', '<unset>')}){offline}: {exc}"
+            f"{spec}: not in a local directory or the Hugging Face cache (HF_HOME={_hf_home()}){offline}: {exc}"
         ) from None
     except ValueError as exc:  # a config of no semantic segmentation model, or one that needs its own code
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
@@ -338,6 +356,33 @@ def _check_loading(spec: str, loading: dict[str, Any]) -> None:
             f"{spec}: its weights do not fit its config ({'; '.join(parts)}); save the trained model with "
             f"save_pretrained, config and weights together"
         )
+
+
+def _hf_home() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HOME)
+
+
+def check_hub(spec: str, timeout: float = HUB_TIMEOUT) -> None:
+    """Refuse at once an ``hf:`` hub id that is in no cache when the hub cannot be asked (nothing
+    answers at its endpoint within ``timeout`` s, or ``HF_HUB_OFFLINE`` is set): one line naming
+    ``HF_HOME`` and ``HF_HUB_OFFLINE=1``, not a minute of the hub client's retries."""
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            get_session().head(constants.ENDPOINT, timeout=timeout)  # any answer: the hub can be asked
+            return
+        except Exception as exc:  # refused, unresolvable, timed out, a proxy that does not answer, ...
+            why = f"nothing answered at {constants.ENDPOINT}: {type(exc).__name__}"
+    raise WeightsUnavailable(
+        f"{spec}: not in a local directory or the Hugging Face cache (HF_HOME={constants.HF_HOME}) and the hub "
+        f"cannot be reached ({why}); download it where the hub answers and point HF_HOME at that cache, or save it "
+        f"to a folder and use hf:DIR; HF_HUB_OFFLINE=1 never asks the hub"
+    )
 
 
 def _hf_normalisation(
@@ -507,18 +552,6 @@ def known_labels(spec: str) -> LabelSpace | None:
 def _named(id2label: dict[Any, str]) -> bool:
     """Whether an id2label names its classes (transformers' default ``LABEL_i`` names none)."""
     return any(str(v) != f"LABEL_{k}" for k, v in id2label.items())
-
-
-def check_labels(model: SegmentationModel, data: LabelSpace, name: str) -> None:
-    """Refuse a loaded model whose classes (its id2label, else its class count) are not ``data``'s."""
-    id2label, count = model.info.extra.get("id2label"), model.info.extra.get("num_classes")
-    if id2label and _named(id2label):
-        from_id2label(id2label, f"{name}'s id2label").check_matches(data, f"model {name}", "the images")
-    elif count is not None and count != data.num_classes:
-        raise ValueError(
-            f"model {name} predicts {count} classes but the images are labelled in {data.name} "
-            f"({data.num_classes} classes)"
-        )
 
 
 def check_weights(spec: str, weights: str) -> None:

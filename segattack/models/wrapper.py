@@ -149,6 +149,11 @@ class SegmentationModel(nn.Module):
             out = out["out"]
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a dict with 'out'")
+        if out.dim() != 4 or out.shape[0] != x.shape[0]:  # a (B,H,W) map is no class scores: never read H as C
+            raise ValueError(
+                f"the network returned a tensor shaped {tuple(out.shape)} for images shaped {tuple(x.shape)}; "
+                f"a segmentation model must return class scores (logits) shaped (B, C, H, W), C its classes"
+            )
         if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
             # in channels_last layout: PyTorch's CPU bilinear forward+backward is 2-3x faster there
             # (1x150x64x64 -> 256 px: 28 against 98 ms, one thread), and the losses read such logits

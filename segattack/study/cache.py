@@ -6,6 +6,8 @@ forward pass is repeated within a process.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -31,17 +33,37 @@ class ImageSetKey(NamedTuple):
     jitter: int = 0
 
 
-@lru_cache(maxsize=4)
+MODELS_KEPT = 4  # loaded models a process keeps (the least recently used goes first)
+_MODELS: OrderedDict[ModelKey, SegmentationModel] = OrderedDict()
+_MODELS_LOCK = threading.Lock()
+
+
 def cached_model(key: ModelKey) -> SegmentationModel:
-    """A loaded model, kept per process."""
-    return load_model(
-        key.backbone,
-        key.weights,
-        device=key.device,
-        channels_last=key.channels_last,
-        fold_bn=key.fold_bn,
-        window=key.window,
-    )
+    """A loaded model, kept per process and loaded once: a Dask worker runs its tasks in threads,
+    and two tasks of one model asking at once would load it twice, importing transformers' lazy
+    modules from two threads at once (which is not thread-safe). Loads hold one lock."""
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+        model = load_model(
+            key.backbone,
+            key.weights,
+            device=key.device,
+            channels_last=key.channels_last,
+            fold_bn=key.fold_bn,
+            window=key.window,
+        )
+        _MODELS[key] = model
+        while len(_MODELS) > MODELS_KEPT:
+            _MODELS.popitem(last=False)
+        return model
+
+
+def clear_models() -> None:
+    """Forget every loaded model of this process (tests that swap weights files)."""
+    with _MODELS_LOCK:
+        _MODELS.clear()
 
 
 @lru_cache(maxsize=256)

@@ -19,7 +19,7 @@ from segattack.engine.jobs import Job, TaskState
 from segattack.engine.store import output_folder
 from segattack.models.backbones import BACKBONES
 from segattack.study.config import RunConfig
-from segattack.study.runner import RepeatJob, RunJob
+from segattack.study.runner import RepeatJob, RunJob, check_model
 from segattack.study.studies import LEVELS, StudiesJob, StudyConfig
 from segattack.util.params import ParameterError, coerce
 
@@ -216,6 +216,8 @@ def plan(
     ]
     if study is not None:
         jobs.append(StudiesJob(study, out / "studies"))
+    for cfg in {(c.backbone, c.size, c.window, c.labels.names): c for c in configs}.values():
+        check_model(cfg)  # every spec resolved, its classes read and checked, before any cluster starts
     for job in jobs:
         job.units()  # lists every image set and checks its files' headers
     return jobs

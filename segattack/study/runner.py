@@ -24,7 +24,8 @@ from segattack.data.sets import MIN_SIDE, ImageError, ImageSet, Loaded, image_se
 from segattack.data.targets import scheme_target, target_sources
 from segattack.engine.jobs import Job
 from segattack.metrics import attack_metrics, confusion_matrix, mean_iou, pixel_accuracy, void_prediction_counts
-from segattack.models.specs import check_labels
+from segattack.models.classcheck import check_classes, model_classes, spec_classes
+from segattack.models.specs import import_backends
 from segattack.models.wrapper import SegmentationModel
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import DEFAULT_SIZE, MAX_LONG_SIDE, RunConfig, check_work
@@ -57,6 +58,13 @@ def count_images(cfg: RunConfig) -> int:
     if cfg.target_source == "truth" and not images.has_truth:
         raise ImageError(f"target_source='truth' needs ground truth, and {cfg.images} has none")
     return count
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Refuse, before any work, a model whose classes are not the run's labels: the spec resolved and
+    its classes read in this process (:func:`segattack.models.classcheck.spec_classes`, a ``module:`` model
+    run once at the run's size), with the message a loaded model's check gives."""
+    check_classes(spec_classes(cfg.backbone, cfg.size or DEFAULT_SIZE, cfg.window), cfg.labels, cfg.backbone)
 
 
 def check_long_sides(files: list[Path], size: int, window: str = "") -> None:
@@ -115,7 +123,7 @@ def run_shard(
 def _run_shard(cfg: RunConfig, shard: int, model: SegmentationModel, progress: bool) -> ShardRecord:
     size = image_size(cfg, model)
     images_set = run_images(cfg, size)
-    check_labels(model, images_set.labels, cfg.backbone)
+    check_classes(model_classes(model, size, cfg.backbone), images_set.labels, cfg.backbone)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
     sources = target_sources(indices, total, cfg.target_scheme, cfg.target_index)
@@ -256,7 +264,14 @@ class RunJob(Job):
     def list_units(self) -> list[str]:
         return [f"{k:05d}" for k in range(len(shard_ranges(count_images(self.cfg), self.cfg.batch)))]
 
+    def model_specs(self) -> tuple[str, ...]:
+        return (self.cfg.backbone,)
+
+    def prepare_worker(self) -> None:
+        import_backends(self.model_specs())
+
     def prepare(self) -> None:
+        check_model(self.cfg)
         cached_model(self.cfg.model_key)
 
     def compute(self, unit: str) -> ShardRecord:

@@ -9,6 +9,7 @@ from segattack.attacks import ATTACKS
 from segattack.metrics import IMAGENET_STD
 from segattack.models.backbones import UNVERIFIED_SOURCE
 from segattack.study.report.runs import BACKBONE_LABEL, Run, attack_label, paper_table
+from segattack.study.report.setting import in_paper_setting, other_setting_lines
 from segattack.study.report.stability import _stability_lines
 
 
@@ -137,7 +138,8 @@ def discussion(runs: list[Run], repeats: dict[str, list[Run]] | None = None) -> 
     """Markdown: how stable the readings are, which of the paper's conclusions hold here (and which
     rest on unstable readings), and where and why the numbers differ."""
     lines, unstable = _stability_lines(runs, repeats or {})
-    lines += _paper_claims(runs, unstable)
+    lines += _paper_claims([r for r in runs if in_paper_setting(r.results.config)], unstable)
+    lines += other_setting_lines(r.results for r in runs)
     if runs:
         lines += _l2_space(runs)
     for attack in dict.fromkeys(r.attack for r in runs):

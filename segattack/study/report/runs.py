@@ -81,7 +81,8 @@ def load_runs(runs_dir: str | Path) -> tuple[list[Run], list[Failure]]:
         else []
     )  # hidden: staging and replaced folders mid-swap
     for folder in folders:
-        results, failure, notebook = folder / "results.json", folder / "failed.json", str(folder / "attack.ipynb")
+        results, failure = folder / "results.json", folder / "failed.json"
+        notebook = str(folder / "attack.ipynb") if (folder / "attack.ipynb").is_file() else ""  # only one that is there
         finished = False
         if results.is_file():
             try:

@@ -7,6 +7,7 @@ import pandas as pd
 from segattack.attacks import ATTACKS
 from segattack.study.records import Pooled
 from segattack.study.report.runs import Run, _fmt, _fmt_pooled, paper_table
+from segattack.study.report.setting import in_paper_setting
 
 
 def reading(run: Run) -> str:
@@ -36,7 +37,8 @@ def table1(runs: list[Run]) -> pd.DataFrame:
     rows = {}
     for run in runs:
         s, pooled = run.results.summary, run.results.pooled["attacked"]
-        p = paper.loc[(run.backbone, run.attack)] if (run.backbone, run.attack) in paper.index else None
+        key = (run.backbone, run.attack)
+        p = paper.loc[key] if key in paper.index and in_paper_setting(run.results.config) else None
         rows[run.label] = {
             ("IoU (%)", "paper"): f"{p['iou_percent']:.2f}" if p is not None else "–",
             ("IoU (%)", "vs original, per image"): _fmt(s["iou_original"], 100),
