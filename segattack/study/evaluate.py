@@ -28,12 +28,13 @@ from segattack.evaluation.budget import smallest_budget
 from segattack.evaluation.robustness import BREAK_SHARE, untargeted_success
 from segattack.metrics import changed_pixels, confusion_matrix
 from segattack.models.backbones import BACKBONES
-from segattack.models.specs import check_labels
+from segattack.models.classcheck import check_classes
+from segattack.models.classcheck import model_classes as loaded_classes
 from segattack.models.wrapper import SegmentationModel
 from segattack.study.cache import ImageSetKey, cached_model, clean_prediction, warm_up
 from segattack.study.config import RunConfig, coerce_fields, digest
 from segattack.study.numerics import DEFAULT_DETERMINISTIC, DEFAULT_THREADS, numerics
-from segattack.study.runner import count_images, image_size, run_images, shard_ranges
+from segattack.study.runner import check_model, count_images, image_size, run_images, shard_ranges
 from segattack.util.params import ParameterError
 
 LINF_EPS = (0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)  # SEA's and the field's L-inf radii
@@ -191,7 +192,7 @@ def _inputs(cfg: EvalConfig, model: SegmentationModel, shard: int) -> _Inputs:
     run = cfg.run_config(cfg.attacks[0])
     size = image_size(run, model)
     images_set = run_images(run, size)
-    check_labels(model, images_set.labels, cfg.model)
+    check_classes(loaded_classes(model, size, cfg.model), images_set.labels, cfg.model)
     total = images_set.select(cfg.num_images)
     indices = list(shard_ranges(total, cfg.batch)[shard])
     loaded = images_set.load(indices)
@@ -322,6 +323,7 @@ def unit_names(cfg: EvalConfig) -> list[str]:
     run = cfg.run_config(cfg.attacks[0])
     if not run_images(run, max(run.size, MIN_SIDE)).has_truth:
         raise ImageError(f"{run.images} has no ground truth: the evaluation scores predictions against masks")
+    check_model(run)  # the model's classes against the images', before any work
     shards = len(shard_ranges(count_images(run), cfg.batch))
     units = [f"clean/{k:05d}" for k in range(shards)]
     for attack in cfg.attacks:
@@ -334,9 +336,7 @@ def unit_names(cfg: EvalConfig) -> list[str]:
 
 def load_checked(cfg: EvalConfig) -> None:
     """Load the model once (in this process's cache) and check its classes against the images'."""
-    run = cfg.run_config(cfg.attacks[0])
-    model = cached_model(run.model_key)
-    check_labels(model, run.labels, cfg.model)
+    check_model(cfg.run_config(cfg.attacks[0]))
 
 
 def eval_configs(models: list[str], **settings: Any) -> list[EvalConfig]:
