@@ -283,7 +283,7 @@ def paper_and_mapped_runs(tmp_path_factory, city_pairs) -> Path:
 
     base = tmp_path_factory.mktemp("report")
     runs = base / "report" / "runs"
-    claim(runs.parent)  # a report folder the notebook may render into
+    claim(runs.parent, "report")  # a report folder the notebook may render into
     label_map = base / "city_to_voc.txt"
     label_map.write_text(CITY_TO_VOC)
     small = {"num_images": 4, "size": 48, "steps": 2, "save_images": 4}

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -213,3 +214,83 @@ def test_report_opens_in_chromium_with_its_figures_and_table_1(chromium, tiny_re
     for screenshot in (top, shot):
         assert screenshot.size == VIEWPORT
         assert len(screenshot.convert("L").getcolors()) > 16  # drawn: not a blank page
+
+
+HEADLINE_JS = """(() => {
+  const heading = Array.from(document.querySelectorAll("h3"))
+    .find(h => h.textContent.trim().startsWith("Clean and robust scores"));
+  if (!heading) return {heading: null};
+  const block = heading.parentElement;
+  const tables = block.querySelectorAll("table");
+  const table = tables[0], card = block.querySelector("table.protocol");
+  table.scrollIntoView({block: "start"});
+  const box = table.getBoundingClientRect(), side = card ? card.getBoundingClientRect() : null;
+  const hit = document.elementFromPoint(Math.max(box.left, 0) + 4, Math.max(box.top, 0) + 4);
+  return {heading: heading.textContent.trim(), rows: table.rows.length, header: table.rows[0].innerText,
+          width: box.width, height: box.height, on_top: table.contains(hit),
+          card_rows: card ? card.rows.length : 0, card_beside: side ? side.left >= box.right : false,
+          card_text: card ? card.innerText : ""};
+})()"""
+
+
+@pytest.fixture(scope="module")
+def evaluation_html(chromium, tmp_path_factory) -> Path:
+    """A tiny evaluation report built through the CLI, as a user builds one (once a browser is there)."""
+    out = tmp_path_factory.mktemp("browser-evaluation")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segattack",
+            "evaluate",
+            "--model",
+            "mobilenet_v3_large",
+            "-p",
+            "weights=embedded",
+            "-p",
+            "num_images=2",
+            "-p",
+            "size=32",
+            "-p",
+            "steps=2",
+            "--attacks",
+            "pgd,apgd,fmn",
+            "--eps",
+            "2/255,8/255",
+            "--out",
+            str(out),
+            "--cluster",
+            "inprocess",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out / "index.html"
+
+
+def test_evaluation_report_shows_its_headline_table_protocol_and_curves(chromium, evaluation_html, tmp_path):
+    page = evaluation_html.as_uri()
+    with browser(chromium, tmp_path / "profile") as tab:
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            tab.send(f"{domain}.enable")
+        tab.send("Emulation.setDeviceMetricsOverride", width=1400, height=900, deviceScaleFactor=1, mobile=False)
+        tab.send("Page.navigate", url=page)
+        tab.wait_for("Page.loadEventFired")
+        images = tab.evaluate(IMAGES_JS)
+        table = tab.evaluate(HEADLINE_JS)
+        shot = tab.screenshot(tmp_path / "evaluation-headline.png")
+        tab.evaluate("1")
+    errors, requests = problems(tab.events, page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "evaluation-headline.png", ARTIFACTS / "evaluation-headline.png")
+    assert errors == [] and requests == [], (errors, requests)
+    assert len(images) >= 3, images  # robust accuracy and smallest-eps curves, the worst images
+    assert all(i["decoded"] and i["width"] >= 200 for i in images), images
+    assert table["heading"] and table["rows"] == 3, table  # a header and one row per radius
+    assert "worst-case mIoU" in table["header"] and "pgd mIoU" in table["header"], table
+    assert table["on_top"] and table["width"] >= 300, table
+    assert table["card_rows"] >= 10 and table["card_beside"] and "2, 8" in table["card_text"], table
+    assert len(shot.convert("L").getcolors()) > 16

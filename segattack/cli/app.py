@@ -1,4 +1,4 @@
-"""Command line: ``python -m segattack {attack,report,train} ...``.
+"""Command line: ``python -m segattack {attack,report,train,evaluate,leaderboard} ...``.
 
 Every parameter is checked before any work (and before any folder is touched); a failure prints
 one line and exits with 2 (bad input), 1 (an attack diverged, a run failed) or 130 / 128+signal
@@ -12,9 +12,15 @@ import sys
 import traceback
 
 from segattack.attacks import AttackDiverged
-from segattack.cli import attack, report, train
+from segattack.cli import attack, evaluate, leaderboard, report, train
 
-SUBCOMMANDS = (attack, report, train)  # each module adds its subparser and the function that runs it
+SUBCOMMANDS = (
+    attack,
+    report,
+    train,
+    evaluate,
+    leaderboard,
+)  # each module adds its subparser and the function that runs it
 
 
 def build_parser() -> argparse.ArgumentParser:

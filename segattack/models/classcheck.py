@@ -12,9 +12,7 @@ model whose classes are not the images', with the same message for a spec and fo
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -97,10 +95,12 @@ def _hf_classes(spec: str, where: str, download: bool) -> Classes:
             raise zoo.SpecError(f"{spec}: {folder} holds no config.json; save the model there with save_pretrained")
     else:
         config = _hub_config(spec, where, download)
+    data = zoo._read_json(config, spec) or {}
+    if "auto_map" in data:  # refused before its classes are read, as loading it would be
+        raise zoo.remote_code_refused(spec)
     try:
-        data: dict[str, Any] = json.loads(config.read_text(encoding="utf-8"))
         id2label = data.get("id2label") or {i: f"LABEL_{i}" for i in range(int(data.get("num_labels", 2)))}
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise zoo.SpecError(f"{spec}: {config} is not a readable model config ({exc})") from None
     return from_id2label(id2label, f"{spec}'s id2label") if zoo._named(id2label) else len(id2label)
 

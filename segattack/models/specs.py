@@ -285,10 +285,7 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         ) from None
     except ValueError as exc:  # a config of no semantic segmentation model, or one that needs its own code
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
-            raise SpecError(
-                f"{spec}: its config names the repository's own code (auto_map), which segattack never runs; "
-                f"use a model transformers ships, or build yours with your code through module:PKG.MOD:CALLABLE"
-            ) from None
+            raise remote_code_refused(spec) from None
         raise SpecError(f"{spec}: not a semantic segmentation model ({_first_line(exc)})") from None
     _check_loading(spec, loading)
     oneformer = config.model_type == "oneformer"
@@ -315,6 +312,14 @@ def _huggingface(spec: str, where: str, download: bool) -> tuple[nn.Module, Weig
         },
     )
     return HFSemantic(model.eval(), config.model_type, task_inputs), info, (mean, std)
+
+
+def remote_code_refused(spec: str) -> SpecError:
+    """The one message for a config that names its repository's own code (an ``auto_map``)."""
+    return SpecError(
+        f"{spec}: its config names the repository's own code (auto_map), which segattack never runs; "
+        f"use a model transformers ships, or build yours with your code through module:PKG.MOD:CALLABLE"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

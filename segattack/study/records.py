@@ -90,8 +90,10 @@ def _build(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise RecordError(f"{where} must be a list, got {type(value).__name__}")
         return [_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise RecordError(f"{where} must be a number, got {value!r}")
     if hint in (int, str, bool) and not isinstance(value, hint):
         raise RecordError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
