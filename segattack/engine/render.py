@@ -98,27 +98,29 @@ def execute(notebook: str, output: Path, parameters: dict[str, Any]) -> None:
 
 def build_report(out_dir: str | Path, profile: str) -> Path:
     """Execute ``report.ipynb`` over ``out_dir`` and render it to one self-contained HTML file."""
+    out = output_folder(out_dir, "report folder", "report")
+    parameters = {
+        "runs_dir": str(out / "runs"),
+        "studies_dir": str(out / "studies"),
+        "stability_dir": str(out / "stability"),
+        "profile": profile,
+    }
+    return static_page("report.ipynb", out, parameters)
+
+
+def static_page(notebook: str, out: Path, parameters: dict[str, Any]) -> Path:
+    """Execute ``notebook`` into the report folder ``out`` and render ``out/index.html``: a static
+    page, tables in HTML and figures as inline PNGs, without nbconvert's scripts (CDN-loaded
+    require.js, MathJax, mermaid), so the file reads the same offline."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    out = output_folder(out_dir, "report folder", "report")
     with locked(out):
         claim(out, "report")
-        executed = out / "report.ipynb"
-        execute(
-            "report.ipynb",
-            executed,
-            {
-                "runs_dir": str(out / "runs"),
-                "studies_dir": str(out / "studies"),
-                "stability_dir": str(out / "stability"),
-                "profile": profile,
-            },
-        )
+        executed = out / notebook
+        execute(notebook, executed, parameters)
         exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
         body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-        # A static page: tables are HTML, figures inline PNGs; drop nbconvert's scripts (CDN-loaded
-        # require.js, MathJax, mermaid) so the file reads the same offline.
         body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
         target = out / "index.html"
         atomic_write_text(target, body)

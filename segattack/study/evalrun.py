@@ -5,15 +5,14 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from segattack.engine.grid import run_grid
 from segattack.engine.jobs import Job, TaskState
-from segattack.engine.render import execute
-from segattack.engine.store import atomic_write_text, claim, locked, output_folder
+from segattack.engine.render import static_page
+from segattack.engine.store import output_folder
 from segattack.study.evalassemble import assemble, write_worst
 from segattack.study.evalrecord import EVALUATION_VERSION, write_evaluation
 from segattack.study.evaluate import EVAL_DOCUMENT, EvalConfig, compute_unit, load_checked, unit_names
@@ -89,17 +88,5 @@ def run_evaluation(
 def build_evaluation_report(out_dir: str | Path) -> Path:
     """Execute ``evaluate.ipynb`` over the records in ``out_dir`` and render ``out_dir/index.html``
     (a static page: tables in HTML, figures as inline PNGs, no scripts)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     out = output_folder(out_dir, "evaluation folder", kind="report")
-    with locked(out):
-        claim(out, "report")
-        executed = out / "evaluate.ipynb"
-        execute("evaluate.ipynb", executed, {"out_dir": str(out)})
-        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-        body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-        body = re.sub(r"<script\b[^>]*>.*?</script>", "", body, flags=re.DOTALL)
-        target = out / "index.html"
-        atomic_write_text(target, body)
-    return target
+    return static_page("evaluate.ipynb", out, {"out_dir": str(out)})
